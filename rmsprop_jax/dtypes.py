@@ -1,0 +1,94 @@
+"""The state dtype policy and the rounding that stores a state in it.
+
+Policy: the state of a float16 or bfloat16 parameter is float32 unless
+``state_dtype`` says otherwise; the state of a float32 or float64 parameter has the
+parameter's dtype; a complex parameter's second moment is real, its first moment
+and momentum buffer complex, at the policy's precision. The arithmetic of a step
+runs in at least float32, whatever the storage dtype. A 16-bit state is written
+with unbiased stochastic rounding, so small increments are not lost to
+round-to-nearest (which freezes an average at decay 0.999 once
+``(1 - decay) * g**2`` falls under half an ulp of it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+_STATE_DTYPES = ("float16", "bfloat16", "float32", "float64")
+_LOW_PRECISION = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+
+
+def resolve_state_dtype(name: str, state_dtype: Any) -> jnp.dtype | None:
+    """Turns ``state_dtype`` (``None``, a dtype, or its name) into a dtype.
+
+    Raises:
+      ValueError: naming ``name``, for anything but float16, bfloat16, float32 or
+        float64, and for float64 while ``jax_enable_x64`` is off (JAX would store
+        float32 silently).
+    """
+    if state_dtype is None:
+        return None
+    try:
+        dtype = jnp.dtype(state_dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.name not in _STATE_DTYPES:
+        raise ValueError(
+            f"Invalid {name} value: {state_dtype!r} ({name} must be one of {', '.join(_STATE_DTYPES)})"
+        )
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            f"Invalid {name} value: {state_dtype!r} (float64 needs jax.config.update('jax_enable_x64', True))"
+        )
+    return dtype
+
+
+def real_state_dtype(param_dtype: Any, state_dtype: jnp.dtype | None) -> jnp.dtype:
+    """Real dtype in which the state of a parameter of ``param_dtype`` is stored."""
+    if state_dtype is not None:
+        return state_dtype
+    real = jnp.finfo(param_dtype).dtype  # complex64 -> float32, complex128 -> float64
+    return jnp.dtype(jnp.float32) if real in _LOW_PRECISION else real
+
+
+def compute_dtype(param_dtype: Any, storage: jnp.dtype) -> jnp.dtype:
+    """Real dtype in which a step's arithmetic runs: at least float32."""
+    return jnp.promote_types(jnp.promote_types(jnp.finfo(param_dtype).dtype, storage), jnp.float32)
+
+
+def like_param(param_dtype: Any, real: jnp.dtype) -> jnp.dtype:
+    """``real`` for a real parameter; the complex dtype of that precision otherwise."""
+    if jnp.issubdtype(param_dtype, jnp.complexfloating):
+        return jnp.promote_types(real, jnp.complex64)
+    return real
+
+
+def needs_stochastic_rounding(state_dtype: jnp.dtype | None) -> bool:
+    """Whether states stored in ``state_dtype`` lose precision against float32."""
+    return state_dtype is not None and state_dtype in _LOW_PRECISION
+
+
+def store(value: jax.Array, dtype: jnp.dtype, key: jax.Array | None) -> jax.Array:
+    """Casts ``value`` to ``dtype``: stochastically rounded when narrowing to 16 bits.
+
+    Stochastic rounding picks the representable neighbour on the far side of
+    ``value`` with probability ``residual / gap``, so the stored value is
+    unbiased: ``E[store(x)] == x``. Non-finite values round to nearest.
+
+    Args:
+      value: A real array in the compute dtype.
+      dtype: The storage dtype.
+      key: A PRNG key; ``None`` rounds to nearest.
+    """
+    if value.dtype == dtype or key is None or dtype not in _LOW_PRECISION:
+        return value.astype(dtype)
+    nearest = value.astype(dtype)
+    residual = value - nearest.astype(value.dtype)
+    toward = jnp.where(residual > 0, jnp.inf, -jnp.inf).astype(dtype)
+    neighbour = jnp.nextafter(nearest, toward)
+    probability = residual / (neighbour.astype(value.dtype) - nearest.astype(value.dtype))
+    uniform = jax.random.uniform(key, value.shape, value.dtype)
+    return jnp.where(uniform < probability, neighbour, nearest)

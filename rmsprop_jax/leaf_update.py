@@ -1,0 +1,144 @@
+"""All RMSProp arithmetic: one step for one parameter leaf.
+
+:func:`rmsprop_jax.rmsprop`, :func:`rmsprop_jax.scale_by_rms` and every preset
+only configure :func:`update_leaf` through :class:`RmsConfig`; nothing else in the
+package computes a moment, a scaling or a momentum.
+
+One step, in this order:
+
+1. ``g = -g`` if ``maximize``.
+2. Coupled weight decay: ``g = g + weight_decay * p`` (PyTorch's ``weight_decay``).
+3. ``nu = decay * nu + (1 - decay) * |g|^2``; if ``centered``,
+   ``mu = decay * mu + (1 - decay) * g``.
+4. With ``bias_correction``, ``nu_hat = nu / (1 - decay^t)`` (and ``mu_hat``).
+5. ``v = nu_hat``, or ``max(nu_hat - |mu_hat|^2, 0)`` if ``centered`` (clamped:
+   rounding can make the difference negative, which would give NaN).
+6. ``s = g / sqrt(v + eps)`` (``eps_in_sqrt``) or ``s = g / (sqrt(v) + eps)``;
+   ``s = 0`` where ``g == 0``, also for ``eps = 0``.
+7. Momentum: ``buf = momentum * buf + lr * s`` and ``u = -buf``
+   (``lr_in_momentum``: optax, TF, Keras), or ``buf = momentum * buf + s`` and
+   ``u = -lr * buf`` (PyTorch); Nesterov looks ahead with ``s + momentum * buf``.
+   Without momentum ``u = -lr * s``; without a learning rate (``scale_by_rms``)
+   ``u = s``.
+8. Decoupled weight decay: ``u = u - lr * weight_decay * p`` (AdamW, Keras, timm).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rmsprop_jax import dtypes
+
+
+@dataclasses.dataclass(frozen=True)
+class RmsConfig:
+    """Hyperparameters of :func:`update_leaf`, as the factories validated them.
+
+    Numbers may be Python scalars or (traced) arrays; flags are static.
+    ``momentum=None`` means no momentum buffer.
+    """
+
+    decay: Any = 0.9
+    eps: Any = 1e-8
+    eps_in_sqrt: bool = True
+    centered: bool = False
+    bias_correction: bool = False
+    momentum: Any = None
+    nesterov: bool = False
+    lr_in_momentum: bool = True
+    decoupled_weight_decay: bool = False
+    maximize: bool = False
+
+    @property
+    def eps_may_be_zero(self) -> bool:
+        """Whether ``v + eps`` can be zero, so that ``0 / 0`` must be guarded."""
+        return not (isinstance(self.eps, (int, float)) and self.eps > 0)
+
+
+class LeafStep(NamedTuple):
+    """What :func:`update_leaf` returns for one leaf (state entries in compute dtype)."""
+
+    update: jax.Array
+    nu: jax.Array
+    mu: jax.Array | None
+    trace: jax.Array | None
+
+
+def _abs_sq(x: jax.Array) -> jax.Array:
+    return (x.conj() * x).real if jnp.iscomplexobj(x) else x * x
+
+
+def update_leaf(
+    config: RmsConfig,
+    grad: jax.Array,
+    nu: jax.Array,
+    mu: jax.Array | None,
+    trace: jax.Array | None,
+    *,
+    param: jax.Array | None = None,
+    learning_rate: Any = None,
+    weight_decay: Any = None,
+    count: jax.Array | None = None,
+) -> LeafStep:
+    """One RMSProp step for one leaf; the module docstring gives the formula.
+
+    Args:
+      config: The configuration.
+      grad: The gradient (any real or complex floating dtype).
+      nu: Second-moment state.
+      mu: First-moment state (``centered``), else ``None``.
+      trace: Momentum buffer (``config.momentum`` set), else ``None``.
+      param: The parameter; needed only with ``weight_decay``.
+      learning_rate: The step's learning rate; ``None`` returns the scaled
+        gradient without sign flip (``scale_by_rms``).
+      weight_decay: This leaf's weight decay, ``None`` for none.
+      count: The step number, from 1, for ``bias_correction``.
+
+    Returns:
+      The update in ``grad``'s dtype and the new state entries in the compute
+      dtype (the caller stores them).
+    """
+    compute = dtypes.compute_dtype(grad.dtype, nu.dtype)
+    g = grad.astype(dtypes.like_param(grad.dtype, compute))
+    decay = config.decay
+    if config.maximize:
+        g = -g
+    if weight_decay is not None and not config.decoupled_weight_decay:
+        g = g + weight_decay * param.astype(g.dtype)
+
+    nu = (1 - decay) * _abs_sq(g) + decay * nu.astype(compute)
+    nu_hat = nu
+    if config.bias_correction:
+        correction = (1 - decay**count).astype(compute)
+        nu_hat = nu / correction
+    variance = nu_hat
+    if config.centered:
+        mu = (1 - decay) * g + decay * mu.astype(g.dtype)
+        mu_hat = mu / correction if config.bias_correction else mu
+        variance = jnp.maximum(nu_hat - _abs_sq(mu_hat), 0)
+
+    if config.eps_in_sqrt:
+        scaled = jax.lax.rsqrt(variance + config.eps) * g
+    else:
+        scaled = 1 / (jnp.sqrt(variance) + config.eps) * g
+    if config.eps_may_be_zero:
+        scaled = jnp.where(g == 0, jnp.zeros_like(scaled), scaled)
+
+    if learning_rate is None:
+        update = scaled
+    else:
+        lr = jnp.asarray(learning_rate).astype(compute)
+        if config.momentum is None:
+            update = -lr * scaled
+        else:
+            step = lr * scaled if config.lr_in_momentum else scaled
+            trace = step + config.momentum * trace.astype(g.dtype)
+            velocity = step + config.momentum * trace if config.nesterov else trace
+            update = -velocity if config.lr_in_momentum else -lr * velocity
+        if weight_decay is not None and config.decoupled_weight_decay:
+            update = update - lr * weight_decay * param.astype(g.dtype)
+    return LeafStep(update.astype(grad.dtype), nu, mu, trace)

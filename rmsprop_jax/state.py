@@ -1,0 +1,36 @@
+"""The optimizer state of :func:`rmsprop_jax.rmsprop` and :func:`rmsprop_jax.scale_by_rms`."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import optax
+
+
+class RmsPropState(NamedTuple):
+    """State of :func:`rmsprop_jax.rmsprop` and :func:`rmsprop_jax.scale_by_rms`.
+
+    A plain pytree: it can be jitted, vmapped, pmapped and checkpointed. Fields a
+    configuration does not use are ``None`` (an empty pytree), so a state's tree
+    structure tells which variant built it.
+
+    Attributes:
+      count: Number of updates applied so far (``int32`` scalar, saturating).
+        Present only where it is needed: with ``bias_correction``, with a schedule
+        as learning rate, or with a 16-bit ``state_dtype`` (it keys the
+        stochastic rounding). Otherwise ``None``.
+      nu: Exponential moving average of the squared gradient, ``E[g^2]``
+        (``|g|^2`` for complex gradients), one real array per parameter.
+      mu: Exponential moving average of the gradient, ``E[g]``, when
+        ``centered=True``; otherwise ``None``.
+      trace: Momentum buffer when ``momentum`` is not ``None``; otherwise
+        ``None``. It holds the velocity in the descent direction: the
+        accumulated ``lr * g / rms`` (``lr_in_momentum=True``, as TF and Keras
+        store it) or ``g / rms`` (``lr_in_momentum=False``, as PyTorch stores it).
+    """
+
+    count: jax.Array | None
+    nu: optax.Updates
+    mu: optax.Updates | None
+    trace: optax.Updates | None

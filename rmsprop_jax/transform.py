@@ -1,0 +1,397 @@
+"""The public factories: :func:`rmsprop` and :func:`scale_by_rms`.
+
+Both validate their arguments, build an :class:`~rmsprop_jax.leaf_update.RmsConfig`
+and hand it to :func:`_rms_transformation`, which maps
+:func:`~rmsprop_jax.leaf_update.update_leaf` over the leaves of a pytree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rmsprop_jax import dtypes, validation
+from rmsprop_jax.leaf_update import RmsConfig, update_leaf
+from rmsprop_jax.state import RmsPropState
+
+_ROUNDING_SEED = 0x5EED
+
+
+def _check_config(config: RmsConfig, state_dtype: Any) -> jnp.dtype | None:
+    """Validates what every factory shares; returns the resolved state dtype."""
+    validation.check_interval("decay", config.decay, 0.0, 1.0)
+    validation.check_interval("eps", config.eps, 0.0)
+    for flag in ("eps_in_sqrt", "centered", "bias_correction", "nesterov"):
+        validation.check_bool(flag, getattr(config, flag))
+    if (
+        config.bias_correction
+        and not validation.is_traced(config.decay)
+        and jnp.any(jnp.asarray(config.decay) == 1)
+    ):
+        raise ValueError("Invalid decay value: 1.0 (bias_correction divides by 1 - decay**t: decay must be < 1)")
+    return dtypes.resolve_state_dtype("state_dtype", state_dtype)
+
+
+def _structure_error(what: str, expected: Any, got: Any) -> ValueError:
+    return ValueError(
+        f"The {what} tree does not match the optimizer state's tree "
+        f"(nothing is broadcast).\n  state: {expected}\n  {what}: {got}"
+    )
+
+
+def _leaf_path(tree: Any, index: int) -> str:
+    path, _ = jax.tree_util.tree_flatten_with_path(tree)[0][index]
+    return jax.tree_util.keystr(path) or "<root>"
+
+
+def _decayed_leaves(mask: Any, params: Any, treedef: Any) -> list[bool]:
+    """Per-leaf flags from an optax-style mask: a pytree of bools (same structure
+    as the params, or a prefix of it) or a callable returning one."""
+    if mask is None:
+        return [True] * treedef.num_leaves
+    mask_tree = mask(params) if callable(mask) else mask
+    try:
+        expanded = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), mask_tree, params)
+    except ValueError as error:
+        raise ValueError(
+            f"weight_decay_mask must be a pytree of bools with the params' structure "
+            f"(or a prefix of it): {error}"
+        ) from None
+    flags = jax.tree.leaves(expanded)
+    for flag in flags:
+        if not isinstance(flag, bool):
+            raise ValueError(f"weight_decay_mask leaves must be Python bools, got {flag!r}")
+    return flags
+
+
+def _rms_transformation(
+    config: RmsConfig,
+    *,
+    initial_scale: Any,
+    state_dtype: jnp.dtype | None,
+    learning_rate: optax.ScalarOrSchedule | None = None,
+    weight_decay: Any = 0.0,
+    weight_decay_mask: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    """Maps :func:`update_leaf` over a pytree, with the state layout it needs."""
+    schedule = learning_rate if callable(learning_rate) else None
+    rounding = dtypes.needs_stochastic_rounding(state_dtype)
+    has_count = config.bias_correction or schedule is not None or rounding
+    static_weight_decay = isinstance(weight_decay, (int, float))
+    applies_weight_decay = not (static_weight_decay and weight_decay == 0)
+
+    def leaf_state(param: jax.Array, fill: Any, real: bool) -> jax.Array:
+        storage = dtypes.real_state_dtype(param.dtype, state_dtype)
+        dtype = storage if real else dtypes.like_param(param.dtype, storage)
+        return jnp.full_like(param, fill, dtype=dtype)
+
+    def init_fn(params: optax.Params) -> RmsPropState:
+        return RmsPropState(
+            count=jnp.zeros([], jnp.int32) if has_count else None,
+            nu=jax.tree.map(lambda p: leaf_state(p, initial_scale, real=True), params),
+            mu=jax.tree.map(lambda p: leaf_state(p, 0, real=False), params) if config.centered else None,
+            trace=(
+                jax.tree.map(lambda p: leaf_state(p, 0, real=False), params)
+                if config.momentum is not None
+                else None
+            ),
+        )
+
+    def update_fn(
+        updates: optax.Updates,
+        state: RmsPropState,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, RmsPropState]:
+        del extra_args
+        grads, treedef = jax.tree.flatten(updates)
+        state_treedef = jax.tree.structure(state.nu)
+        if treedef != state_treedef:
+            raise _structure_error("gradient", state_treedef, treedef)
+        nus = treedef.flatten_up_to(state.nu)
+        for index, (grad, nu) in enumerate(zip(grads, nus)):
+            if jnp.shape(grad) != nu.shape:
+                raise ValueError(
+                    f"Gradient leaf {_leaf_path(updates, index)} has shape {jnp.shape(grad)} but its "
+                    f"optimizer state has shape {nu.shape} (nothing is broadcast)."
+                )
+        mus = treedef.flatten_up_to(state.mu) if config.centered else [None] * len(grads)
+        traces = treedef.flatten_up_to(state.trace) if config.momentum is not None else [None] * len(grads)
+
+        decays = [False] * len(grads)
+        param_leaves: list[Any] = [None] * len(grads)
+        if applies_weight_decay:
+            if params is None:
+                raise ValueError(
+                    "weight_decay needs the params: call update(grads, state, params). "
+                    "(Under optax.inject_hyperparams a weight_decay of 0 is an array too: "
+                    "pass static_args=('weight_decay',) to keep it out of the step.)"
+                )
+            if jax.tree.structure(params) != treedef:
+                raise _structure_error("params", treedef, jax.tree.structure(params))
+            param_leaves = treedef.flatten_up_to(params)
+            decays = _decayed_leaves(weight_decay_mask, params, treedef)
+
+        count = state.count
+        lr = learning_rate
+        if has_count:
+            lr = schedule(count) if schedule is not None else learning_rate
+            count = optax.safe_increment(state.count)
+        base_key = jax.random.fold_in(jax.random.key(_ROUNDING_SEED), count) if rounding else None
+
+        new_updates, new_nu, new_mu, new_trace = [], [], [], []
+        for index, (grad, nu, mu, trace, param, decayed) in enumerate(
+            zip(grads, nus, mus, traces, param_leaves, decays)
+        ):
+            step = update_leaf(
+                config,
+                grad,
+                nu,
+                mu,
+                trace,
+                param=param,
+                learning_rate=lr,
+                weight_decay=weight_decay if decayed and applies_weight_decay else None,
+                count=count,
+            )
+            keys = (
+                jax.random.split(jax.random.fold_in(base_key, index), 3)
+                if rounding
+                else (None, None, None)
+            )
+            new_updates.append(step.update)
+            new_nu.append(dtypes.store(step.nu, nu.dtype, keys[0]))
+            if mu is not None:
+                new_mu.append(dtypes.store(step.mu, mu.dtype, keys[1]))
+            if trace is not None:
+                new_trace.append(dtypes.store(step.trace, trace.dtype, keys[2]))
+
+        def rebuild(leaves: list[jax.Array], present: bool) -> Any:
+            return jax.tree.unflatten(treedef, leaves) if present else None
+
+        new_state = RmsPropState(
+            count=count if has_count else None,
+            nu=rebuild(new_nu, True),
+            mu=rebuild(new_mu, config.centered),
+            trace=rebuild(new_trace, config.momentum is not None),
+        )
+        return jax.tree.unflatten(treedef, new_updates), new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def scale_by_rms(
+    decay: jax.typing.ArrayLike = 0.9,
+    eps: jax.typing.ArrayLike = 1e-8,
+    initial_scale: jax.typing.ArrayLike = 0.0,
+    eps_in_sqrt: bool = True,
+    centered: bool = False,
+    bias_correction: bool = False,
+    *,
+    state_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Rescales updates by the root of an exponential moving average of their square.
+
+    The RMSProp scaling without the learning rate: ``g / sqrt(E[g^2] + eps)``, or
+    with ``centered=True``, ``g / sqrt(E[g^2] - E[g]^2 + eps)``. Chain it with
+    :func:`optax.scale_by_learning_rate` (and :func:`optax.trace` for momentum) to
+    put clipping or other transforms between the scaling and the learning rate;
+    ``rmsprop(lr, ...)`` equals that chain.
+
+    Args:
+      decay: Decay rate of the moving averages, in ``[0, 1]``.
+      eps: Non-negative term added to the denominator. ``eps = 0`` is allowed:
+        zero gradients still give zero updates.
+      initial_scale: Non-negative initial value of the second moment (PyTorch
+        uses 0, TF1 uses 1).
+      eps_in_sqrt: Whether ``eps`` is added inside the square root (optax, TF1) or
+        outside it (PyTorch, Keras).
+      centered: Whether to divide by the root of the variance estimate
+        ``E[g^2] - E[g]^2`` (clamped at zero) instead of the second moment.
+      bias_correction: Whether to divide the moving averages by ``1 - decay^t``.
+      state_dtype: Storage dtype of the state (a floating dtype or its name,
+        e.g. ``"bfloat16"``). ``None``: float32 for float16/bfloat16 params, else
+        the param's dtype. A 16-bit state is written with stochastic rounding.
+
+    Returns:
+      A :class:`optax.GradientTransformationExtraArgs` whose state is a
+      :class:`rmsprop_jax.RmsPropState`.
+
+    Raises:
+      ValueError: an argument is out of range; it is named in the message.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optax
+      >>> import rmsprop_jax
+      >>> tx = optax.chain(
+      ...     optax.clip_by_global_norm(1.0),
+      ...     rmsprop_jax.scale_by_rms(decay=0.9),
+      ...     optax.scale_by_learning_rate(0.1),
+      ... )
+      >>> params = jnp.array([1.0, -2.0])
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update(jnp.array([0.5, 0.5]), state, params)
+      >>> print(updates)
+      [-0.31622776 -0.31622776]
+
+    References:
+      Hinton, `Lecture 6e: rmsprop
+      <https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf>`_, 2012.
+
+      Graves, `Generating Sequences With Recurrent Neural Networks
+      <https://arxiv.org/abs/1308.0850>`_, 2013.
+    """
+    config = RmsConfig(
+        decay=decay,
+        eps=eps,
+        eps_in_sqrt=eps_in_sqrt,
+        centered=centered,
+        bias_correction=bias_correction,
+    )
+    resolved = _check_config(config, state_dtype)
+    validation.check_interval("initial_scale", initial_scale, 0.0)
+    return _rms_transformation(config, initial_scale=initial_scale, state_dtype=resolved)
+
+
+def rmsprop(
+    learning_rate: optax.ScalarOrSchedule,
+    decay: jax.typing.ArrayLike = 0.9,
+    eps: jax.typing.ArrayLike = 1e-8,
+    initial_scale: jax.typing.ArrayLike = 0.0,
+    eps_in_sqrt: bool = True,
+    centered: bool = False,
+    momentum: jax.typing.ArrayLike | None = None,
+    nesterov: bool = False,
+    bias_correction: bool = False,
+    *,
+    weight_decay: jax.typing.ArrayLike = 0.0,
+    decoupled_weight_decay: bool = False,
+    weight_decay_mask: Any | Callable[[optax.Params], Any] | None = None,
+    lr_in_momentum: bool = True,
+    maximize: bool = False,
+    state_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""RMSProp in one transformation: every variant, one fused step per leaf.
+
+    A drop-in for :func:`optax.rmsprop` (same positional arguments and defaults,
+    same updates to float32 rounding) with the options other frameworks need. One
+    step, in order: negate the gradient if ``maximize``; add coupled weight decay
+    ``weight_decay * p`` to it; update ``nu = decay * nu + (1 - decay) * g^2`` (and
+    ``mu`` if centered); scale ``s = g / sqrt(v + eps)`` with ``v`` the (clamped,
+    optionally bias-corrected) second moment or variance; apply momentum; subtract
+    decoupled weight decay ``lr * weight_decay * p``.
+
+    Deviations from :func:`optax.rmsprop`, all deliberate: invalid arguments raise
+    ``ValueError`` (optax accepts them silently); the centered variance is clamped
+    at zero (optax can return NaN); float16/bfloat16 params keep a float32 state;
+    with ``eps = 0``, zero gradients give zero updates (optax: NaN).
+
+    Args:
+      learning_rate: A non-negative float, or an optax schedule (a callable from
+        step count to learning rate).
+      decay: Decay rate of the moving averages, in ``[0, 1]``.
+      eps: Non-negative term added to the denominator.
+      initial_scale: Non-negative initial value of the second moment (PyTorch
+        uses 0, TF1 uses 1).
+      eps_in_sqrt: Whether ``eps`` is added inside the square root (optax, TF1) or
+        outside it (PyTorch, Keras).
+      centered: Whether to divide by the root of the variance estimate
+        ``E[g^2] - E[g]^2`` (clamped at zero) instead of the second moment.
+      momentum: Momentum decay in ``[0, 1)``; ``None`` keeps no buffer.
+      nesterov: Whether to use Nesterov momentum (needs ``momentum``).
+      bias_correction: Whether to divide the moving averages by ``1 - decay^t``.
+      weight_decay: Non-negative weight decay coefficient.
+      decoupled_weight_decay: ``False``: add ``weight_decay * p`` to the gradient
+        before the moments (PyTorch). ``True``: subtract
+        ``learning_rate * weight_decay * p`` from the parameter, outside the
+        moments and momentum (AdamW, Keras, timm).
+      weight_decay_mask: Which params decay: a pytree of bools with the params'
+        structure (or a prefix of it), or a callable ``params -> pytree``.
+        Under :func:`optax.inject_hyperparams`, pass a callable mask in
+        ``static_args``.
+      lr_in_momentum: ``True``: the momentum buffer accumulates
+        ``learning_rate * s`` (optax, TF, Keras). ``False``: it accumulates ``s``
+        and the learning rate multiplies the buffer (PyTorch). The two differ
+        only when the learning rate changes over time.
+      maximize: Whether to maximize the objective (negate the gradient first).
+      state_dtype: Storage dtype of the state (a floating dtype or its name,
+        e.g. ``"bfloat16"``). ``None``: float32 for float16/bfloat16 params, else
+        the param's dtype. A 16-bit state is written with stochastic rounding.
+        Under :func:`optax.inject_hyperparams` pass a dtype object in
+        ``static_args`` (it is callable) or give its name.
+
+    Returns:
+      A :class:`optax.GradientTransformationExtraArgs` whose state is a
+      :class:`rmsprop_jax.RmsPropState`.
+
+    Raises:
+      ValueError: an argument is out of range or of the wrong kind; it is named
+        in the message.
+
+    Example:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import optax
+      >>> import rmsprop_jax
+      >>> def loss(x): return jnp.sum(x ** 2)
+      >>> tx = rmsprop_jax.rmsprop(learning_rate=0.003)
+      >>> params = jnp.array([1.0, 2.0, 3.0])
+      >>> state = tx.init(params)
+      >>> for _ in range(5):
+      ...   grads = jax.grad(loss)(params)
+      ...   updates, state = tx.update(grads, state, params)
+      ...   params = optax.apply_updates(params, updates)
+      ...   print(f"{loss(params):.2E}")
+      1.39E+01
+      1.38E+01
+      1.37E+01
+      1.37E+01
+      1.36E+01
+
+    References:
+      Hinton, `Lecture 6e: rmsprop
+      <https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf>`_, 2012.
+
+      Graves, `Generating Sequences With Recurrent Neural Networks
+      <https://arxiv.org/abs/1308.0850>`_, 2013.
+
+      Loshchilov and Hutter, `Decoupled Weight Decay Regularization
+      <https://arxiv.org/abs/1711.05101>`_, 2019.
+    """
+    config = RmsConfig(
+        decay=decay,
+        eps=eps,
+        eps_in_sqrt=eps_in_sqrt,
+        centered=centered,
+        bias_correction=bias_correction,
+        momentum=momentum,
+        nesterov=nesterov,
+        lr_in_momentum=lr_in_momentum,
+        decoupled_weight_decay=decoupled_weight_decay,
+        maximize=maximize,
+    )
+    resolved = _check_config(config, state_dtype)
+    validation.check_learning_rate("learning_rate", learning_rate)
+    validation.check_interval("initial_scale", initial_scale, 0.0)
+    validation.check_interval("weight_decay", weight_decay, 0.0)
+    for flag in ("decoupled_weight_decay", "lr_in_momentum", "maximize"):
+        validation.check_bool(flag, getattr(config, flag))
+    if momentum is not None:
+        validation.check_interval("momentum", momentum, 0.0, 1.0, high_inclusive=False)
+    elif nesterov:
+        raise ValueError("Invalid nesterov value: True (nesterov needs momentum; momentum is None)")
+    if weight_decay_mask is not None and not callable(weight_decay_mask):
+        jax.tree.map(lambda flag: validation.check_bool("weight_decay_mask", flag), weight_decay_mask)
+    return _rms_transformation(
+        config,
+        initial_scale=initial_scale,
+        state_dtype=resolved,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        weight_decay_mask=weight_decay_mask,
+    )

@@ -1,0 +1,111 @@
+"""Every flag combination of the one update formula against the float64 reference."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import hard_gradients
+from rmsprop_reference import reference_trajectory
+
+import rmsprop_jax
+
+MOMENTUM_MODES = [
+    {"momentum": None},
+    {"momentum": 0.9, "nesterov": False, "lr_in_momentum": True},
+    {"momentum": 0.9, "nesterov": False, "lr_in_momentum": False},
+    {"momentum": 0.8, "nesterov": True, "lr_in_momentum": True},
+    {"momentum": 0.8, "nesterov": True, "lr_in_momentum": False},
+]
+WEIGHT_DECAY_MODES = [
+    {},
+    {"weight_decay": 0.1, "decoupled_weight_decay": False},
+    {"weight_decay": 0.1, "decoupled_weight_decay": True},
+]
+
+
+def SCHEDULE(count):
+    """Exact in float64 under x64 (optax's schedules compute in float32)."""
+    return 0.02 / (1 + jnp.asarray(count, jnp.float64) / 4)
+
+
+
+def _combinations():
+    for eps_in_sqrt, centered, bias_correction, maximize, momentum, wd, scheduled in itertools.product(
+        [True, False], [False, True], [False, True], [False, True], MOMENTUM_MODES, WEIGHT_DECAY_MODES, [False, True]
+    ):
+        yield {
+            "eps_in_sqrt": eps_in_sqrt,
+            "centered": centered,
+            "bias_correction": bias_correction,
+            "maximize": maximize,
+            "scheduled": scheduled,
+            **momentum,
+            **wd,
+        }
+
+
+COMBINATIONS = list(_combinations())
+
+
+def _run_ours(kwargs: dict, grads: list[np.ndarray], params: np.ndarray) -> np.ndarray:
+    tx = rmsprop_jax.rmsprop(**kwargs)
+
+    @jax.jit
+    def run(params, grads):
+        def step(carry, g):
+            p, state = carry
+            update, state = tx.update(g, state, p)
+            return (p + update, state), update
+
+        _, updates = jax.lax.scan(step, (params, tx.init(params)), grads)
+        return updates
+
+    return np.asarray(run(jnp.asarray(params), jnp.asarray(np.stack(grads))))
+
+
+@pytest.mark.parametrize("combo", COMBINATIONS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_every_flag_combination_matches_float64_reference(combo):
+    combo = dict(combo)
+    scheduled = combo.pop("scheduled")
+    learning_rate = SCHEDULE if scheduled else 0.02
+    kwargs = {"learning_rate": learning_rate, "decay": 0.9, "eps": 1e-6, "initial_scale": 0.5, **combo}
+    grads = hard_gradients(40, (5,), seed=len(str(combo)))
+    params = np.linspace(-1.0, 1.0, 5)
+    with jax.enable_x64(True):
+        ours = _run_ours(kwargs, [g.astype(np.float64) for g in grads], params)
+        expected = np.stack(reference_trajectory(grads, params, **kwargs))
+    assert ours.dtype == np.float64
+    np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-12 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("eps_in_sqrt", [True, False])
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("bias_correction", [False, True])
+def test_scale_by_rms_matches_float64_reference(eps_in_sqrt, centered, bias_correction):
+    flags = {"eps_in_sqrt": eps_in_sqrt, "centered": centered, "bias_correction": bias_correction}
+    grads = hard_gradients(40, (6,), seed=3)
+    with jax.enable_x64(True):
+        tx = rmsprop_jax.scale_by_rms(decay=0.95, eps=1e-6, initial_scale=0.1, **flags)
+        state = tx.init(jnp.zeros(6))
+        ours = []
+        for g in grads:
+            update, state = tx.update(jnp.asarray(g, jnp.float64), state)
+            ours.append(np.asarray(update))
+        expected = reference_trajectory(
+            grads, np.zeros(6), learning_rate=None, decay=0.95, eps=1e-6, initial_scale=0.1, **flags
+        )
+    np.testing.assert_allclose(np.stack(ours), np.stack(expected), rtol=1e-9, atol=1e-15)
+
+
+def test_reference_itself_differs_between_momentum_conventions_under_a_schedule():
+    # Guards the combination test: the two conventions must not coincide, else the
+    # lr_in_momentum flag would be untested.
+    grads = hard_gradients(10, (3,))
+    common = {"learning_rate": lambda t: 0.1 / (t + 1), "momentum": 0.9}
+    a = reference_trajectory(grads, np.zeros(3), lr_in_momentum=True, **common)
+    b = reference_trajectory(grads, np.zeros(3), lr_in_momentum=False, **common)
+    assert not np.allclose(a[-1], b[-1])
