@@ -1,0 +1,259 @@
+"""rmsprop / scale_by_rms: optax parity, API shape, state layout, tree checks."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import hard_gradients
+
+import rmsprop_jax
+from rmsprop_jax import RmsPropState
+
+OPTAX_FLAGS = list(
+    itertools.product(
+        [True, False],  # eps_in_sqrt
+        [False, True],  # centered
+        [None, 0.9, "nesterov"],  # momentum
+        [False, True],  # bias_correction
+        [False, True],  # schedule
+    )
+)
+
+
+def _optax_kwargs(eps_in_sqrt, centered, momentum, bias_correction, schedule):
+    return {
+        "learning_rate": optax.cosine_decay_schedule(0.05, 60, alpha=0.1) if schedule else 0.05,
+        "decay": 0.95,
+        "eps": 1e-7,
+        "initial_scale": 0.25,
+        "eps_in_sqrt": eps_in_sqrt,
+        "centered": centered,
+        "momentum": None if momentum is None else 0.9,
+        "nesterov": momentum == "nesterov",
+        "bias_correction": bias_correction,
+    }
+
+
+def _tree_of(grad: np.ndarray) -> dict:
+    return {"w": jnp.asarray(grad), "b": [jnp.asarray(grad[0]), None]}
+
+
+@pytest.mark.parametrize("flags", OPTAX_FLAGS, ids=str)
+def test_reproduces_optax_rmsprop_every_step(flags):
+    kwargs = _optax_kwargs(*flags)
+    ours, theirs = rmsprop_jax.rmsprop(**kwargs), optax.rmsprop(**kwargs)
+    grads = hard_gradients(60, (8, 3), seed=7)
+    params = _tree_of(np.ones((8, 3), np.float32))
+    state_ours, state_theirs = ours.init(params), theirs.init(params)
+    update_ours, update_theirs = jax.jit(ours.update), jax.jit(theirs.update)
+    for g in grads:
+        tree = _tree_of(g)
+        u_ours, state_ours = update_ours(tree, state_ours, params)
+        u_theirs, state_theirs = update_theirs(tree, state_theirs, params)
+        for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_theirs)):
+            b = np.asarray(b)
+            finite = np.isfinite(b)  # optax's NaN (negative centered variance) is a documented deviation
+            assert np.all(np.isfinite(a))
+            assert a.dtype == b.dtype == jnp.float32
+            scale = np.abs(b[finite]).max(initial=0.0)
+            np.testing.assert_allclose(np.asarray(a)[finite], b[finite], rtol=0, atol=1e-5 * scale)
+
+
+def test_signature_is_a_superset_of_optax_with_same_defaults():
+    ours = inspect.signature(rmsprop_jax.rmsprop).parameters
+    theirs = inspect.signature(optax.rmsprop).parameters
+    for position, (name, parameter) in enumerate(theirs.items()):
+        assert list(ours)[position] == name
+        assert ours[name].default == parameter.default
+        assert ours[name].kind == parameter.kind
+    for name, parameter in ours.items():
+        if name not in theirs:
+            assert parameter.kind == inspect.Parameter.KEYWORD_ONLY
+    scale_ours = inspect.signature(rmsprop_jax.scale_by_rms).parameters
+    for name, parameter in inspect.signature(optax.scale_by_rms).parameters.items():
+        assert scale_ours[name].default == parameter.default
+
+
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("momentum", [None, 0.8])
+def test_rmsprop_equals_the_scale_by_rms_chain(centered, momentum):
+    schedule = optax.linear_schedule(0.1, 0.01, 30)
+    flags = {"decay": 0.8, "eps": 1e-6, "initial_scale": 0.1, "centered": centered, "bias_correction": True}
+    fused = rmsprop_jax.rmsprop(schedule, momentum=momentum, **flags)
+    chained = optax.chain(
+        rmsprop_jax.scale_by_rms(**flags),
+        optax.scale_by_learning_rate(schedule),
+        optax.trace(momentum) if momentum is not None else optax.identity(),
+    )
+    params = jnp.zeros(5)
+    state_a, state_b = fused.init(params), chained.init(params)
+    for g in hard_gradients(30, (5,), seed=2):
+        u_a, state_a = fused.update(jnp.asarray(g), state_a, params)
+        u_b, state_b = chained.update(jnp.asarray(g), state_b, params)
+        np.testing.assert_allclose(u_a, u_b, rtol=2e-6, atol=1e-30)
+
+
+def test_scale_by_rms_in_the_documented_chain_with_clipping_and_schedule():
+    tx = optax.chain(
+        optax.clip_by_global_norm(1.0),
+        rmsprop_jax.scale_by_rms(decay=0.9),
+        optax.scale_by_learning_rate(optax.linear_schedule(0.1, 0.0, 10)),
+    )
+    params = {"a": jnp.ones(3), "b": jnp.ones((2, 2))}
+    state = tx.init(params)
+    grads = jax.tree.map(lambda p: 100.0 * p, params)
+    updates, state = jax.jit(tx.update)(grads, state, params)
+    # The clipped gradient has norm 1; one RMS step maps each entry to -lr * sign(g) / sqrt(1 - decay).
+    expected = -0.1 / np.sqrt(0.1)
+    for leaf in jax.tree.leaves(updates):
+        np.testing.assert_allclose(leaf, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "count", "mu", "trace"),
+    [
+        ({}, False, False, False),
+        ({"centered": True}, False, True, False),
+        ({"momentum": 0.9}, False, False, True),
+        ({"bias_correction": True}, True, False, False),
+        ({"learning_rate": optax.constant_schedule(0.1)}, True, False, False),
+        ({"state_dtype": "bfloat16"}, True, False, False),
+    ],
+)
+def test_state_holds_only_what_the_configuration_needs(kwargs, count, mu, trace):
+    kwargs = {"learning_rate": 0.1, **kwargs}
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2), "none": None}
+    state = rmsprop_jax.rmsprop(**kwargs).init(params)
+    assert isinstance(state, RmsPropState)
+    assert (state.count is not None) == count
+    assert (state.mu is not None) == mu
+    assert (state.trace is not None) == trace
+    chex.assert_trees_all_equal_shapes(state.nu, params)
+    if count:
+        chex.assert_shape(state.count, ())
+        chex.assert_type(state.count, jnp.int32)
+    for moment in (state.mu, state.trace):
+        if moment is not None:
+            chex.assert_trees_all_equal_shapes(moment, params)
+
+
+def test_initial_scale_fills_nu_and_moments_start_at_zero():
+    state = rmsprop_jax.rmsprop(0.1, initial_scale=1.0, centered=True, momentum=0.5).init(jnp.ones(4))
+    np.testing.assert_array_equal(state.nu, 1.0)
+    np.testing.assert_array_equal(state.mu, 0.0)
+    np.testing.assert_array_equal(state.trace, 0.0)
+
+
+def test_count_advances_and_feeds_the_schedule():
+    tx = rmsprop_jax.rmsprop(lambda count: 0.1 * (count + 1), decay=0.0, eps=0.0)
+    params = jnp.zeros(2)
+    state = tx.init(params)
+    for expected_lr in (0.1, 0.2, 0.3):
+        updates, state = tx.update(jnp.ones(2), state, params)
+        # decay 0 and eps 0: the scaled gradient is sign(g), so the update is -lr.
+        np.testing.assert_allclose(updates, -expected_lr, rtol=1e-6)
+    assert int(state.count) == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"centered": True, "momentum": 0.9, "nesterov": True},
+        # Not with centered: there step 1's variance is 0 in exact arithmetic and pure rounding noise in float32.
+        {"bias_correction": True, "momentum": 0.9, "lr_in_momentum": False, "eps_in_sqrt": False},
+    ],
+)
+def test_jit_equals_eager(kwargs):
+    tx = rmsprop_jax.rmsprop(optax.exponential_decay(0.1, 3, 0.5), weight_decay=0.01, **kwargs)
+    params = {"a": jnp.arange(4.0), "b": (jnp.ones((2, 3)),)}
+    eager_state = jit_state = tx.init(params)
+    jitted = jax.jit(tx.update)
+    for g in hard_gradients(8, (4,), seed=5):
+        grads = {"a": jnp.asarray(g), "b": (jnp.full((2, 3), g[0]),)}
+        u_eager, eager_state = tx.update(grads, eager_state, params)
+        u_jit, jit_state = jitted(grads, jit_state, params)
+        for a, b in zip(jax.tree.leaves(u_eager), jax.tree.leaves(u_jit)):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(a).max())
+    for a, b in zip(jax.tree.leaves(eager_state), jax.tree.leaves(jit_state)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(a).max())
+
+
+def test_update_accepts_extra_args():
+    tx = rmsprop_jax.rmsprop(0.1)
+    assert isinstance(tx, optax.GradientTransformationExtraArgs)
+    params = jnp.ones(3)
+    updates, _ = tx.update(jnp.ones(3), tx.init(params), params, value=jnp.asarray(1.0), grad=None)
+    assert updates.shape == (3,)
+
+
+def test_state_is_a_plain_pytree_for_vmap():
+    tx = rmsprop_jax.rmsprop(0.1, centered=True, momentum=0.9)
+    params = jnp.ones((4, 3))  # four independent problems
+    states = jax.vmap(tx.init)(params)
+    grads = jnp.arange(12.0).reshape(4, 3)
+    updates, states = jax.vmap(tx.update)(grads, states, params)
+    for row in range(4):
+        single, _ = tx.update(grads[row], tx.init(params[row]), params[row])
+        np.testing.assert_allclose(updates[row], single, rtol=1e-6)
+    assert states.nu.shape == (4, 3)
+
+
+def test_structure_mismatch_is_reported_not_broadcast():
+    tx = rmsprop_jax.rmsprop(0.1)
+    params = {"a": jnp.ones(3), "b": jnp.ones(2)}
+    state = tx.init(params)
+    with pytest.raises(ValueError, match="gradient tree does not match"):
+        tx.update({"a": jnp.ones(3)}, state, params)
+    with pytest.raises(ValueError, match="gradient tree does not match"):
+        tx.update({"a": jnp.ones(3), "c": jnp.ones(2)}, state, params)
+    with pytest.raises(ValueError, match=r"\['b'\] has shape \(1,\).*state has shape \(2,\)"):
+        tx.update({"a": jnp.ones(3), "b": jnp.ones(1)}, state, params)
+    with pytest.raises(ValueError, match="shape"):
+        tx.update(jnp.ones(3), tx.init(jnp.ones(())), None)
+
+
+def test_params_tree_mismatch_is_reported_with_weight_decay():
+    tx = rmsprop_jax.rmsprop(0.1, weight_decay=0.1)
+    params = {"a": jnp.ones(3)}
+    with pytest.raises(ValueError, match="params tree does not match"):
+        tx.update(params, tx.init(params), {"z": jnp.ones(3)})
+    with pytest.raises(ValueError, match="weight_decay needs the params"):
+        tx.update(params, tx.init(params))
+
+
+def test_weight_decay_mask_pytree_prefix_and_callable():
+    params = {"w": jnp.ones(3), "bias": {"b": jnp.ones(2)}}
+    grads = jax.tree.map(jnp.zeros_like, params)
+    full = {"w": True, "bias": {"b": False}}
+    prefix = {"w": True, "bias": False}
+
+    def callable_mask(tree):
+        return {"w": True, "bias": jax.tree.map(lambda _: False, tree["bias"])}
+
+    for mask in (full, prefix, callable_mask):
+        tx = rmsprop_jax.rmsprop(0.1, weight_decay=0.5, decoupled_weight_decay=True, weight_decay_mask=mask)
+        updates, _ = tx.update(grads, tx.init(params), params)
+        np.testing.assert_allclose(updates["w"], -0.05)
+        np.testing.assert_allclose(updates["bias"]["b"], 0.0)
+    with pytest.raises(ValueError, match="weight_decay_mask"):
+        tx = rmsprop_jax.rmsprop(0.1, weight_decay=0.5, weight_decay_mask={"w": True, "x": False})
+        tx.update(grads, tx.init(params), params)
+
+
+def test_none_leaves_scalars_and_empty_arrays():
+    params = {"none": None, "scalar": jnp.asarray(2.0), "empty": jnp.zeros((0, 3)), "x": [jnp.ones(2)]}
+    tx = rmsprop_jax.rmsprop(0.1, centered=True, momentum=0.9, weight_decay=0.1)
+    state = tx.init(params)
+    grads = jax.tree.map(lambda p: p * 0.5, params)
+    updates, _ = jax.jit(tx.update)(grads, state, params)
+    assert updates["none"] is None
+    assert updates["empty"].shape == (0, 3)
+    assert updates["scalar"].shape == ()
