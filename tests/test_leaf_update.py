@@ -7,6 +7,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from conftest import hard_gradients
 from rmsprop_reference import reference_trajectory
@@ -109,3 +110,60 @@ def test_reference_itself_differs_between_momentum_conventions_under_a_schedule(
     a = reference_trajectory(grads, np.zeros(3), lr_in_momentum=True, **common)
     b = reference_trajectory(grads, np.zeros(3), lr_in_momentum=False, **common)
     assert not np.allclose(a[-1], b[-1])
+
+
+def test_centered_variance_is_clamped_where_optax_returns_nan():
+    # A constant gradient: E[g^2] - E[g]^2 is 0 in exact arithmetic, negative by
+    # rounding on some entries after ~140 steps at decay 0.9.
+    rng = np.random.default_rng(0)
+    g = jnp.asarray(rng.uniform(0.1, 10.0, 10_000), jnp.float32)
+    ours, theirs = rmsprop_jax.rmsprop(0.01, centered=True), optax.rmsprop(0.01, centered=True)
+
+    def run(tx):  # one jitted step per call, as a training loop does (inside lax.scan XLA fuses differently)
+        update, state, updates = jax.jit(tx.update), tx.init(g), []
+        for _ in range(200):
+            u, state = update(g, state)
+            updates.append(np.asarray(u))
+        return np.stack(updates)
+
+    theirs_updates, ours_updates = run(theirs), run(ours)
+    nan_fraction = np.isnan(theirs_updates[-1]).mean()
+    assert nan_fraction > 0.05  # the optax failure this guards against is real here
+    assert np.all(np.isfinite(ours_updates))
+    # While the variance (g^2 * 0.9^t * (1 - 0.9^t) here) is well above rounding, both agree.
+    np.testing.assert_allclose(ours_updates[:50], theirs_updates[:50], rtol=1e-4)
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-12, 1e-8, 1.0])
+@pytest.mark.parametrize("eps_in_sqrt", [True, False])
+@pytest.mark.parametrize("extra", [{}, {"centered": True}, {"momentum": 0.9, "nesterov": True}, {"bias_correction": True}])
+def test_zero_gradients_give_zero_updates_for_every_eps(eps, eps_in_sqrt, extra):
+    tx = rmsprop_jax.rmsprop(0.1, eps=eps, eps_in_sqrt=eps_in_sqrt, **extra)
+    params = {"w": jnp.ones((3, 3)), "b": jnp.zeros(3)}
+    state = tx.init(params)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    for _ in range(5):
+        updates, state = jax.jit(tx.update)(zeros, state, params)
+        for leaf in jax.tree.leaves(updates):
+            np.testing.assert_array_equal(leaf, 0.0)
+    for leaf in jax.tree.leaves(state):
+        assert np.all(np.isfinite(leaf))
+
+
+@pytest.mark.parametrize("extra", [{}, {"centered": True, "momentum": 0.9}, {"bias_correction": True}])
+def test_tiny_gradients_stay_finite_over_thousands_of_steps(extra):
+    tx = rmsprop_jax.rmsprop(0.01, **extra)
+    g = jnp.full((16,), 1e-30, jnp.float32)
+
+    @jax.jit
+    def run(state):
+        def step(state, _):
+            updates, state = tx.update(g, state)
+            return state, updates
+
+        return jax.lax.scan(step, state, None, length=5000)
+
+    state, updates = run(tx.init(g))
+    assert np.all(np.isfinite(np.asarray(updates)))
+    for leaf in jax.tree.leaves(state):
+        assert np.all(np.isfinite(leaf))

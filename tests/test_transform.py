@@ -45,7 +45,7 @@ def _tree_of(grad: np.ndarray) -> dict:
     return {"w": jnp.asarray(grad), "b": [jnp.asarray(grad[0]), None]}
 
 
-@pytest.mark.parametrize("flags", OPTAX_FLAGS, ids=str)
+@pytest.mark.parametrize("flags", OPTAX_FLAGS, ids=lambda f: "-".join(map(str, f)))
 def test_reproduces_optax_rmsprop_every_step(flags):
     kwargs = _optax_kwargs(*flags)
     ours, theirs = rmsprop_jax.rmsprop(**kwargs), optax.rmsprop(**kwargs)

@@ -1,0 +1,121 @@
+"""State dtype policy, mixed precision, complex params, stochastic rounding."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import rmsprop_jax
+from rmsprop_jax import dtypes
+
+FULL = {"centered": True, "momentum": 0.9}
+
+
+@pytest.mark.parametrize("param_dtype", [jnp.float16, jnp.bfloat16])
+def test_low_precision_params_get_a_float32_state_and_updates_in_their_dtype(param_dtype):
+    tx = rmsprop_jax.rmsprop(0.01, **FULL)
+    params = {"w": jnp.ones(4, param_dtype), "x": jnp.ones(2, jnp.float32)}
+    state = tx.init(params)
+    for moment in (state.nu, state.mu, state.trace):
+        assert moment["w"].dtype == jnp.float32
+        assert moment["x"].dtype == jnp.float32
+    updates, state = jax.jit(tx.update)(jax.tree.map(lambda p: p * 0.5, params), state, params)
+    assert updates["w"].dtype == param_dtype
+    assert updates["x"].dtype == jnp.float32
+    assert state.nu["w"].dtype == jnp.float32
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", jnp.bfloat16, "float16", np.dtype("float16")])
+def test_state_dtype_overrides_the_policy(state_dtype):
+    tx = rmsprop_jax.rmsprop(0.01, state_dtype=state_dtype, **FULL)
+    params = jnp.ones(3, jnp.float32)
+    state = tx.init(params)
+    expected = jnp.dtype(state_dtype)
+    assert state.nu.dtype == state.mu.dtype == state.trace.dtype == expected
+    updates, state = tx.update(params, state, params)
+    assert updates.dtype == jnp.float32
+    assert state.nu.dtype == expected
+
+
+def test_float64_stays_float64_under_x64():
+    with jax.enable_x64(True):
+        tx = rmsprop_jax.rmsprop(0.01, **FULL)
+        params = jnp.ones(3, jnp.float64)
+        state = tx.init(params)
+        updates, state = tx.update(params * 1e-3, state, params)
+        assert updates.dtype == state.nu.dtype == state.mu.dtype == state.trace.dtype == jnp.float64
+        theirs, _ = optax.rmsprop(0.01, **FULL).update(params * 1e-3, optax.rmsprop(0.01, **FULL).init(params))
+        np.testing.assert_allclose(updates, theirs, rtol=1e-14)
+
+
+@pytest.mark.parametrize("kwargs", [{}, FULL, {"eps_in_sqrt": False, "bias_correction": True}])
+def test_complex_params_match_optax(kwargs):
+    ours, theirs = rmsprop_jax.rmsprop(0.01, **kwargs), optax.rmsprop(0.01, **kwargs)
+    rng = np.random.default_rng(0)
+    params = jnp.asarray(rng.standard_normal(5) + 1j * rng.standard_normal(5), jnp.complex64)
+    state_ours, state_theirs = ours.init(params), theirs.init(params)
+    assert state_ours.nu.dtype == jnp.float32  # |g|^2 is real: half the memory of optax's complex nu
+    for _ in range(20):
+        g = jnp.asarray(rng.standard_normal(5) + 1j * rng.standard_normal(5), jnp.complex64)
+        u_ours, state_ours = ours.update(g, state_ours, params)
+        u_theirs, state_theirs = theirs.update(g, state_theirs, params)
+        assert u_ours.dtype == jnp.complex64
+        np.testing.assert_allclose(u_ours, u_theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_stochastic_rounding_is_unbiased_and_deterministic():
+    value = jnp.full((200_000,), 1.0 + 2.0**-10, jnp.float32)  # between two bfloat16 neighbours
+    stored = dtypes.store(value, jnp.dtype(jnp.bfloat16), jax.random.key(1))
+    assert stored.dtype == jnp.bfloat16
+    assert set(np.unique(np.asarray(stored, np.float32))) == {1.0, 1.0 + 2.0**-7}
+    mean = float(jnp.mean(stored.astype(jnp.float32)))
+    assert abs(mean - float(value[0])) < 1e-4  # round-to-nearest would give exactly 1.0
+    again = dtypes.store(value, jnp.dtype(jnp.bfloat16), jax.random.key(1))
+    np.testing.assert_array_equal(stored, again)
+    nearest = dtypes.store(value, jnp.dtype(jnp.bfloat16), None)
+    np.testing.assert_array_equal(np.asarray(nearest, np.float32), 1.0)
+
+
+def test_stochastic_rounding_keeps_exact_and_non_finite_values():
+    value = jnp.array([0.0, 1.0, -2.5, jnp.inf, -jnp.inf, 1e30], jnp.float32)
+    stored = np.asarray(dtypes.store(value, jnp.dtype(jnp.float16), jax.random.key(0)), np.float32)
+    np.testing.assert_array_equal(stored[:5], [0.0, 1.0, -2.5, np.inf, -np.inf])
+    assert stored[5] == np.inf  # overflows like a cast
+
+
+def _track_gradient_scale_change(tx, params, steps):
+    """Gradient magnitude 1 for 200 steps, then 0.1: returns the state after `steps` more steps."""
+
+    @jax.jit
+    def run(state):
+        def step(state, g):
+            _, state = tx.update(jnp.full_like(params, g), state, params)
+            return state, None
+
+        grads = jnp.concatenate([jnp.ones(200), jnp.full(steps, 0.1)])
+        return jax.lax.scan(step, state, grads)[0]
+
+    return run(tx.init(params))
+
+
+def test_bfloat16_state_follows_a_change_of_gradient_scale():
+    # decay 0.999: each step moves nu by 1e-3 * (0.01 - nu), under half a bfloat16
+    # ulp of nu, so round-to-nearest never moves it; stochastic rounding must.
+    params = jnp.zeros(4096, jnp.bfloat16)
+    steps = 3000
+    tx = rmsprop_jax.rmsprop(1e-3, decay=0.999, state_dtype="bfloat16")
+    ours = _track_gradient_scale_change(tx, params, steps).nu
+    exact = _track_gradient_scale_change(rmsprop_jax.rmsprop(1e-3, decay=0.999), params, steps).nu
+    stalled = _track_gradient_scale_change(optax.rmsprop(1e-3, decay=0.999), params, steps)[0].nu
+    assert ours.dtype == stalled.dtype == jnp.bfloat16
+    assert exact.dtype == jnp.float32
+    expected = float(exact[0])
+    first_phase = 1 - 0.999**200
+    assert expected == pytest.approx(first_phase * 0.999**steps + 0.01 * (1 - 0.999**steps), rel=5e-3)
+    mean_ours = float(jnp.mean(ours.astype(jnp.float32)))
+    assert mean_ours == pytest.approx(expected, rel=0.02)
+    # optax's bfloat16 state, rounded to nearest, stays frozen near the old scale.
+    assert float(jnp.mean(stalled.astype(jnp.float32))) > 2 * expected

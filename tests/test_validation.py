@@ -1,0 +1,103 @@
+"""Bad input: a ValueError naming the argument at construction; traced values pass."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import rmsprop_jax
+from rmsprop_jax import validation
+
+def case_id(case) -> str:
+    """A test id that is the same in every xdist worker (no object addresses)."""
+    if not isinstance(case, dict):
+        return str(case)
+    kwargs = case
+    return ",".join(f"{k}={'schedule' if callable(v) and not isinstance(v, type) else v}" for k, v in kwargs.items())
+
+
+BAD_RMSPROP_ARGUMENTS = [
+    ({"decay": -0.1}, "decay"),
+    ({"decay": 1.5}, "decay"),
+    ({"decay": float("nan")}, "decay"),
+    ({"eps": -1e-8}, "eps"),
+    ({"eps": float("nan")}, "eps"),
+    ({"momentum": 1.0}, "momentum"),
+    ({"momentum": -0.5}, "momentum"),
+    ({"learning_rate": -0.1}, "learning_rate"),
+    ({"learning_rate": float("nan")}, "learning_rate"),
+    ({"learning_rate": jnp.asarray(-1.0)}, "learning_rate"),
+    ({"learning_rate": "0.1"}, "learning_rate"),
+    ({"nesterov": True}, "nesterov"),
+    ({"weight_decay": -1e-4}, "weight_decay"),
+    ({"initial_scale": -1.0}, "initial_scale"),
+    ({"state_dtype": "float8"}, "state_dtype"),
+    ({"state_dtype": "int32"}, "state_dtype"),
+    ({"state_dtype": jnp.complex64}, "state_dtype"),
+    ({"state_dtype": "float64"}, "state_dtype"),  # x64 is off in this process
+    ({"centered": "yes"}, "centered"),
+    ({"maximize": 1}, "maximize"),
+    ({"decay": True}, "decay"),
+    ({"bias_correction": True, "decay": 1.0}, "decay"),
+    ({"weight_decay_mask": {"w": "yes"}}, "weight_decay_mask"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "name"), BAD_RMSPROP_ARGUMENTS, ids=case_id)
+def test_rmsprop_rejects_bad_arguments_naming_them(kwargs, name):
+    kwargs = {"learning_rate": 0.1, **kwargs}
+    with pytest.raises(ValueError, match=rf"Invalid {name} value"):
+        rmsprop_jax.rmsprop(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"decay": 2.0}, "decay"), ({"eps": -1.0}, "eps"), ({"initial_scale": -2}, "initial_scale"),
+     ({"state_dtype": "bf16"}, "state_dtype")],
+    ids=case_id,
+)
+def test_scale_by_rms_rejects_bad_arguments_naming_them(kwargs, name):
+    with pytest.raises(ValueError, match=rf"Invalid {name} value"):
+        rmsprop_jax.scale_by_rms(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"decay": 0.0}, {"decay": 1.0}, {"eps": 0.0}, {"momentum": 0.0}, {"momentum": 0.999},
+        {"learning_rate": 0.0}, {"learning_rate": optax.constant_schedule(-1.0)},  # schedules are not evaluated
+        {"state_dtype": "bfloat16"}, {"state_dtype": jnp.float16}, {"state_dtype": np.float32},
+        {"weight_decay": 0}, {"learning_rate": np.float32(0.1)}, {"decay": jnp.asarray(0.5)},
+    ],
+    ids=case_id,
+)
+def test_boundary_values_are_accepted(kwargs):
+    rmsprop_jax.rmsprop(**{"learning_rate": 0.1, **kwargs})
+
+
+def test_float64_state_is_accepted_under_x64():
+    with jax.enable_x64(True):
+        tx = rmsprop_jax.rmsprop(0.1, state_dtype="float64")
+        assert tx.init(jnp.ones(2, jnp.float32)).nu.dtype == jnp.float64
+
+
+def test_traced_values_skip_the_eager_checks():
+    # A traced out-of-range decay cannot be inspected; construction must not fail.
+    @jax.jit
+    def step(decay, lr, params):
+        tx = rmsprop_jax.rmsprop(lr, decay=decay, momentum=decay * 0, weight_decay=lr * 0)
+        updates, _ = tx.update(params, tx.init(params), params)
+        return updates
+
+    assert np.all(np.isfinite(step(jnp.asarray(0.9), jnp.asarray(0.1), jnp.ones(3))))
+
+
+def test_helpers_name_the_argument_they_are_given():
+    with pytest.raises(ValueError, match="Invalid alpha value: -1.0"):
+        validation.check_interval("alpha", -1.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match=r"Invalid rho value: \[0.5, 2.0\]"):
+        validation.check_interval("rho", np.array([0.5, 2.0]), 0.0, 1.0)
+    jax.jit(lambda x: validation.check_interval("rho", x, 0.0, 1.0) or x)(5.0)  # traced: not checked
