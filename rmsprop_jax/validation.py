@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 _REAL_TYPES = (int, float, np.integer, np.floating, np.ndarray, jax.Array)
@@ -29,7 +30,7 @@ def _values(name: str, value: Any) -> np.ndarray | None:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, _REAL_TYPES):
         raise ValueError(f"Invalid {name} value: {value!r} ({name} must be a real number)")
     array = np.asarray(value)
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+    if not (jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)):
         raise ValueError(f"Invalid {name} value: {value!r} ({name} must be a real number)")
     return array.astype(np.float64)
 
