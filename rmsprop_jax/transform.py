@@ -27,12 +27,13 @@ def _check_config(config: RmsConfig, state_dtype: Any) -> jnp.dtype | None:
     validation.check_interval("eps", config.eps, 0.0)
     for flag in ("eps_in_sqrt", "centered", "bias_correction", "nesterov"):
         validation.check_bool(flag, getattr(config, flag))
-    if (
-        config.bias_correction
-        and not validation.is_traced(config.decay)
-        and jnp.any(jnp.asarray(config.decay) == 1)
-    ):
+    if config.bias_correction and not validation.is_traced(config.decay) and jnp.any(jnp.asarray(config.decay) == 1):
         raise ValueError("Invalid decay value: 1.0 (bias_correction divides by 1 - decay**t: decay must be < 1)")
+    if config.centered and not validation.is_traced(config.eps) and jnp.any(jnp.asarray(config.eps) == 0):
+        raise ValueError(
+            "Invalid eps value: 0.0 (centered=True needs eps > 0: the variance estimate of a constant "
+            "gradient is exactly 0, and g / 0 has no finite value)"
+        )
     return dtypes.resolve_state_dtype("state_dtype", state_dtype)
 
 
@@ -58,8 +59,7 @@ def _decayed_leaves(mask: Any, params: Any, treedef: Any) -> list[bool]:
         expanded = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), mask_tree, params)
     except ValueError as error:
         raise ValueError(
-            f"weight_decay_mask must be a pytree of bools with the params' structure "
-            f"(or a prefix of it): {error}"
+            f"weight_decay_mask must be a pytree of bools with the params' structure (or a prefix of it): {error}"
         ) from None
     flags = jax.tree.leaves(expanded)
     for flag in flags:
@@ -95,9 +95,7 @@ def _rms_transformation(
             nu=jax.tree.map(lambda p: leaf_state(p, initial_scale, real=True), params),
             mu=jax.tree.map(lambda p: leaf_state(p, 0, real=False), params) if config.centered else None,
             trace=(
-                jax.tree.map(lambda p: leaf_state(p, 0, real=False), params)
-                if config.momentum is not None
-                else None
+                jax.tree.map(lambda p: leaf_state(p, 0, real=False), params) if config.momentum is not None else None
             ),
         )
 
@@ -113,7 +111,7 @@ def _rms_transformation(
         if treedef != state_treedef:
             raise _structure_error("gradient", state_treedef, treedef)
         nus = treedef.flatten_up_to(state.nu)
-        for index, (grad, nu) in enumerate(zip(grads, nus)):
+        for index, (grad, nu) in enumerate(zip(grads, nus, strict=True)):
             if jnp.shape(grad) != nu.shape:
                 raise ValueError(
                     f"Gradient leaf {_leaf_path(updates, index)} has shape {jnp.shape(grad)} but its "
@@ -124,7 +122,7 @@ def _rms_transformation(
 
         decays = [False] * len(grads)
         param_leaves: list[Any] = [None] * len(grads)
-        if applies_weight_decay:
+        if applies_weight_decay and grads:
             if params is None:
                 raise ValueError(
                     "weight_decay needs the params: call update(grads, state, params). "
@@ -145,7 +143,7 @@ def _rms_transformation(
 
         new_updates, new_nu, new_mu, new_trace = [], [], [], []
         for index, (grad, nu, mu, trace, param, decayed) in enumerate(
-            zip(grads, nus, mus, traces, param_leaves, decays)
+            zip(grads, nus, mus, traces, param_leaves, decays, strict=True)
         ):
             step = update_leaf(
                 config,
@@ -158,11 +156,7 @@ def _rms_transformation(
                 weight_decay=weight_decay if decayed and applies_weight_decay else None,
                 count=count,
             )
-            keys = (
-                jax.random.split(jax.random.fold_in(base_key, index), 3)
-                if rounding
-                else (None, None, None)
-            )
+            keys = jax.random.split(jax.random.fold_in(base_key, index), 3) if rounding else (None, None, None)
             new_updates.append(step.update)
             new_nu.append(dtypes.store(step.nu, nu.dtype, keys[0]))
             if mu is not None:
@@ -204,8 +198,8 @@ def scale_by_rms(
 
     Args:
       decay: Decay rate of the moving averages, in ``[0, 1]``.
-      eps: Non-negative term added to the denominator. ``eps = 0`` is allowed:
-        zero gradients still give zero updates.
+      eps: Non-negative term added to the denominator; positive when
+        ``centered``. With ``eps = 0`` zero gradients still give zero updates.
       initial_scale: Non-negative initial value of the second moment (PyTorch
         uses 0, TF1 uses 1).
       eps_in_sqrt: Whether ``eps`` is added inside the square root (optax, TF1) or
@@ -237,7 +231,7 @@ def scale_by_rms(
       >>> state = tx.init(params)
       >>> updates, state = tx.update(jnp.array([0.5, 0.5]), state, params)
       >>> print(updates)
-      [-0.31622776 -0.31622776]
+      [-0.3162277 -0.3162277]
 
     References:
       Hinton, `Lecture 6e: rmsprop
@@ -295,7 +289,8 @@ def rmsprop(
       learning_rate: A non-negative float, or an optax schedule (a callable from
         step count to learning rate).
       decay: Decay rate of the moving averages, in ``[0, 1]``.
-      eps: Non-negative term added to the denominator.
+      eps: Non-negative term added to the denominator; positive when
+        ``centered``. With ``eps = 0`` zero gradients still give zero updates.
       initial_scale: Non-negative initial value of the second moment (PyTorch
         uses 0, TF1 uses 1).
       eps_in_sqrt: Whether ``eps`` is added inside the square root (optax, TF1) or

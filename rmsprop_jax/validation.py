@@ -67,9 +67,7 @@ def check_interval(
     if not np.all((array >= low) & upper_ok):
         closing = "]" if high_inclusive else ")"
         upper = "inf" if math.isinf(high) else f"{high:g}"
-        raise ValueError(
-            f"Invalid {name} value: {_describe(value)} ({name} must be in [{low:g}, {upper}{closing})"
-        )
+        raise ValueError(f"Invalid {name} value: {_describe(value)} ({name} must be in [{low:g}, {upper}{closing})")
 
 
 def check_bool(name: str, value: Any) -> None:

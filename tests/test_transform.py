@@ -57,7 +57,7 @@ def test_reproduces_optax_rmsprop_every_step(flags):
         tree = _tree_of(g)
         u_ours, state_ours = update_ours(tree, state_ours, params)
         u_theirs, state_theirs = update_theirs(tree, state_theirs, params)
-        for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_theirs)):
+        for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_theirs), strict=True):
             b = np.asarray(b)
             finite = np.isfinite(b)  # optax's NaN (negative centered variance) is a documented deviation
             assert np.all(np.isfinite(a))
@@ -180,9 +180,9 @@ def test_jit_equals_eager(kwargs):
         grads = {"a": jnp.asarray(g), "b": (jnp.full((2, 3), g[0]),)}
         u_eager, eager_state = tx.update(grads, eager_state, params)
         u_jit, jit_state = jitted(grads, jit_state, params)
-        for a, b in zip(jax.tree.leaves(u_eager), jax.tree.leaves(u_jit)):
+        for a, b in zip(jax.tree.leaves(u_eager), jax.tree.leaves(u_jit), strict=True):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(a).max())
-    for a, b in zip(jax.tree.leaves(eager_state), jax.tree.leaves(jit_state)):
+    for a, b in zip(jax.tree.leaves(eager_state), jax.tree.leaves(jit_state), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(a).max())
 
 

@@ -74,9 +74,7 @@ def test_inject_hyperparams_casts_to_bfloat16_params_unless_told_otherwise():
     params = jnp.ones(4, jnp.bfloat16)
     default = optax.inject_hyperparams(rmsprop_jax.rmsprop)(learning_rate=1e-3, decay=0.999)
     assert float(default.init(params).hyperparams["decay"]) == 1.0  # 0.999 rounds to 1.0 in bfloat16
-    fixed = optax.inject_hyperparams(rmsprop_jax.rmsprop, hyperparam_dtype=jnp.float32)(
-        learning_rate=1e-3, decay=0.999
-    )
+    fixed = optax.inject_hyperparams(rmsprop_jax.rmsprop, hyperparam_dtype=jnp.float32)(learning_rate=1e-3, decay=0.999)
     state = fixed.init(params)
     assert state.hyperparams["decay"].dtype == jnp.float32
     np.testing.assert_allclose(state.hyperparams["decay"], 0.999)

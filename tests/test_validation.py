@@ -11,6 +11,7 @@ import pytest
 import rmsprop_jax
 from rmsprop_jax import validation
 
+
 def case_id(case) -> str:
     """A test id that is the same in every xdist worker (no object addresses)."""
     if not isinstance(case, dict):
@@ -42,6 +43,7 @@ BAD_RMSPROP_ARGUMENTS = [
     ({"maximize": 1}, "maximize"),
     ({"decay": True}, "decay"),
     ({"bias_correction": True, "decay": 1.0}, "decay"),
+    ({"centered": True, "eps": 0.0}, "eps"),
     ({"weight_decay_mask": {"w": "yes"}}, "weight_decay_mask"),
 ]
 
@@ -55,8 +57,12 @@ def test_rmsprop_rejects_bad_arguments_naming_them(kwargs, name):
 
 @pytest.mark.parametrize(
     ("kwargs", "name"),
-    [({"decay": 2.0}, "decay"), ({"eps": -1.0}, "eps"), ({"initial_scale": -2}, "initial_scale"),
-     ({"state_dtype": "bf16"}, "state_dtype")],
+    [
+        ({"decay": 2.0}, "decay"),
+        ({"eps": -1.0}, "eps"),
+        ({"initial_scale": -2}, "initial_scale"),
+        ({"state_dtype": "bf16"}, "state_dtype"),
+    ],
     ids=case_id,
 )
 def test_scale_by_rms_rejects_bad_arguments_naming_them(kwargs, name):
@@ -67,10 +73,19 @@ def test_scale_by_rms_rejects_bad_arguments_naming_them(kwargs, name):
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"decay": 0.0}, {"decay": 1.0}, {"eps": 0.0}, {"momentum": 0.0}, {"momentum": 0.999},
-        {"learning_rate": 0.0}, {"learning_rate": optax.constant_schedule(-1.0)},  # schedules are not evaluated
-        {"state_dtype": "bfloat16"}, {"state_dtype": jnp.float16}, {"state_dtype": np.float32},
-        {"weight_decay": 0}, {"learning_rate": np.float32(0.1)}, {"decay": jnp.asarray(0.5)},
+        {"decay": 0.0},
+        {"decay": 1.0},
+        {"eps": 0.0},
+        {"momentum": 0.0},
+        {"momentum": 0.999},
+        {"learning_rate": 0.0},
+        {"learning_rate": optax.constant_schedule(-1.0)},  # schedules are not evaluated
+        {"state_dtype": "bfloat16"},
+        {"state_dtype": jnp.float16},
+        {"state_dtype": np.float32},
+        {"weight_decay": 0},
+        {"learning_rate": np.float32(0.1)},
+        {"decay": jnp.asarray(0.5)},
     ],
     ids=case_id,
 )
@@ -96,7 +111,7 @@ def test_traced_values_skip_the_eager_checks():
 
 
 def test_helpers_name_the_argument_they_are_given():
-    with pytest.raises(ValueError, match="Invalid alpha value: -1.0"):
+    with pytest.raises(ValueError, match=r"Invalid alpha value: -1\.0"):
         validation.check_interval("alpha", -1.0, 0.0, 1.0)
     with pytest.raises(ValueError, match=r"Invalid rho value: \[0.5, 2.0\]"):
         validation.check_interval("rho", np.array([0.5, 2.0]), 0.0, 1.0)

@@ -1,0 +1,28 @@
+"""The Quickstart's main job runs and learns."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from rmsprop_jax import example
+
+
+def test_example_fits_the_curve():
+    result = example.train(steps=600, seed=1)
+    assert result["final_loss"] < 0.05 * result["initial_loss"]
+
+
+def test_example_runs_as_a_module():
+    run = subprocess.run(
+        [sys.executable, "-m", "rmsprop_jax.example", "--steps", "50"], capture_output=True, text=True, check=True
+    )
+    assert "final loss" in run.stdout
+
+
+def test_example_rejects_non_positive_steps():
+    with pytest.raises(SystemExit) as exit_info:
+        example.main(["--steps", "0"])
+    assert exit_info.value.code == 2
