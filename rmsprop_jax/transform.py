@@ -21,12 +21,25 @@ from rmsprop_jax.state import RmsPropState
 _ROUNDING_SEED = 0x5EED
 
 
-def _check_config(config: RmsConfig, state_dtype: Any) -> jnp.dtype | None:
+def _check_config(config: RmsConfig, initial_scale: Any, state_dtype: Any) -> jnp.dtype | None:
     """Validates what every factory shares; returns the resolved state dtype."""
     validation.check_interval("decay", config.decay, 0.0, 1.0)
     validation.check_interval("eps", config.eps, 0.0)
-    for flag in ("eps_in_sqrt", "centered", "bias_correction", "nesterov"):
+    validation.check_interval("initial_scale", initial_scale, 0.0)
+    for flag in (
+        "eps_in_sqrt",
+        "centered",
+        "bias_correction",
+        "nesterov",
+        "lr_in_momentum",
+        "decoupled_weight_decay",
+        "maximize",
+    ):
         validation.check_bool(flag, getattr(config, flag))
+    if config.momentum is not None:
+        validation.check_interval("momentum", config.momentum, 0.0, 1.0, high_inclusive=False)
+    elif config.nesterov:
+        raise ValueError("Invalid nesterov value: True (nesterov needs momentum; momentum is None)")
     if config.bias_correction and not validation.is_traced(config.decay) and jnp.any(jnp.asarray(config.decay) == 1):
         raise ValueError("Invalid decay value: 1.0 (bias_correction divides by 1 - decay**t: decay must be < 1)")
     if config.centered and not validation.is_traced(config.eps) and jnp.any(jnp.asarray(config.eps) == 0):
@@ -153,7 +166,7 @@ def _rms_transformation(
                 trace,
                 param=param,
                 learning_rate=lr,
-                weight_decay=weight_decay if decayed and applies_weight_decay else None,
+                weight_decay=weight_decay if decayed else None,
                 count=count,
             )
             keys = jax.random.split(jax.random.fold_in(base_key, index), 3) if rounding else (None, None, None)
@@ -247,8 +260,7 @@ def scale_by_rms(
         centered=centered,
         bias_correction=bias_correction,
     )
-    resolved = _check_config(config, state_dtype)
-    validation.check_interval("initial_scale", initial_scale, 0.0)
+    resolved = _check_config(config, initial_scale, state_dtype)
     return _rms_transformation(config, initial_scale=initial_scale, state_dtype=resolved)
 
 
@@ -370,16 +382,9 @@ def rmsprop(
         decoupled_weight_decay=decoupled_weight_decay,
         maximize=maximize,
     )
-    resolved = _check_config(config, state_dtype)
+    resolved = _check_config(config, initial_scale, state_dtype)
     validation.check_learning_rate("learning_rate", learning_rate)
-    validation.check_interval("initial_scale", initial_scale, 0.0)
     validation.check_interval("weight_decay", weight_decay, 0.0)
-    for flag in ("decoupled_weight_decay", "lr_in_momentum", "maximize"):
-        validation.check_bool(flag, getattr(config, flag))
-    if momentum is not None:
-        validation.check_interval("momentum", momentum, 0.0, 1.0, high_inclusive=False)
-    elif nesterov:
-        raise ValueError("Invalid nesterov value: True (nesterov needs momentum; momentum is None)")
     if weight_decay_mask is not None and not callable(weight_decay_mask):
         jax.tree.map(lambda flag: validation.check_bool("weight_decay_mask", flag), weight_decay_mask)
     return _rms_transformation(
