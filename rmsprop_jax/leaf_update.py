@@ -18,8 +18,10 @@ One step, in this order:
 7. Momentum: ``buf = momentum * buf + lr * s`` and ``u = -buf``
    (``lr_in_momentum``: optax, TF, Keras), or ``buf = momentum * buf + s`` and
    ``u = -lr * buf`` (PyTorch); Nesterov looks ahead with ``s + momentum * buf``.
-   Without momentum ``u = -lr * s``; without a learning rate (``scale_by_rms``)
-   ``u = s``.
+   With ``caution``, the step direction keeps only the entries whose sign agrees
+   with ``g``, rescaled by ``1 / max(fraction kept, 1e-3)`` (the buffer itself is
+   kept whole). Without momentum ``u = -lr * s``; without a learning rate
+   (``scale_by_rms``) ``u = s``.
 8. Decoupled weight decay: ``u = u - lr * weight_decay * p`` (AdamW, Keras, timm).
 """
 
@@ -52,6 +54,7 @@ class RmsConfig:
     lr_in_momentum: bool = True
     decoupled_weight_decay: bool = False
     maximize: bool = False
+    caution: bool = False
 
     @property
     def eps_may_be_zero(self) -> bool:
@@ -70,6 +73,12 @@ class LeafStep(NamedTuple):
 
 def _abs_sq(x: jax.Array) -> jax.Array:
     return (x.conj() * x).real if jnp.iscomplexobj(x) else x * x
+
+
+def _cautious(direction: jax.Array, g: jax.Array) -> jax.Array:
+    """Cautious optimizers (Liang et al. 2024): zero the entries that disagree with g."""
+    agrees = ((direction.conj() * g).real > 0).astype(jnp.finfo(direction.dtype).dtype)
+    return direction * (agrees / jnp.maximum(jnp.mean(agrees), 1e-3))
 
 
 def update_leaf(
@@ -138,6 +147,8 @@ def update_leaf(
             step = lr * scaled if config.lr_in_momentum else scaled
             trace = step + config.momentum * trace.astype(g.dtype)
             velocity = step + config.momentum * trace if config.nesterov else trace
+            if config.caution:
+                velocity = _cautious(velocity, g)
             update = -velocity if config.lr_in_momentum else -lr * velocity
         if weight_decay is not None and config.decoupled_weight_decay:
             update = update - lr * weight_decay * param.astype(g.dtype)

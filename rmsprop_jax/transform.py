@@ -34,8 +34,11 @@ def _check_config(config: RmsConfig, initial_scale: Any, state_dtype: Any) -> jn
         "lr_in_momentum",
         "decoupled_weight_decay",
         "maximize",
+        "caution",
     ):
         validation.check_bool(flag, getattr(config, flag))
+    if config.caution and config.momentum is None:
+        raise ValueError("Invalid caution value: True (caution masks the momentum direction; momentum is None)")
     if config.momentum is not None:
         validation.check_interval("momentum", config.momentum, 0.0, 1.0, high_inclusive=False)
     elif config.nesterov:
@@ -92,10 +95,10 @@ def _rms_transformation(
 ) -> optax.GradientTransformationExtraArgs:
     """Maps :func:`update_leaf` over a pytree, with the state layout it needs."""
     schedule = learning_rate if callable(learning_rate) else None
+    weight_decay_schedule = weight_decay if callable(weight_decay) else None
     rounding = dtypes.needs_stochastic_rounding(state_dtype)
-    has_count = config.bias_correction or schedule is not None or rounding
-    static_weight_decay = isinstance(weight_decay, (int, float))
-    applies_weight_decay = not (static_weight_decay and weight_decay == 0)
+    has_count = config.bias_correction or rounding or schedule is not None or weight_decay_schedule is not None
+    applies_weight_decay = not (isinstance(weight_decay, (int, float)) and weight_decay == 0)
 
     def leaf_state(param: jax.Array, fill: Any, real: bool) -> jax.Array:
         storage = dtypes.real_state_dtype(param.dtype, state_dtype)
@@ -148,9 +151,9 @@ def _rms_transformation(
             decays = _decayed_leaves(weight_decay_mask, params, treedef)
 
         count = state.count
-        lr = learning_rate
+        lr = schedule(count) if schedule is not None else learning_rate
+        step_weight_decay = weight_decay_schedule(count) if weight_decay_schedule is not None else weight_decay
         if has_count:
-            lr = schedule(count) if schedule is not None else learning_rate
             count = optax.safe_increment(state.count)
         base_key = jax.random.fold_in(jax.random.key(_ROUNDING_SEED), count) if rounding else None
 
@@ -166,7 +169,7 @@ def _rms_transformation(
                 trace,
                 param=param,
                 learning_rate=lr,
-                weight_decay=weight_decay if decayed else None,
+                weight_decay=step_weight_decay if decayed else None,
                 count=count,
             )
             keys = jax.random.split(jax.random.fold_in(base_key, index), 3) if rounding else (None, None, None)
@@ -275,12 +278,13 @@ def rmsprop(
     nesterov: bool = False,
     bias_correction: bool = False,
     *,
-    weight_decay: jax.typing.ArrayLike = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     decoupled_weight_decay: bool = False,
     weight_decay_mask: Any | Callable[[optax.Params], Any] | None = None,
     lr_in_momentum: bool = True,
     maximize: bool = False,
     state_dtype: Any = None,
+    caution: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""RMSProp in one transformation: every variant, one fused step per leaf.
 
@@ -312,7 +316,8 @@ def rmsprop(
       momentum: Momentum decay in ``[0, 1)``; ``None`` keeps no buffer.
       nesterov: Whether to use Nesterov momentum (needs ``momentum``).
       bias_correction: Whether to divide the moving averages by ``1 - decay^t``.
-      weight_decay: Non-negative weight decay coefficient.
+      weight_decay: Non-negative weight decay coefficient, or a schedule of it
+        (a callable from step count to coefficient).
       decoupled_weight_decay: ``False``: add ``weight_decay * p`` to the gradient
         before the moments (PyTorch). ``True``: subtract
         ``learning_rate * weight_decay * p`` from the parameter, outside the
@@ -331,6 +336,9 @@ def rmsprop(
         the param's dtype. A 16-bit state is written with stochastic rounding.
         Under :func:`optax.inject_hyperparams` pass a dtype object in
         ``static_args`` (it is callable) or give its name.
+      caution: Whether to apply the momentum direction only where its sign
+        agrees with the gradient, rescaled to keep its mean magnitude
+        (Cautious Optimizers; needs ``momentum``). timm's ``caution``.
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs` whose state is a
@@ -369,6 +377,9 @@ def rmsprop(
 
       Loshchilov and Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, 2019.
+
+      Liang et al., `Cautious Optimizers: Improving Training with One Line of Code
+      <https://arxiv.org/abs/2411.16085>`_, 2024.
     """
     config = RmsConfig(
         decay=decay,
@@ -381,10 +392,11 @@ def rmsprop(
         lr_in_momentum=lr_in_momentum,
         decoupled_weight_decay=decoupled_weight_decay,
         maximize=maximize,
+        caution=caution,
     )
     resolved = _check_config(config, initial_scale, state_dtype)
-    validation.check_learning_rate("learning_rate", learning_rate)
-    validation.check_interval("weight_decay", weight_decay, 0.0)
+    validation.check_scalar_or_schedule("learning_rate", learning_rate)
+    validation.check_scalar_or_schedule("weight_decay", weight_decay)
     if weight_decay_mask is not None and not callable(weight_decay_mask):
         jax.tree.map(lambda flag: validation.check_bool("weight_decay_mask", flag), weight_decay_mask)
     return _rms_transformation(

@@ -76,8 +76,9 @@ def check_bool(name: str, value: Any) -> None:
         raise ValueError(f"Invalid {name} value: {value!r} ({name} must be True or False)")
 
 
-def check_learning_rate(name: str, value: Any) -> None:
-    """A schedule (callable) passes; a constant must be a non-negative number."""
+def check_scalar_or_schedule(name: str, value: Any) -> None:
+    """A learning rate or weight decay: a schedule (callable) passes; a constant
+    must be a non-negative number."""
     if callable(value):
         return
     check_interval(name, value, 0.0)

@@ -23,10 +23,11 @@ def reference_trajectory(
     momentum: float | None = None,
     nesterov: bool = False,
     bias_correction: bool = False,
-    weight_decay: float = 0.0,
+    weight_decay: float | Callable[[int], float] = 0.0,
     decoupled_weight_decay: bool = False,
     lr_in_momentum: bool = True,
     maximize: bool = False,
+    caution: bool = False,
 ) -> list[np.ndarray]:
     """Applies the documented step to ``params`` for each gradient; returns the updates.
 
@@ -39,11 +40,12 @@ def reference_trajectory(
     updates = []
     for t, raw in enumerate(grads):
         lr = learning_rate(t) if callable(learning_rate) else learning_rate
+        wd = weight_decay(t) if callable(weight_decay) else weight_decay
         g = np.array(raw, dtype=np.float64)
         if maximize:
             g = -g
-        if weight_decay and not decoupled_weight_decay:
-            g = g + weight_decay * p
+        if wd and not decoupled_weight_decay:
+            g = g + wd * p
         nu = decay * nu + (1 - decay) * np.abs(g) ** 2
         mu = decay * mu + (1 - decay) * g
         correction = 1 - decay ** (t + 1) if bias_correction else 1.0
@@ -61,9 +63,12 @@ def reference_trajectory(
             step = lr * scaled if lr_in_momentum else scaled
             buf = momentum * buf + step
             velocity = step + momentum * buf if nesterov else buf
+            if caution:  # Cautious Optimizers: keep entries agreeing with g, rescale by the kept fraction
+                keep = (velocity * g > 0).astype(np.float64)
+                velocity = velocity * keep / max(keep.mean(), 1e-3)
             update = -velocity if lr_in_momentum else -lr * velocity
-        if lr is not None and weight_decay and decoupled_weight_decay:
-            update = update - lr * weight_decay * p
+        if lr is not None and wd and decoupled_weight_decay:
+            update = update - lr * wd * p
         p = p + update
         updates.append(update)
     return updates

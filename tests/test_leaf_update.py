@@ -20,6 +20,8 @@ MOMENTUM_MODES = [
     {"momentum": 0.9, "nesterov": False, "lr_in_momentum": False},
     {"momentum": 0.8, "nesterov": True, "lr_in_momentum": True},
     {"momentum": 0.8, "nesterov": True, "lr_in_momentum": False},
+    {"momentum": 0.9, "nesterov": False, "lr_in_momentum": True, "caution": True},
+    {"momentum": 0.8, "nesterov": True, "lr_in_momentum": False, "caution": True},
 ]
 WEIGHT_DECAY_MODES = [
     {},
@@ -101,7 +103,24 @@ def test_scale_by_rms_matches_float64_reference(eps_in_sqrt, centered, bias_corr
     np.testing.assert_allclose(np.stack(ours), np.stack(expected), rtol=1e-9, atol=1e-15)
 
 
-def test_reference_itself_differs_between_momentum_conventions_under_a_schedule():
+@pytest.mark.parametrize("decoupled", [False, True])
+@pytest.mark.parametrize("momentum", [None, 0.9])
+def test_weight_decay_schedule_matches_float64_reference(decoupled, momentum):
+    kwargs = {
+        "learning_rate": SCHEDULE,
+        "weight_decay": lambda count: 0.1 * SCHEDULE(count) / 0.02,
+        "decoupled_weight_decay": decoupled,
+        "momentum": momentum,
+    }
+    grads = hard_gradients(30, (5,), seed=11)
+    params = np.linspace(-2.0, 2.0, 5)
+    with jax.enable_x64(True):
+        ours = _run_ours(kwargs, [g.astype(np.float64) for g in grads], params)
+        expected = np.stack(reference_trajectory(grads, params, **kwargs))
+    np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-12 * np.abs(expected).max())
+
+
+def test_reference_distinguishes_momentum_conventions_and_caution():
     # Guards the combination test: the two conventions must not coincide, else the
     # lr_in_momentum flag would be untested.
     grads = hard_gradients(10, (3,))
@@ -109,6 +128,8 @@ def test_reference_itself_differs_between_momentum_conventions_under_a_schedule(
     a = reference_trajectory(grads, np.zeros(3), lr_in_momentum=True, **common)
     b = reference_trajectory(grads, np.zeros(3), lr_in_momentum=False, **common)
     assert not np.allclose(a[-1], b[-1])
+    cautious = reference_trajectory(grads, np.zeros(3), lr_in_momentum=True, caution=True, **common)
+    assert not np.allclose(a[-1], cautious[-1])
 
 
 def test_centered_variance_is_clamped_where_optax_returns_nan():

@@ -44,6 +44,8 @@ BAD_RMSPROP_ARGUMENTS = [
     ({"decay": True}, "decay"),
     ({"bias_correction": True, "decay": 1.0}, "decay"),
     ({"centered": True, "eps": 0.0}, "eps"),
+    ({"caution": True}, "caution"),
+    ({"caution": "yes", "momentum": 0.9}, "caution"),
     ({"weight_decay_mask": {"w": "yes"}}, "weight_decay_mask"),
 ]
 
