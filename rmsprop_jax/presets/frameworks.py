@@ -1,0 +1,377 @@
+"""Presets for the frameworks' RMSProp implementations.
+
+Each constructor takes the framework's argument names and defaults and returns the
+:func:`rmsprop_jax.rmsprop` configuration that reproduces the framework's parameter
+trajectory (float32, to rounding; verified against the real libraries in the tests).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import optax as optax_lib
+
+from rmsprop_jax import clipping, validation
+from rmsprop_jax.presets._checks import check_common, momentum_or_none
+from rmsprop_jax.transform import rmsprop
+
+
+def pytorch(
+    lr: optax_lib.ScalarOrSchedule = 0.01,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0,
+    momentum: float = 0,
+    centered: bool = False,
+    maximize: bool = False,
+) -> optax_lib.GradientTransformationExtraArgs:
+    """``torch.optim.RMSprop``: eps outside the root, lr outside the momentum buffer.
+
+    The accumulator starts at 0; ``weight_decay`` is added to the gradient (coupled);
+    the momentum buffer accumulates ``g / (sqrt(v) + eps)`` and the parameter moves by
+    ``-lr * buffer``, so a schedule (torch's ``LRScheduler``) rescales the whole
+    buffer, as in torch. Deviation: a centered variance that rounding drives
+    below zero is clamped (torch returns NaN). Complex params: torch treats the
+    real and imaginary parts as two parameters with separate averages; we average
+    ``|g|^2``.
+
+    Args:
+      lr: Learning rate, or an optax schedule (``count -> lr``, count from 0,
+        as a torch scheduler stepped after each ``optimizer.step()``).
+      alpha: Smoothing constant of the square average, in ``[0, 1]``.
+      eps: Non-negative term added to the root of the average.
+      weight_decay: L2 penalty added to the gradient.
+      momentum: Momentum factor in ``[0, 1)``; 0 keeps no buffer.
+      centered: Whether to normalise by the variance estimate.
+      maximize: Whether to maximize the objective.
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rmsprop_jax import presets
+      >>> tx = presets.pytorch(lr=0.01, alpha=0.99, momentum=0.9)
+      >>> state = tx.init(jnp.zeros(3))
+
+    References:
+      PyTorch, `torch.optim.RMSprop
+      <https://pytorch.org/docs/stable/generated/torch.optim.RMSprop.html>`_.
+    """
+    check_common(
+        learning_rate=("lr", lr),
+        decay=("alpha", alpha),
+        eps=("eps", eps),
+        momentum=("momentum", momentum),
+        weight_decay=("weight_decay", weight_decay),
+        flags={"centered": centered, "maximize": maximize},
+        centered=centered,
+    )
+    return rmsprop(
+        lr,
+        decay=alpha,
+        eps=eps,
+        eps_in_sqrt=False,
+        centered=centered,
+        momentum=momentum_or_none(momentum),
+        weight_decay=weight_decay,
+        lr_in_momentum=False,
+        maximize=maximize,
+    )
+
+
+def keras(
+    learning_rate: Any = 0.001,
+    rho: float = 0.9,
+    momentum: float = 0.0,
+    epsilon: float = 1e-7,
+    centered: bool = False,
+    weight_decay: float | None = None,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+) -> optax_lib.GradientTransformationExtraArgs:
+    """Keras 3 ``keras.optimizers.RMSprop``: epsilon inside the root, lr inside momentum.
+
+    The accumulator starts at 0. ``weight_decay`` is decoupled: the variable
+    shrinks by ``lr * weight_decay * p`` before the update, as Keras's base
+    optimizer does. Gradients are clipped first: ``clipnorm`` per variable
+    (:func:`rmsprop_jax.clipping.clip_by_leaf_norm`), ``clipvalue`` elementwise,
+    ``global_clipnorm`` over all variables; at most one of the three, as in Keras.
+
+    Args:
+      learning_rate: A float, an optax schedule, or a Keras
+        ``LearningRateSchedule`` (evaluated at the step count from 0, as Keras
+        does at ``optimizer.iterations``; needs ``KERAS_BACKEND=jax`` to trace).
+      rho: Discount of the moving average of the squared gradient, in ``[0, 1]``.
+      momentum: Momentum in ``[0, 1)``; 0 keeps no buffer.
+      epsilon: Non-negative term added to the average inside the root.
+      centered: Whether to normalise by the variance estimate.
+      weight_decay: Decoupled weight decay, or ``None``.
+      clipnorm: Positive maximum norm of each variable's gradient, or ``None``.
+      clipvalue: Positive maximum absolute gradient entry, or ``None``.
+      global_clipnorm: Positive maximum global norm of the gradients, or ``None``.
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs`; a chain of the
+      clipping and the RMSProp step when clipping is set.
+
+    Raises:
+      ValueError: a bad argument (named as Keras names it), or more than one of
+        ``clipnorm``, ``clipvalue``, ``global_clipnorm``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rmsprop_jax import presets
+      >>> tx = presets.keras(learning_rate=1e-3, rho=0.9, global_clipnorm=1.0)
+      >>> state = tx.init(jnp.zeros(3))
+
+    References:
+      Keras, `RMSprop <https://keras.io/api/optimizers/rmsprop/>`_.
+    """
+    check_common(
+        learning_rate=("learning_rate", learning_rate),
+        decay=("rho", rho),
+        eps=("epsilon", epsilon),
+        momentum=("momentum", momentum),
+        weight_decay=("weight_decay", weight_decay),
+        flags={"centered": centered},
+        centered=centered,
+    )
+    clips = {"clipnorm": clipnorm, "clipvalue": clipvalue, "global_clipnorm": global_clipnorm}
+    chosen = {name: value for name, value in clips.items() if value is not None}
+    if len(chosen) > 1:
+        raise ValueError(
+            "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. "
+            f"Received: clipnorm={clipnorm}, clipvalue={clipvalue}, global_clipnorm={global_clipnorm}"
+        )
+    for name, value in chosen.items():
+        validation.check_interval(name, value, 0.0)
+        if not validation.is_traced(value) and value == 0:
+            raise ValueError(f"Invalid {name} value: 0.0 ({name} must be > 0; None disables it)")
+    step = rmsprop(
+        learning_rate,
+        decay=rho,
+        eps=epsilon,
+        eps_in_sqrt=True,
+        centered=centered,
+        momentum=momentum_or_none(momentum),
+        weight_decay=0.0 if weight_decay is None else weight_decay,
+        decoupled_weight_decay=True,
+        lr_in_momentum=True,
+    )
+    if not chosen:
+        return step
+    if clipnorm is not None:
+        clip = clipping.clip_by_leaf_norm(clipnorm)
+    elif clipvalue is not None:
+        clip = optax_lib.clip(clipvalue)
+    else:
+        clip = optax_lib.clip_by_global_norm(global_clipnorm)
+    return optax_lib.chain(clip, step)
+
+
+def tensorflow_v1(
+    learning_rate: optax_lib.ScalarOrSchedule,
+    decay: float = 0.9,
+    momentum: float = 0.0,
+    epsilon: float = 1e-10,
+    centered: bool = False,
+) -> optax_lib.GradientTransformationExtraArgs:
+    """``tf.compat.v1.train.RMSPropOptimizer``: accumulator from 1, eps inside the root.
+
+    ``ms = decay * ms + (1 - decay) * g^2`` from ``ms = 1``,
+    ``mom = momentum * mom + lr * g / sqrt(ms + epsilon)``, ``var -= mom``.
+
+    Args:
+      learning_rate: A float or an optax schedule.
+      decay: Discount of the history, in ``[0, 1]``.
+      momentum: Momentum in ``[0, 1)``; 0 keeps no buffer (TF1 keeps one, with
+        the same result).
+      epsilon: Non-negative term added to the average inside the root.
+      centered: Whether to normalise by the variance estimate.
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rmsprop_jax import presets
+      >>> tx = presets.tensorflow_v1(1e-3, decay=0.9, momentum=0.9)
+      >>> print(tx.init(jnp.zeros(2)).nu)
+      [1. 1.]
+
+    References:
+      TensorFlow, `tf.compat.v1.train.RMSPropOptimizer
+      <https://www.tensorflow.org/api_docs/python/tf/compat/v1/train/RMSPropOptimizer>`_.
+    """
+    check_common(
+        learning_rate=("learning_rate", learning_rate),
+        decay=("decay", decay),
+        eps=("epsilon", epsilon),
+        momentum=("momentum", momentum),
+        flags={"centered": centered},
+        centered=centered,
+    )
+    return rmsprop(
+        learning_rate,
+        decay=decay,
+        eps=epsilon,
+        initial_scale=1.0,
+        eps_in_sqrt=True,
+        centered=centered,
+        momentum=momentum_or_none(momentum),
+        lr_in_momentum=True,
+    )
+
+
+def timm(
+    lr: optax_lib.ScalarOrSchedule = 0.01,
+    alpha: float = 0.9,
+    eps: float = 1e-10,
+    weight_decay: float = 0,
+    momentum: float = 0.0,
+    centered: bool = False,
+    decoupled_decay: bool = False,
+    corrected_weight_decay: bool = False,
+    lr_in_momentum: bool = True,
+    caution: bool = False,
+    *,
+    max_lr: float | None = None,
+) -> optax_lib.GradientTransformationExtraArgs:
+    """timm 1.0.x ``RMSpropTF``: TF-style RMSProp in PyTorch.
+
+    Accumulator from 1, eps inside the root, lr inside the momentum buffer unless
+    ``lr_in_momentum=False``. ``decoupled_decay`` multiplies the parameter by
+    ``1 - lr * weight_decay``; with ``corrected_weight_decay`` by
+    ``1 - lr^2 / max_lr * weight_decay``, ``max_lr`` being the constructor's
+    learning rate. ``caution`` applies only with momentum, as in timm.
+
+    Args:
+      lr: Learning rate, or an optax schedule.
+      alpha: Smoothing constant, in ``[0, 1]``.
+      eps: Non-negative term added to the average inside the root.
+      weight_decay: Weight decay (coupled unless ``decoupled_decay``).
+      momentum: Momentum in ``[0, 1)``; 0 keeps no buffer.
+      centered: Whether to normalise by the variance estimate.
+      decoupled_decay: Whether weight decay is decoupled (AdamW style).
+      corrected_weight_decay: Whether decoupled decay scales with
+        ``lr^2 / max_lr`` instead of ``lr``.
+      lr_in_momentum: Whether the buffer accumulates ``lr * g / rms`` (TF) or
+        ``g / rms`` (PyTorch).
+      caution: Whether to mask the momentum direction where it disagrees in sign
+        with the gradient (Cautious Optimizers).
+      max_lr: timm's snapshot of the constructor ``lr``, needed (positive) only
+        for ``corrected_weight_decay`` with a schedule; with a float ``lr`` it
+        is that ``lr``.
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rmsprop_jax import presets
+      >>> tx = presets.timm(lr=0.016, alpha=0.9, eps=1e-3, momentum=0.9)
+      >>> state = tx.init(jnp.zeros(3))
+
+    References:
+      Wightman, `timm: RMSpropTF
+      <https://github.com/huggingface/pytorch-image-models/blob/main/timm/optim/rmsprop_tf.py>`_.
+    """
+    check_common(
+        learning_rate=("lr", lr),
+        decay=("alpha", alpha),
+        eps=("eps", eps),
+        momentum=("momentum", momentum),
+        weight_decay=("weight_decay", weight_decay),
+        flags={
+            "centered": centered,
+            "decoupled_decay": decoupled_decay,
+            "corrected_weight_decay": corrected_weight_decay,
+            "lr_in_momentum": lr_in_momentum,
+            "caution": caution,
+        },
+        centered=centered,
+    )
+    decay_coefficient: Any = weight_decay
+    if decoupled_decay and corrected_weight_decay and callable(lr):
+        if max_lr is None:
+            raise ValueError("Invalid max_lr value: None (corrected_weight_decay with a schedule needs max_lr > 0)")
+        validation.check_interval("max_lr", max_lr, 0.0)
+        if max_lr == 0:
+            raise ValueError("Invalid max_lr value: 0.0 (max_lr must be > 0)")
+        decay_coefficient = _corrected_decay(lr, weight_decay, max_lr)
+    elif corrected_weight_decay and not callable(lr) and not validation.is_traced(lr) and lr <= 0:
+        raise ValueError(f"Invalid lr value: {lr} (corrected_weight_decay needs a positive max lr)")
+    momentum_kept = momentum_or_none(momentum)
+    return rmsprop(
+        lr,
+        decay=alpha,
+        eps=eps,
+        initial_scale=1.0,
+        eps_in_sqrt=True,
+        centered=centered,
+        momentum=momentum_kept,
+        weight_decay=decay_coefficient,
+        decoupled_weight_decay=decoupled_decay,
+        lr_in_momentum=lr_in_momentum,
+        caution=caution and momentum_kept is not None,
+    )
+
+
+def _corrected_decay(schedule: optax_lib.Schedule, weight_decay: float, max_lr: float) -> optax_lib.Schedule:
+    """timm's corrected decay ``lr^2 / max_lr * wd`` as a weight-decay schedule for ``lr``."""
+
+    def coefficient(count: jax.Array) -> jax.Array:
+        return weight_decay * schedule(count) / max_lr
+
+    return coefficient
+
+
+def optax(
+    learning_rate: optax_lib.ScalarOrSchedule,
+    decay: float = 0.9,
+    eps: float = 1e-8,
+    initial_scale: float = 0.0,
+    eps_in_sqrt: bool = True,
+    centered: bool = False,
+    momentum: float | None = None,
+    nesterov: bool = False,
+    bias_correction: bool = False,
+) -> optax_lib.GradientTransformationExtraArgs:
+    """``optax.rmsprop``'s signature and behaviour (README lists the deviations).
+
+    Args:
+      learning_rate: A float or an optax schedule.
+      decay: Decay of the moving averages.
+      eps: Term added inside (or outside) the root.
+      initial_scale: Initial second moment.
+      eps_in_sqrt: Whether ``eps`` goes inside the root.
+      centered: Whether to normalise by the variance estimate.
+      momentum: Momentum, or ``None`` for none.
+      nesterov: Whether to use Nesterov momentum.
+      bias_correction: Whether to correct the averages' bias.
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rmsprop_jax import presets
+      >>> state = presets.optax(1e-3, momentum=0.9).init(jnp.zeros(3))
+
+    References:
+      `optax.rmsprop <https://optax.readthedocs.io/en/latest/api/optimizers.html#optax.rmsprop>`_.
+    """
+    return rmsprop(
+        learning_rate,
+        decay=decay,
+        eps=eps,
+        initial_scale=initial_scale,
+        eps_in_sqrt=eps_in_sqrt,
+        centered=centered,
+        momentum=momentum,
+        nesterov=nesterov,
+        bias_correction=bias_correction,
+    )

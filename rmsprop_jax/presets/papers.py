@@ -1,0 +1,119 @@
+"""Presets for RMSProp as three papers define it, with their constants."""
+
+from __future__ import annotations
+
+import optax
+
+from rmsprop_jax.presets._checks import check_common
+from rmsprop_jax.transform import rmsprop
+
+
+def hinton2012(learning_rate: optax.ScalarOrSchedule, decay: float = 0.9) -> optax.GradientTransformationExtraArgs:
+    """RMSProp as introduced in Hinton's Coursera lecture 6e (2012).
+
+    "Divide the learning rate for a weight by a running average of the magnitudes
+    of recent gradients for that weight": ``MeanSquare = decay * MeanSquare +
+    (1 - decay) * g^2``, ``w -= lr * g / sqrt(MeanSquare)``, with decay 0.9, no
+    eps and no momentum. Zero gradients give zero updates.
+
+    Args:
+      learning_rate: A float or an optax schedule.
+      decay: Decay of the mean square, in ``[0, 1]`` (0.9 in the lecture).
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rmsprop_jax import presets
+      >>> tx = presets.hinton2012(0.01)
+      >>> updates, _ = tx.update(jnp.array([0.0, 2.0]), tx.init(jnp.zeros(2)))
+      >>> print(updates)
+      [-0.         -0.03162277]
+
+    References:
+      Hinton, Srivastava and Swersky, `Neural Networks for Machine Learning,
+      Lecture 6e: rmsprop
+      <https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf>`_, 2012.
+    """
+    check_common(learning_rate=("learning_rate", learning_rate), decay=("decay", decay), eps=("eps", 0.0))
+    return rmsprop(learning_rate, decay=decay, eps=0.0)
+
+
+def graves2013(
+    learning_rate: optax.ScalarOrSchedule = 1e-4,
+    decay: float = 0.95,
+    momentum: float = 0.9,
+    eps: float = 1e-4,
+) -> optax.GradientTransformationExtraArgs:
+    """Centered RMSProp with momentum from Graves (2013), eqs. 38-41.
+
+    ``n = a n + (1 - a) g^2``, ``m = a m + (1 - a) g``,
+    ``D = b D - lr g / sqrt(n - m^2 + eps)``, ``w = w + D``, with
+    ``a = 0.95``, ``b = 0.9``, ``lr = 1e-4``, ``eps = 1e-4``: eps inside the root,
+    the learning rate inside the momentum.
+
+    Args:
+      learning_rate: A float or an optax schedule (1e-4 in the paper).
+      decay: The averages' decay ``a`` (0.95).
+      momentum: The momentum ``b`` (0.9), in ``[0, 1)``.
+      eps: Positive term inside the root (1e-4).
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rmsprop_jax import presets
+      >>> state = presets.graves2013().init(jnp.zeros(3))
+
+    References:
+      Graves, `Generating Sequences With Recurrent Neural Networks
+      <https://arxiv.org/abs/1308.0850>`_, 2013, section 4, eqs. 38-41.
+    """
+    check_common(
+        learning_rate=("learning_rate", learning_rate),
+        decay=("decay", decay),
+        eps=("eps", eps),
+        momentum=("momentum", momentum),
+        centered=True,
+    )
+    return rmsprop(
+        learning_rate, decay=decay, eps=eps, eps_in_sqrt=True, centered=True, momentum=momentum, lr_in_momentum=True
+    )
+
+
+def dqn2015(
+    learning_rate: optax.ScalarOrSchedule = 2.5e-4,
+    decay: float = 0.95,
+    eps: float = 0.01,
+) -> optax.GradientTransformationExtraArgs:
+    """Centered RMSProp of the Nature DQN (Mnih et al. 2015), as in NeuralQLearner.lua.
+
+    ``g = 0.95 g + 0.05 dw``, ``g2 = 0.95 g2 + 0.05 dw^2``,
+    ``w += lr * dw / sqrt(g2 - g^2 + 0.01)`` with ``lr = 2.5e-4``: both averages
+    decay at 0.95, eps 0.01 inside the root, no momentum (``dw`` is the descent
+    direction there, so the same step in terms of the gradient).
+
+    Args:
+      learning_rate: A float or an optax schedule (2.5e-4).
+      decay: The averages' decay (0.95).
+      eps: Positive term inside the root (0.01).
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rmsprop_jax import presets
+      >>> state = presets.dqn2015().init(jnp.zeros(3))
+
+    References:
+      Mnih et al., `Human-level control through deep reinforcement learning
+      <https://www.nature.com/articles/nature14236>`_, Nature 518, 2015;
+      DeepMind's ``dqn/NeuralQLearner.lua`` (``qLearnMinibatch``).
+    """
+    check_common(
+        learning_rate=("learning_rate", learning_rate), decay=("decay", decay), eps=("eps", eps), centered=True
+    )
+    return rmsprop(learning_rate, decay=decay, eps=eps, eps_in_sqrt=True, centered=True)
