@@ -24,10 +24,11 @@ _TORCH_HYPERPARAMETERS = ("lr", "alpha", "eps", "weight_decay", "momentum", "cen
 
 
 def _to_numpy(value: Any) -> np.ndarray:
-    """A torch tensor, Keras variable or array as a numpy array."""
+    """A torch tensor, Keras variable or array as a numpy array, copied: torch's
+    state tensors are updated in place, and a view would follow them."""
     if hasattr(value, "detach"):
         value = value.detach().cpu()
-    return np.asarray(value)
+    return np.array(value, copy=True)
 
 
 def _leaf_from(value: Any, template: jax.Array, what: str) -> jax.Array:
@@ -166,7 +167,7 @@ def keras_state(optimizer: Any, params: optax.Params, *, learning_rate: Any = No
       ValueError: the optimizer is not an RMSprop or not built, or the variable
         count or a shape differs.
     """
-    if type(optimizer).__name__ != "RMSprop" or not hasattr(optimizer, "_velocities"):
+    if type(optimizer).__name__ != "RMSprop" or not hasattr(optimizer, "rho"):
         raise ValueError(f"expected a keras.optimizers.RMSprop, got {type(optimizer).__name__}")
     if not optimizer.built:
         raise ValueError("the Keras optimizer has no state yet: it builds on its first apply_gradients")
