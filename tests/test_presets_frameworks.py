@@ -175,7 +175,7 @@ def test_timm_foreach_implementation_agrees_too():
     kwargs = {"momentum": 0.9, "centered": True, "weight_decay": 0.05, "decoupled_decay": True}
     parameters = torch_parameters()
     theirs = run_torch_optimizer(rmsprop_tf(parameters, foreach=True, **kwargs), parameters)
-    assert_trajectories_match(run_ours(presets.timm(**kwargs)), theirs)
+    assert_trajectories_match(run_ours(presets.timm(**kwargs, foreach=True)), theirs)
 
 
 OPTAX_CASES = {

@@ -32,6 +32,7 @@ CASES = [
     (presets.timm, {"lr": -1.0}, "lr"),
     (presets.timm, {"caution": 1}, "caution"),
     (presets.timm, {"decoupled_decay": "yes"}, "decoupled_decay"),
+    (presets.timm, {"foreach": "yes"}, "foreach"),
     (presets.timm, {"corrected_weight_decay": True, "lr": 0.0}, "lr"),
     (
         presets.timm,

@@ -237,6 +237,7 @@ def timm(
     corrected_weight_decay: bool = False,
     lr_in_momentum: bool = True,
     caution: bool = False,
+    foreach: bool | None = None,
     *,
     max_lr: float | None = None,
 ) -> optax_lib.GradientTransformationExtraArgs:
@@ -262,6 +263,9 @@ def timm(
         ``g / rms`` (PyTorch).
       caution: Whether to mask the momentum direction where it disagrees in sign
         with the gradient (Cautious Optimizers).
+      foreach: timm's choice between its for-loop and multi-tensor kernels;
+        accepted so that a call ports unchanged. It has no effect here: XLA
+        compiles one elementwise step (timm's two kernels agree too).
       max_lr: timm's snapshot of the constructor ``lr``, needed (positive) only
         for ``corrected_weight_decay`` with a schedule; with a float ``lr`` it
         is that ``lr``.
@@ -294,6 +298,8 @@ def timm(
         },
         centered=centered,
     )
+    if foreach is not None:
+        validation.check_bool("foreach", foreach)
     decay_coefficient: Any = weight_decay
     if decoupled_decay and corrected_weight_decay and callable(lr):
         if max_lr is None:
