@@ -210,6 +210,19 @@ def _constant_gradient_run(step, steps=200):
     return [step(g) for _ in range(steps)][-1]
 
 
+def _stepper(tx):
+    """A step function g -> params for `_constant_gradient_run`, from zero params."""
+    params, state = jnp.zeros(2000), tx.init(jnp.zeros(2000))
+
+    def step(g):
+        nonlocal params, state
+        updates, state = tx.update(jnp.asarray(g), state, params)
+        params = optax.apply_updates(params, updates)
+        return np.asarray(params)
+
+    return step
+
+
 def test_torch_centered_nan_is_clamped_here():
     torch = pytest.importorskip("torch")
     parameter = torch.nn.Parameter(torch.zeros(2000))
@@ -220,17 +233,8 @@ def test_torch_centered_nan_is_clamped_here():
         optimizer.step()
         return parameter.detach().numpy().copy()
 
-    tx = presets.pytorch(lr=0.01, alpha=0.9, centered=True)
-    params, state = jnp.zeros(2000), tx.init(jnp.zeros(2000))
-
-    def our_step(g):
-        nonlocal params, state
-        updates, state = tx.update(jnp.asarray(g), state, params)
-        params = optax.apply_updates(params, updates)
-        return np.asarray(params)
-
     theirs = _constant_gradient_run(torch_step)
-    ours = _constant_gradient_run(our_step)
+    ours = _constant_gradient_run(_stepper(presets.pytorch(lr=0.01, alpha=0.9, centered=True)))
     assert np.isnan(theirs).mean() > 0.01  # torch: sqrt of a variance rounded below zero
     assert np.all(np.isfinite(ours))
 
@@ -244,16 +248,7 @@ def test_keras_centered_nan_is_clamped_here():
         optimizer.apply_gradients([(jnp.asarray(g), variable)])
         return np.array(variable.numpy())
 
-    tx = presets.keras(learning_rate=0.01, rho=0.9, centered=True, epsilon=1e-7)
-    params, state = jnp.zeros(2000), tx.init(jnp.zeros(2000))
-
-    def our_step(g):
-        nonlocal params, state
-        updates, state = tx.update(jnp.asarray(g), state, params)
-        params = optax.apply_updates(params, updates)
-        return np.asarray(params)
-
     theirs = _constant_gradient_run(keras_step)
-    ours = _constant_gradient_run(our_step)
+    ours = _constant_gradient_run(_stepper(presets.keras(learning_rate=0.01, rho=0.9, centered=True, epsilon=1e-7)))
     assert np.isnan(theirs).mean() > 0.01
     assert np.all(np.isfinite(ours))
