@@ -7,7 +7,7 @@ and hand it to :func:`_rms_transformation`, which maps
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -21,11 +21,21 @@ from rmsprop_jax.state import RmsPropState
 _ROUNDING_SEED = 0x5EED
 
 
-def _check_config(config: RmsConfig, initial_scale: Any, state_dtype: Any) -> jnp.dtype | None:
-    """Validates what every factory shares; returns the resolved state dtype."""
-    validation.check_interval("decay", config.decay, 0.0, 1.0)
-    validation.check_interval("eps", config.eps, 0.0)
-    validation.check_interval("initial_scale", initial_scale, 0.0)
+def _check_config(
+    config: RmsConfig, initial_scale: Any, state_dtype: Any, names: Mapping[str, str]
+) -> jnp.dtype | None:
+    """Validates what every factory shares; returns the resolved state dtype.
+
+    Errors name each argument as ``names`` maps it (a preset's own names), else as
+    :func:`rmsprop` spells it.
+    """
+
+    def name(key: str) -> str:
+        return names.get(key, key)
+
+    validation.check_interval(name("decay"), config.decay, 0.0, 1.0)
+    validation.check_interval(name("eps"), config.eps, 0.0)
+    validation.check_interval(name("initial_scale"), initial_scale, 0.0)
     for flag in (
         "eps_in_sqrt",
         "centered",
@@ -36,21 +46,25 @@ def _check_config(config: RmsConfig, initial_scale: Any, state_dtype: Any) -> jn
         "maximize",
         "caution",
     ):
-        validation.check_bool(flag, getattr(config, flag))
+        validation.check_bool(name(flag), getattr(config, flag))
     if config.caution and config.momentum is None:
-        raise ValueError("Invalid caution value: True (caution masks the momentum direction; momentum is None)")
+        raise ValueError(
+            f"Invalid {name('caution')} value: True (caution masks the momentum direction; momentum is None)"
+        )
     if config.momentum is not None:
-        validation.check_interval("momentum", config.momentum, 0.0, 1.0, high_inclusive=False)
+        validation.check_interval(name("momentum"), config.momentum, 0.0, 1.0, high_inclusive=False)
     elif config.nesterov:
-        raise ValueError("Invalid nesterov value: True (nesterov needs momentum; momentum is None)")
+        raise ValueError(f"Invalid {name('nesterov')} value: True (nesterov needs momentum; momentum is None)")
     if config.bias_correction and not validation.is_traced(config.decay) and jnp.any(jnp.asarray(config.decay) == 1):
-        raise ValueError("Invalid decay value: 1.0 (bias_correction divides by 1 - decay**t: decay must be < 1)")
+        raise ValueError(
+            f"Invalid {name('decay')} value: 1.0 (bias_correction divides by 1 - decay**t: decay must be < 1)"
+        )
     if config.centered and not validation.is_traced(config.eps) and jnp.any(jnp.asarray(config.eps) == 0):
         raise ValueError(
-            "Invalid eps value: 0.0 (centered=True needs eps > 0: the variance estimate of a constant "
-            "gradient is exactly 0, and g / 0 has no finite value)"
+            f"Invalid {name('eps')} value: 0.0 (centered needs {name('eps')} > 0: the variance estimate of a "
+            "constant gradient is exactly 0, and g / 0 has no finite value)"
         )
-    return dtypes.resolve_state_dtype("state_dtype", state_dtype)
+    return dtypes.resolve_state_dtype(name("state_dtype"), state_dtype)
 
 
 def _structure_error(what: str, expected: Any, got: Any) -> ValueError:
@@ -263,7 +277,7 @@ def scale_by_rms(
         centered=centered,
         bias_correction=bias_correction,
     )
-    resolved = _check_config(config, initial_scale, state_dtype)
+    resolved = _check_config(config, initial_scale, state_dtype, {})
     return _rms_transformation(config, initial_scale=initial_scale, state_dtype=resolved)
 
 
@@ -381,6 +395,53 @@ def rmsprop(
       Liang et al., `Cautious Optimizers: Improving Training with One Line of Code
       <https://arxiv.org/abs/2411.16085>`_, 2024.
     """
+    return rmsprop_with_argument_names(
+        {},
+        learning_rate,
+        decay=decay,
+        eps=eps,
+        initial_scale=initial_scale,
+        eps_in_sqrt=eps_in_sqrt,
+        centered=centered,
+        momentum=momentum,
+        nesterov=nesterov,
+        bias_correction=bias_correction,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled_weight_decay,
+        weight_decay_mask=weight_decay_mask,
+        lr_in_momentum=lr_in_momentum,
+        maximize=maximize,
+        state_dtype=state_dtype,
+        caution=caution,
+    )
+
+
+def rmsprop_with_argument_names(
+    names: Mapping[str, str],
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    decay: Any = 0.9,
+    eps: Any = 1e-8,
+    initial_scale: Any = 0.0,
+    eps_in_sqrt: bool = True,
+    centered: bool = False,
+    momentum: Any = None,
+    nesterov: bool = False,
+    bias_correction: bool = False,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    decoupled_weight_decay: bool = False,
+    weight_decay_mask: Any = None,
+    lr_in_momentum: bool = True,
+    maximize: bool = False,
+    state_dtype: Any = None,
+    caution: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`rmsprop` whose errors name the arguments as ``names`` maps them.
+
+    For the presets: ``names={"decay": "alpha", "learning_rate": "lr"}`` makes a bad
+    ``decay`` raise ``Invalid alpha value: ...``, so each framework's users see
+    their own argument names while the rules live here once.
+    """
     config = RmsConfig(
         decay=decay,
         eps=eps,
@@ -394,9 +455,9 @@ def rmsprop(
         maximize=maximize,
         caution=caution,
     )
-    resolved = _check_config(config, initial_scale, state_dtype)
-    validation.check_scalar_or_schedule("learning_rate", learning_rate)
-    validation.check_scalar_or_schedule("weight_decay", weight_decay)
+    resolved = _check_config(config, initial_scale, state_dtype, names)
+    validation.check_scalar_or_schedule(names.get("learning_rate", "learning_rate"), learning_rate)
+    validation.check_scalar_or_schedule(names.get("weight_decay", "weight_decay"), weight_decay)
     if weight_decay_mask is not None and not callable(weight_decay_mask):
         jax.tree.map(lambda flag: validation.check_bool("weight_decay_mask", flag), weight_decay_mask)
     return _rms_transformation(

@@ -13,8 +13,18 @@ import jax
 import optax as optax_lib
 
 from rmsprop_jax import clipping, validation
-from rmsprop_jax.presets._checks import check_common, momentum_or_none
-from rmsprop_jax.transform import rmsprop
+from rmsprop_jax.transform import rmsprop_with_argument_names
+
+
+def momentum_or_none(momentum: Any) -> Any:
+    """The frameworks' ``if momentum > 0`` as a static choice: exactly 0 keeps no buffer.
+
+    Anything else, traced (under ``optax.inject_hyperparams``) or invalid, goes on to
+    the core, which keeps the buffer or rejects the value in the preset's names.
+    """
+    if isinstance(momentum, (int, float)) and not isinstance(momentum, bool) and momentum == 0:
+        return None
+    return momentum
 
 
 def pytorch(
@@ -59,16 +69,8 @@ def pytorch(
       PyTorch, `torch.optim.RMSprop
       <https://pytorch.org/docs/stable/generated/torch.optim.RMSprop.html>`_.
     """
-    check_common(
-        learning_rate=("lr", lr),
-        decay=("alpha", alpha),
-        eps=("eps", eps),
-        momentum=("momentum", momentum),
-        weight_decay=("weight_decay", weight_decay),
-        flags={"centered": centered, "maximize": maximize},
-        centered=centered,
-    )
-    return rmsprop(
+    return rmsprop_with_argument_names(
+        {"learning_rate": "lr", "decay": "alpha"},
         lr,
         decay=alpha,
         eps=eps,
@@ -130,15 +132,6 @@ def keras(
     References:
       Keras, `RMSprop <https://keras.io/api/optimizers/rmsprop/>`_.
     """
-    check_common(
-        learning_rate=("learning_rate", learning_rate),
-        decay=("rho", rho),
-        eps=("epsilon", epsilon),
-        momentum=("momentum", momentum),
-        weight_decay=("weight_decay", weight_decay),
-        flags={"centered": centered},
-        centered=centered,
-    )
     clips = {"clipnorm": clipnorm, "clipvalue": clipvalue, "global_clipnorm": global_clipnorm}
     chosen = {name: value for name, value in clips.items() if value is not None}
     if len(chosen) > 1:
@@ -150,7 +143,8 @@ def keras(
         validation.check_interval(name, value, 0.0)
         if not validation.is_traced(value) and value == 0:
             raise ValueError(f"Invalid {name} value: 0.0 ({name} must be > 0; None disables it)")
-    step = rmsprop(
+    step = rmsprop_with_argument_names(
+        {"decay": "rho", "eps": "epsilon"},
         learning_rate,
         decay=rho,
         eps=epsilon,
@@ -206,15 +200,8 @@ def tensorflow_v1(
       TensorFlow, `tf.compat.v1.train.RMSPropOptimizer
       <https://www.tensorflow.org/api_docs/python/tf/compat/v1/train/RMSPropOptimizer>`_.
     """
-    check_common(
-        learning_rate=("learning_rate", learning_rate),
-        decay=("decay", decay),
-        eps=("epsilon", epsilon),
-        momentum=("momentum", momentum),
-        flags={"centered": centered},
-        centered=centered,
-    )
-    return rmsprop(
+    return rmsprop_with_argument_names(
+        {"eps": "epsilon"},
         learning_rate,
         decay=decay,
         eps=epsilon,
@@ -283,21 +270,9 @@ def timm(
       Wightman, `timm: RMSpropTF
       <https://github.com/huggingface/pytorch-image-models/blob/main/timm/optim/rmsprop_tf.py>`_.
     """
-    check_common(
-        learning_rate=("lr", lr),
-        decay=("alpha", alpha),
-        eps=("eps", eps),
-        momentum=("momentum", momentum),
-        weight_decay=("weight_decay", weight_decay),
-        flags={
-            "centered": centered,
-            "decoupled_decay": decoupled_decay,
-            "corrected_weight_decay": corrected_weight_decay,
-            "lr_in_momentum": lr_in_momentum,
-            "caution": caution,
-        },
-        centered=centered,
-    )
+    # Inputs the mapping itself uses; the core checks everything else in timm's names.
+    for flag, value in (("corrected_weight_decay", corrected_weight_decay), ("caution", caution)):
+        validation.check_bool(flag, value)
     if foreach is not None:
         validation.check_bool("foreach", foreach)
     decay_coefficient: Any = weight_decay
@@ -308,10 +283,11 @@ def timm(
         if max_lr == 0:
             raise ValueError("Invalid max_lr value: 0.0 (max_lr must be > 0)")
         decay_coefficient = _corrected_decay(lr, weight_decay, max_lr)
-    elif corrected_weight_decay and not callable(lr) and not validation.is_traced(lr) and lr <= 0:
+    elif corrected_weight_decay and isinstance(lr, (int, float)) and lr <= 0:
         raise ValueError(f"Invalid lr value: {lr} (corrected_weight_decay needs a positive max lr)")
     momentum_kept = momentum_or_none(momentum)
-    return rmsprop(
+    return rmsprop_with_argument_names(
+        {"learning_rate": "lr", "decay": "alpha", "decoupled_weight_decay": "decoupled_decay"},
         lr,
         decay=alpha,
         eps=eps,
@@ -370,7 +346,8 @@ def optax(
     References:
       `optax.rmsprop <https://optax.readthedocs.io/en/latest/api/optimizers.html#optax.rmsprop>`_.
     """
-    return rmsprop(
+    return rmsprop_with_argument_names(
+        {},
         learning_rate,
         decay=decay,
         eps=eps,

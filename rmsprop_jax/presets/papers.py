@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import optax
 
-from rmsprop_jax.presets._checks import check_common
 from rmsprop_jax.transform import rmsprop
 
 
@@ -36,7 +35,6 @@ def hinton2012(learning_rate: optax.ScalarOrSchedule, decay: float = 0.9) -> opt
       Lecture 6e: rmsprop
       <https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf>`_, 2012.
     """
-    check_common(learning_rate=("learning_rate", learning_rate), decay=("decay", decay), eps=("eps", 0.0))
     return rmsprop(learning_rate, decay=decay, eps=0.0)
 
 
@@ -71,13 +69,6 @@ def graves2013(
       Graves, `Generating Sequences With Recurrent Neural Networks
       <https://arxiv.org/abs/1308.0850>`_, 2013, section 4, eqs. 38-41.
     """
-    check_common(
-        learning_rate=("learning_rate", learning_rate),
-        decay=("decay", decay),
-        eps=("eps", eps),
-        momentum=("momentum", momentum),
-        centered=True,
-    )
     return rmsprop(
         learning_rate, decay=decay, eps=eps, eps_in_sqrt=True, centered=True, momentum=momentum, lr_in_momentum=True
     )
@@ -113,7 +104,4 @@ def dqn2015(
       <https://www.nature.com/articles/nature14236>`_, Nature 518, 2015;
       DeepMind's ``dqn/NeuralQLearner.lua`` (``qLearnMinibatch``).
     """
-    check_common(
-        learning_rate=("learning_rate", learning_rate), decay=("decay", decay), eps=("eps", eps), centered=True
-    )
     return rmsprop(learning_rate, decay=decay, eps=eps, eps_in_sqrt=True, centered=True)
