@@ -1,0 +1,39 @@
+"""MNIST-1D, generated locally by the ``mnist1d`` package (no download)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Dataset(NamedTuple):
+    """MNIST-1D as float32 signals ``(n, 40, 1)`` and int32 labels ``(n,)``."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def load_mnist1d() -> Dataset:
+    """The standard MNIST-1D split (4000 train, 1000 test), generated with the
+    package's fixed seed (42), so every run sees the same data; about 1 s."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    data = make_dataset(get_dataset_args())
+    return Dataset(
+        x_train=data["x"].astype(np.float32)[..., None],
+        y_train=data["y"].astype(np.int32),
+        x_test=data["x_test"].astype(np.float32)[..., None],
+        y_test=data["y_test"].astype(np.int32),
+    )
+
+
+def batch_indices(num_examples: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
+    """``(steps, batch_size)`` example indices: shuffled epochs, each example once per epoch."""
+    rng = np.random.default_rng(seed)
+    per_epoch = num_examples // batch_size
+    epochs = -(-steps // per_epoch)
+    order = np.concatenate([rng.permutation(num_examples)[: per_epoch * batch_size] for _ in range(epochs)])
+    return order[: steps * batch_size].reshape(steps, batch_size).astype(np.int32)

@@ -1,0 +1,53 @@
+"""PNG plots of training runs (matplotlib's object API: no global backend is touched)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from rmsprop_jax.demo.train import History
+
+
+def _add_curves(figure: Figure, position: int, columns: int, runs: Mapping[str, History], what: str) -> None:
+    """One panel: ``what`` is ``"loss"`` (training loss, log scale) or ``"accuracy"`` (test)."""
+    axes = figure.add_subplot(1, columns, position)
+    for label, history in runs.items():
+        if what == "loss":
+            axes.plot(history.log_steps, history.train_loss, label=label)
+        else:
+            axes.plot(history.eval_steps, history.test_accuracy, label=label)
+    if what == "loss":
+        axes.set_yscale("log")
+        axes.set_ylabel("training loss (mean over each log interval)")
+    else:
+        lowest = min(min(history.test_accuracy) for history in runs.values())
+        axes.set_ylim(max(0.0, lowest - 0.02), 1.0)
+        axes.set_ylabel("test accuracy")
+    axes.set_xlabel("step")
+    axes.grid(alpha=0.3)
+    if len(runs) > 1:
+        axes.legend(loc="upper right" if what == "loss" else "lower right")
+
+
+def save_loss(path: Path, runs: Mapping[str, History]) -> None:
+    """Writes the training-loss curve of each run to one PNG."""
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    _add_curves(figure, 1, 1, runs, "loss")
+    figure.savefig(path, dpi=120)
+
+
+def save_test_accuracy(path: Path, runs: Mapping[str, History]) -> None:
+    """Writes the test-accuracy curve of each run to one PNG."""
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    _add_curves(figure, 1, 1, runs, "accuracy")
+    figure.savefig(path, dpi=120)
+
+
+def save_comparison(path: Path, runs: Mapping[str, History]) -> None:
+    """Writes loss and test accuracy of all runs side by side to one PNG."""
+    figure = Figure(figsize=(11, 4), layout="constrained")
+    _add_curves(figure, 1, 2, runs, "loss")
+    _add_curves(figure, 2, 2, runs, "accuracy")
+    figure.savefig(path, dpi=120)

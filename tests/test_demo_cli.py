@@ -1,0 +1,115 @@
+"""The main job's command line: ``python -m rmsprop_jax.demo``."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rmsprop_jax import presets
+from rmsprop_jax.demo import cli
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def run_demo(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rmsprop_jax.demo", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "0"], "argument --steps: must be at least 1"),
+        (["--steps", "2.5"], "argument --steps: expected a whole number"),
+        (["--batch-size", "-4"], "argument --batch-size: must be at least 1"),
+        (["--batch-size", "4001"], "argument --batch-size: must be at most 4000"),
+        (["--seed", "-1"], "argument --seed: must be at least 0"),
+        (["--lr", "0"], "argument --lr: must be a positive finite number"),
+        (["--lr", "inf"], "argument --lr: must be a positive finite number"),
+        (["--preset", "adam"], "argument --preset: invalid choice"),
+        (["--preset", "tensorflow_v1"], "preset 'tensorflow_v1' has no default learning rate; give one with --lr"),
+        (["--unknown"], "unrecognized arguments: --unknown"),
+    ],
+)
+def test_bad_input_prints_usage_and_one_error_line(args, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*args, "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("usage: python -m rmsprop_jax.demo")
+    assert err[-1].startswith("python -m rmsprop_jax.demo: error: ") and message in err[-1]
+
+
+def test_unwritable_out_dir_is_bad_input_without_traceback(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    run = run_demo("--out", str(blocker / "sub"), "--steps", "1")
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr
+    assert (
+        run.stderr.strip()
+        .splitlines()[-1]
+        .startswith("python -m rmsprop_jax.demo: error: argument --out: cannot write")
+    )
+
+
+def test_help_explains_every_option():
+    help_text = cli.build_parser().format_help()
+    for option in ("--steps", "--batch-size", "--seed", "--lr", "--out", "--preset", "--compare"):
+        assert option in help_text
+
+
+@pytest.mark.parametrize("name", cli.PRESETS)
+def test_each_preset_trains_with_its_own_default_learning_rate_or_requires_lr(name):
+    parameter = next(iter(inspect.signature(getattr(presets, name)).parameters.values()))
+    lr_name, default = cli.preset_learning_rate(name)
+    assert lr_name == parameter.name
+    if parameter.default is inspect.Parameter.empty:
+        assert default is None
+        with pytest.raises(ValueError, match="--lr"):
+            cli.rmsprop_choice(name, None, steps=10)
+        choice = cli.rmsprop_choice(name, 3e-4, steps=10)
+        assert choice.settings["peak_learning_rate"] == 3e-4
+    else:
+        choice = cli.rmsprop_choice(name, None, steps=10)
+        assert choice.settings["peak_learning_rate"] == parameter.default
+    assert choice.settings["optimizer"] == f"rmsprop_jax.presets.{name}"
+
+
+def test_lr_overrides_the_default():
+    assert cli.rmsprop_choice(None, None, steps=10).settings["peak_learning_rate"] == cli.DEFAULT_LEARNING_RATE
+    assert cli.rmsprop_choice(None, 0.05, steps=10).settings["peak_learning_rate"] == 0.05
+    assert cli.rmsprop_choice("pytorch", 0.05, steps=10).settings["peak_learning_rate"] == 0.05
+
+
+def test_short_run_with_compare_writes_metrics_and_plots(tmp_path, capsys):
+    out = tmp_path / "new" / "dir"
+    assert cli.main(["--steps", "40", "--batch-size", "64", "--seed", "3", "--out", str(out), "--compare"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["steps"] == 40 and metrics["seed"] == 3 and metrics["batch_size"] == 64
+    assert metrics["train_seconds"] > 0
+    assert metrics["optimizer"]["optimizer"] == "rmsprop_jax.rmsprop"
+    assert metrics["history"]["eval_steps"][-1] == 40
+    assert metrics["history"]["test_accuracy"][-1] == metrics["test_accuracy"]
+    assert set(metrics["baselines"]) == set(cli.BASELINES)
+    for name in ("loss.png", "test_accuracy.png", "compare.png"):
+        assert (out / name).read_bytes().startswith(PNG_SIGNATURE)
+    stdout = capsys.readouterr().out
+    assert f"test accuracy {metrics['test_accuracy']:.4f} after 40 steps" in stdout
+
+
+@pytest.mark.slow
+def test_default_run_reaches_the_accuracy_goal(tmp_path):
+    """The main job as the Quickstart runs it: defaults, test accuracy >= 0.95."""
+    run = run_demo(cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    metrics = json.loads((tmp_path / "demo_out" / "metrics.json").read_text())
+    assert metrics["steps"] == cli.DEFAULT_STEPS and metrics["seed"] == 0
+    assert metrics["test_accuracy"] >= 0.95
+    assert "test accuracy" in run.stdout
