@@ -12,6 +12,7 @@ round-to-nearest (which freezes an average at decay 0.999 once
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -69,24 +70,65 @@ def needs_stochastic_rounding(state_dtype: jnp.dtype | None) -> bool:
     return state_dtype is not None and state_dtype in _LOW_PRECISION
 
 
-def store(value: jax.Array, dtype: jnp.dtype, key: jax.Array | None) -> jax.Array:
+def _hash32(x: jax.Array) -> jax.Array:
+    """A uint32 integer hash with good avalanche (Wellons' "lowbias32")."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def rounding_seed(count: jax.Array, leaf: int, field: int) -> jax.Array:
+    """The uint32 seed of one stored state array at one step.
+
+    Distinct for each step ``count``, leaf index and state field (``0``: nu,
+    ``1``: mu, ``2``: trace), so no two roundings share random bits.
+    """
+    stream = _hash32(jnp.uint32((leaf * 3 + field) & 0xFFFFFFFF) ^ jnp.uint32(0x5BD1E995))
+    return _hash32(jnp.asarray(count).astype(jnp.uint32) ^ stream)
+
+
+def _random_bits(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """uint32 random bits from a counter-based hash of each element's index.
+
+    A few integer operations per element that fuse into the update (``jax.random``
+    with threefry costs several times the whole memory-bound step on a CPU).
+    """
+    index = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+    return _hash32(index ^ _hash32(seed))
+
+
+def store(value: jax.Array, dtype: jnp.dtype, seed: jax.Array | None) -> jax.Array:
     """Casts ``value`` to ``dtype``: stochastically rounded when narrowing to 16 bits.
 
     Stochastic rounding picks the representable neighbour on the far side of
     ``value`` with probability ``residual / gap``, so the stored value is
-    unbiased: ``E[store(x)] == x``. Non-finite values round to nearest.
+    unbiased: ``E[store(x)] == x``. Float32 to bfloat16 adds 16 random bits
+    below the bfloat16 mantissa and truncates (exact probabilities: float32 has
+    just those 16 bits more); other narrowings compare a uniform number in
+    ``[0, 1)`` with 24 random bits against ``residual / gap``. Non-finite values
+    round to nearest.
 
     Args:
       value: A real array in the compute dtype.
       dtype: The storage dtype.
-      key: A PRNG key; ``None`` rounds to nearest.
+      seed: A uint32 scalar (see :func:`rounding_seed`); ``None`` rounds to nearest.
     """
-    if value.dtype == dtype or key is None or dtype not in _LOW_PRECISION:
+    if value.dtype == dtype or seed is None or dtype not in _LOW_PRECISION:
         return value.astype(dtype)
+    bits = _random_bits(seed, value.shape)
+    if value.dtype == jnp.float32 and dtype == jnp.bfloat16:
+        # One elementwise chain (no second consumer of `value`), so that XLA fuses it
+        # into the update. Non-finite values get no noise; a NaN keeps its quiet bit.
+        finite = jnp.isfinite(value)
+        raised = jax.lax.bitcast_convert_type(value, jnp.uint32) + jnp.where(finite, bits >> 16, 0)
+        kept = (raised & jnp.uint32(0xFFFF0000)) | jnp.where(jnp.isnan(value), jnp.uint32(0x00400000), 0)
+        return jax.lax.bitcast_convert_type(kept, jnp.float32).astype(dtype)
     nearest = value.astype(dtype)
     residual = value - nearest.astype(value.dtype)
     toward = jnp.where(residual > 0, jnp.inf, -jnp.inf).astype(dtype)
     neighbour = jnp.nextafter(nearest, toward)
     probability = residual / (neighbour.astype(value.dtype) - nearest.astype(value.dtype))
-    uniform = jax.random.uniform(key, value.shape, value.dtype)
+    uniform = ((bits >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)).astype(value.dtype)
     return jnp.where(uniform < probability, neighbour, nearest)

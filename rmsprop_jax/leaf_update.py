@@ -23,6 +23,12 @@ One step, in this order:
    kept whole). Without momentum ``u = -lr * s``; without a learning rate
    (``scale_by_rms``) ``u = s``.
 8. Decoupled weight decay: ``u = u - lr * weight_decay * p`` (AdamW, Keras, timm).
+
+Each new state entry is stored (in its storage dtype, stochastically rounded
+when that is 16-bit) as soon as it is computed, and the later steps use the
+stored value. With a float32 or wider state this changes nothing; with a 16-bit
+state the update is a function of the state as saved, and XLA need not keep a
+copy of the old state to compute it (so the step moves no more bytes than optax's).
 """
 
 from __future__ import annotations
@@ -63,7 +69,8 @@ class RmsConfig:
 
 
 class LeafStep(NamedTuple):
-    """What :func:`update_leaf` returns for one leaf (state entries in compute dtype)."""
+    """What :func:`update_leaf` returns for one leaf: the update in the gradient's
+    dtype and the new state entries in their storage dtypes."""
 
     update: jax.Array
     nu: jax.Array
@@ -73,6 +80,11 @@ class LeafStep(NamedTuple):
 
 def _abs_sq(x: jax.Array) -> jax.Array:
     return (x.conj() * x).real if jnp.iscomplexobj(x) else x * x
+
+
+def _kept(value: jax.Array, storage: jnp.dtype, seed: jax.Array | None) -> jax.Array:
+    """``value`` as the state stores it, back in ``value``'s dtype (exact)."""
+    return dtypes.store(value, storage, seed).astype(value.dtype)
 
 
 def _cautious(direction: jax.Array, g: jax.Array) -> jax.Array:
@@ -92,6 +104,7 @@ def update_leaf(
     learning_rate: Any = None,
     weight_decay: Any = None,
     count: jax.Array | None = None,
+    rounding_seeds: tuple[jax.Array | None, jax.Array | None, jax.Array | None] = (None, None, None),
 ) -> LeafStep:
     """One RMSProp step for one leaf; the module docstring gives the formula.
 
@@ -106,12 +119,15 @@ def update_leaf(
         gradient without sign flip (``scale_by_rms``).
       weight_decay: This leaf's weight decay, ``None`` for none.
       count: The step number, from 1, for ``bias_correction``.
+      rounding_seeds: Seeds of the stochastic rounding of ``nu``, ``mu`` and
+        ``trace`` into a 16-bit storage dtype (:func:`dtypes.rounding_seed`);
+        ``None`` rounds to nearest.
 
     Returns:
-      The update in ``grad``'s dtype and the new state entries in the compute
-      dtype (the caller stores them).
+      A :class:`LeafStep`: the update and the state entries as stored.
     """
     compute = dtypes.compute_dtype(grad.dtype, nu.dtype)
+    storage = tuple(None if x is None else x.dtype for x in (nu, mu, trace))
     g = grad.astype(dtypes.like_param(grad.dtype, compute))
     decay = config.decay
     if config.maximize:
@@ -119,14 +135,14 @@ def update_leaf(
     if weight_decay is not None and not config.decoupled_weight_decay:
         g = g + weight_decay * param.astype(g.dtype)
 
-    nu = (1 - decay) * _abs_sq(g) + decay * nu.astype(compute)
+    nu = _kept((1 - decay) * _abs_sq(g) + decay * nu.astype(compute), nu.dtype, rounding_seeds[0])
     nu_hat = nu
     if config.bias_correction:
         correction = (1 - decay**count).astype(compute)
         nu_hat = nu / correction
     variance = nu_hat
     if config.centered:
-        mu = (1 - decay) * g + decay * mu.astype(g.dtype)
+        mu = _kept((1 - decay) * g + decay * mu.astype(g.dtype), mu.dtype, rounding_seeds[1])
         mu_hat = mu / correction if config.bias_correction else mu
         variance = jnp.maximum(nu_hat - _abs_sq(mu_hat), 0)
 
@@ -145,11 +161,16 @@ def update_leaf(
             update = -lr * scaled
         else:
             step = lr * scaled if config.lr_in_momentum else scaled
-            trace = step + config.momentum * trace.astype(g.dtype)
+            trace = _kept(step + config.momentum * trace.astype(g.dtype), trace.dtype, rounding_seeds[2])
             velocity = step + config.momentum * trace if config.nesterov else trace
             if config.caution:
                 velocity = _cautious(velocity, g)
             update = -velocity if config.lr_in_momentum else -lr * velocity
         if weight_decay is not None and config.decoupled_weight_decay:
             update = update - lr * weight_decay * param.astype(g.dtype)
-    return LeafStep(update.astype(grad.dtype), nu, mu, trace)
+    return LeafStep(
+        update.astype(grad.dtype),
+        nu.astype(storage[0]),
+        None if mu is None else mu.astype(storage[1]),
+        None if trace is None else trace.astype(storage[2]),
+    )

@@ -18,8 +18,6 @@ from rmsprop_jax import dtypes, validation
 from rmsprop_jax.leaf_update import RmsConfig, update_leaf
 from rmsprop_jax.state import RmsPropState
 
-_ROUNDING_SEED = 0x5EED
-
 
 def _check_config(
     config: RmsConfig, initial_scale: Any, state_dtype: Any, names: Mapping[str, str]
@@ -169,12 +167,12 @@ def _rms_transformation(
         step_weight_decay = weight_decay_schedule(count) if weight_decay_schedule is not None else weight_decay
         if has_count:
             count = optax.safe_increment(state.count)
-        base_key = jax.random.fold_in(jax.random.key(_ROUNDING_SEED), count) if rounding else None
 
         new_updates, new_nu, new_mu, new_trace = [], [], [], []
         for index, (grad, nu, mu, trace, param, decayed) in enumerate(
             zip(grads, nus, mus, traces, param_leaves, decays, strict=True)
         ):
+            seeds = tuple(dtypes.rounding_seed(count, index, field) for field in range(3)) if rounding else (None,) * 3
             step = update_leaf(
                 config,
                 grad,
@@ -185,14 +183,14 @@ def _rms_transformation(
                 learning_rate=lr,
                 weight_decay=step_weight_decay if decayed else None,
                 count=count,
+                rounding_seeds=seeds,
             )
-            keys = jax.random.split(jax.random.fold_in(base_key, index), 3) if rounding else (None, None, None)
             new_updates.append(step.update)
-            new_nu.append(dtypes.store(step.nu, nu.dtype, keys[0]))
+            new_nu.append(step.nu)
             if mu is not None:
-                new_mu.append(dtypes.store(step.mu, mu.dtype, keys[1]))
+                new_mu.append(step.mu)
             if trace is not None:
-                new_trace.append(dtypes.store(step.trace, trace.dtype, keys[2]))
+                new_trace.append(step.trace)
 
         def rebuild(leaves: list[jax.Array], present: bool) -> Any:
             return jax.tree.unflatten(treedef, leaves) if present else None

@@ -68,22 +68,62 @@ def test_complex_params_match_optax(kwargs):
 
 def test_stochastic_rounding_is_unbiased_and_deterministic():
     value = jnp.full((200_000,), 1.0 + 2.0**-10, jnp.float32)  # between two bfloat16 neighbours
-    stored = dtypes.store(value, jnp.dtype(jnp.bfloat16), jax.random.key(1))
+    stored = dtypes.store(value, jnp.dtype(jnp.bfloat16), jnp.uint32(1))
     assert stored.dtype == jnp.bfloat16
     assert set(np.unique(np.asarray(stored, np.float32))) == {1.0, 1.0 + 2.0**-7}
     mean = float(jnp.mean(stored.astype(jnp.float32)))
     assert abs(mean - float(value[0])) < 1e-4  # round-to-nearest would give exactly 1.0
-    again = dtypes.store(value, jnp.dtype(jnp.bfloat16), jax.random.key(1))
+    again = dtypes.store(value, jnp.dtype(jnp.bfloat16), jnp.uint32(1))
     np.testing.assert_array_equal(stored, again)
     nearest = dtypes.store(value, jnp.dtype(jnp.bfloat16), None)
     np.testing.assert_array_equal(np.asarray(nearest, np.float32), 1.0)
 
 
+@pytest.mark.parametrize("fraction", [1 / 8, 1 / 3, 1 / 2, 0.9])
+def test_stochastic_rounding_rounds_up_with_the_residual_as_probability(fraction):
+    gap = 2.0**-7  # bfloat16 spacing on [1, 2)
+    value = jnp.full((400_000,), 1.0 + fraction * gap, jnp.float32)
+    stored = np.asarray(dtypes.store(value, jnp.dtype(jnp.bfloat16), jnp.uint32(7)), np.float32)
+    rounded_up = np.mean(stored > 1.0)
+    assert abs(rounded_up - fraction) < 4 * np.sqrt(fraction * (1 - fraction) / stored.size)
+
+
+def test_rounding_seeds_differ_by_step_leaf_and_field():
+    seeds = {
+        int(dtypes.rounding_seed(jnp.int32(c), leaf, field))
+        for c in range(4)
+        for leaf in range(5)
+        for field in range(3)
+    }
+    assert len(seeds) == 4 * 5 * 3
+    value = jnp.full((4096,), 1.0 + 2.0**-9, jnp.float32)
+    a = dtypes.store(value, jnp.dtype(jnp.bfloat16), dtypes.rounding_seed(jnp.int32(0), 0, 0))
+    b = dtypes.store(value, jnp.dtype(jnp.bfloat16), dtypes.rounding_seed(jnp.int32(1), 0, 0))
+    assert not np.array_equal(a, b)
+
+
 def test_stochastic_rounding_keeps_exact_and_non_finite_values():
     value = jnp.array([0.0, 1.0, -2.5, jnp.inf, -jnp.inf, 1e30], jnp.float32)
-    stored = np.asarray(dtypes.store(value, jnp.dtype(jnp.float16), jax.random.key(0)), np.float32)
+    stored = np.asarray(dtypes.store(value, jnp.dtype(jnp.float16), jnp.uint32(0)), np.float32)
     np.testing.assert_array_equal(stored[:5], [0.0, 1.0, -2.5, np.inf, -np.inf])
     assert stored[5] == np.inf  # overflows like a cast
+
+
+def test_bfloat16_stochastic_rounding_keeps_exact_and_non_finite_values():
+    nan_low_payload = np.array([0x7F800001], np.uint32).view(np.float32)[0]  # a NaN truncation would make inf
+    value = jnp.array([0.0, -0.0, 1.0, -2.5, jnp.inf, -jnp.inf, jnp.nan, nan_low_payload, 1e-40], jnp.float32)
+    for seed in range(20):
+        stored = np.asarray(dtypes.store(value, jnp.dtype(jnp.bfloat16), jnp.uint32(seed)), np.float32)
+        np.testing.assert_array_equal(stored[:6], [0.0, -0.0, 1.0, -2.5, np.inf, -np.inf])
+        assert np.isnan(stored[6]) and np.isnan(stored[7])
+        assert stored[8] >= 0 and np.isfinite(stored[8])
+
+
+def test_bfloat16_stochastic_rounding_is_unbiased_for_negative_values():
+    value = jnp.full((400_000,), -(1.0 + 3 * 2.0**-10), jnp.float32)  # 3/8 of the way to -(1 + 2^-7)
+    stored = np.asarray(dtypes.store(value, jnp.dtype(jnp.bfloat16), jnp.uint32(11)), np.float32)
+    assert set(np.unique(stored)) == {-1.0, -(1.0 + 2.0**-7)}
+    assert abs(stored.mean() - float(value[0])) < 2e-5
 
 
 def _track_gradient_scale_change(tx, params, steps):
