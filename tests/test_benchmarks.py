@@ -1,19 +1,49 @@
-"""Smoke test: the benchmark runs at tiny sizes (no timing assertions)."""
+"""Smoke test: the benchmark suite runs at tiny sizes and writes its report (no timing assertions)."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import pathlib
+import sys
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "step_time.py"
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "suite.py"
 
 
-def test_step_time_benchmark_runs_at_tiny_size():
-    spec = importlib.util.spec_from_file_location("step_time", SCRIPT)
+def _load_suite():
+    spec = importlib.util.spec_from_file_location("suite", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
-    rows = module.run(leaves=2, size=64, repeats=2)
-    assert [r["variant"] for r in rows] == list(module.VARIANTS)
-    for row in rows:
-        assert all(math.isfinite(v) and v > 0 for k, v in row.items() if k != "variant")
+    return module
+
+
+def test_suite_runs_at_tiny_size_and_writes_json_markdown_and_plot(tmp_path):
+    suite = _load_suite()
+    report = suite.run(suite.quick_cases(), repeats=2, compile_leaves=[2], out_dir=tmp_path)
+    written = sorted(p.suffix for p in tmp_path.iterdir())
+    assert written == [".json", ".md", ".png"]
+    assert json.loads(next(tmp_path.glob("*.json")).read_text()) == json.loads(json.dumps(report))
+    assert [row["case"]["variant"] for row in report["step_time"]] == [c.variant for c in suite.quick_cases()]
+    for row in report["step_time"]:
+        assert {"rmsprop_jax", "optax", "torch foreach=True", "torch foreach=False"} <= set(row["times"])
+        for value in (row["floor_ms"], row["ours_over_optax"], row["ours_over_floor"]):
+            assert math.isfinite(value) and value > 0
+    bf16 = report["step_time"][-1]
+    assert "rmsprop_jax (float32 state)" in bf16["times"]  # the default state's cost on its own row
+    assert {(r["variant"], r["leaves"]) for r in report["compile"]} == {("plain", 2), ("centered+momentum", 2)}
+    state = {(r["variant"], r["dtype"]): r for r in report["state_bytes"]}
+    assert state[("plain", "float32")]["rmsprop_jax"] == 4 == state[("plain", "float32")]["torch"]
+    assert state[("centered+momentum", "bfloat16")]["rmsprop_jax"] == 6
+    assert "| case |" in next(tmp_path.glob("*.md")).read_text()
+
+
+def test_full_cases_cover_the_issue_matrix():
+    suite = _load_suite()
+    cases = suite.full_cases(gpu=False)
+    assert {c.total for c in cases if c.variant == "plain" and c.leaves == 16} >= {10**6, 64 * 10**6}
+    assert {c.leaves for c in cases} >= {1, 16, 256, 4096}
+    assert {c.variant for c in cases} == set(suite.VARIANTS)
+    assert {c.dtype for c in cases} == {"float32", "bfloat16"}
+    assert max(c.total for c in suite.full_cases(gpu=True)) >= 10**8
