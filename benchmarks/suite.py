@@ -8,7 +8,8 @@ Method (benchmarks/NOTES.md has the reasoning):
 
 - Step time: the jit-compiled ``tx.update`` + ``optax.apply_updates`` with params
   and state donated, one warm-up call, ``jax.block_until_ready`` on every output,
-  the contenders alternated in one process, median and spread (min-max) of
+  the contenders alternated in one process (the order reversed every other round,
+  so that no contender always runs on caches the previous one warmed), median and spread (min-max) of
   ``--repeats`` runs. Torch: ``optimizer.step()`` with the gradients set once,
   ``foreach=True`` and ``foreach=False``, on the same device kind, timed the same way
   (``torch.cuda.synchronize`` on a GPU).
@@ -221,9 +222,10 @@ def measure_case(case: Case, repeats: int, torch_device: str | None) -> dict[str
             run.step()  # warm-up
             timers[f"torch foreach={foreach}"] = run.step
     times: dict[str, list[float]] = {label: [] for label in timers}
-    for _ in range(repeats):
-        for label, timer in timers.items():  # alternated
-            times[label].append(timer())
+    labels = list(timers)
+    for repeat in range(repeats):  # alternated, in reversed order every other round (no position bias)
+        for label in labels if repeat % 2 == 0 else labels[::-1]:
+            times[label].append(timers[label]())
     results = {}
     for label, samples in times.items():
         median, spread = _median_spread(samples)
