@@ -12,6 +12,7 @@ round-to-nearest (which freezes an average at decay 0.999 once
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -53,16 +54,23 @@ def real_state_dtype(param_dtype: Any, state_dtype: jnp.dtype | None) -> jnp.dty
     return jnp.dtype(jnp.float32) if real in _LOW_PRECISION else real
 
 
+@functools.cache
 def compute_dtype(param_dtype: Any, storage: jnp.dtype) -> jnp.dtype:
     """Real dtype in which a step's arithmetic runs: at least float32."""
     return jnp.promote_types(jnp.promote_types(jnp.finfo(param_dtype).dtype, storage), jnp.float32)
 
 
+@functools.cache
 def like_param(param_dtype: Any, real: jnp.dtype) -> jnp.dtype:
     """``real`` for a real parameter; the complex dtype of that precision otherwise."""
     if jnp.issubdtype(param_dtype, jnp.complexfloating):
         return jnp.promote_types(real, jnp.complex64)
     return real
+
+
+def cast(x: jax.Array, dtype: Any) -> jax.Array:
+    """``x.astype(dtype)``, skipped when ``x`` already has that dtype (saves trace time per leaf)."""
+    return x if x.dtype == dtype else x.astype(dtype)
 
 
 def needs_stochastic_rounding(state_dtype: jnp.dtype | None) -> bool:
@@ -116,7 +124,7 @@ def store(value: jax.Array, dtype: jnp.dtype, seed: jax.Array | None) -> jax.Arr
       seed: A uint32 scalar (see :func:`rounding_seed`); ``None`` rounds to nearest.
     """
     if value.dtype == dtype or seed is None or dtype not in _LOW_PRECISION:
-        return value.astype(dtype)
+        return cast(value, dtype)
     bits = _random_bits(seed, value.shape)
     if value.dtype == jnp.float32 and dtype == jnp.bfloat16:
         # One elementwise chain (no second consumer of `value`), so that XLA fuses it

@@ -84,7 +84,7 @@ def _abs_sq(x: jax.Array) -> jax.Array:
 
 def _kept(value: jax.Array, storage: jnp.dtype, seed: jax.Array | None) -> jax.Array:
     """``value`` as the state stores it, back in ``value``'s dtype (exact)."""
-    return dtypes.store(value, storage, seed).astype(value.dtype)
+    return dtypes.cast(dtypes.store(value, storage, seed), value.dtype)
 
 
 def _cautious(direction: jax.Array, g: jax.Array) -> jax.Array:
@@ -128,21 +128,21 @@ def update_leaf(
     """
     compute = dtypes.compute_dtype(grad.dtype, nu.dtype)
     storage = tuple(None if x is None else x.dtype for x in (nu, mu, trace))
-    g = grad.astype(dtypes.like_param(grad.dtype, compute))
+    g = dtypes.cast(grad, dtypes.like_param(grad.dtype, compute))
     decay = config.decay
     if config.maximize:
         g = -g
     if weight_decay is not None and not config.decoupled_weight_decay:
-        g = g + weight_decay * param.astype(g.dtype)
+        g = g + weight_decay * dtypes.cast(param, g.dtype)
 
-    nu = _kept((1 - decay) * _abs_sq(g) + decay * nu.astype(compute), nu.dtype, rounding_seeds[0])
+    nu = _kept((1 - decay) * _abs_sq(g) + decay * dtypes.cast(nu, compute), nu.dtype, rounding_seeds[0])
     nu_hat = nu
     if config.bias_correction:
         correction = (1 - decay**count).astype(compute)
         nu_hat = nu / correction
     variance = nu_hat
     if config.centered:
-        mu = _kept((1 - decay) * g + decay * mu.astype(g.dtype), mu.dtype, rounding_seeds[1])
+        mu = _kept((1 - decay) * g + decay * dtypes.cast(mu, g.dtype), mu.dtype, rounding_seeds[1])
         mu_hat = mu / correction if config.bias_correction else mu
         variance = jnp.maximum(nu_hat - _abs_sq(mu_hat), 0)
 
@@ -156,21 +156,22 @@ def update_leaf(
     if learning_rate is None:
         update = scaled
     else:
-        lr = jnp.asarray(learning_rate).astype(compute)
+        python_scalar = isinstance(learning_rate, (int, float)) and not isinstance(learning_rate, bool)
+        lr = learning_rate if python_scalar else dtypes.cast(jnp.asarray(learning_rate), compute)
         if config.momentum is None:
             update = -lr * scaled
         else:
             step = lr * scaled if config.lr_in_momentum else scaled
-            trace = _kept(step + config.momentum * trace.astype(g.dtype), trace.dtype, rounding_seeds[2])
+            trace = _kept(step + config.momentum * dtypes.cast(trace, g.dtype), trace.dtype, rounding_seeds[2])
             velocity = step + config.momentum * trace if config.nesterov else trace
             if config.caution:
                 velocity = _cautious(velocity, g)
             update = -velocity if config.lr_in_momentum else -lr * velocity
         if weight_decay is not None and config.decoupled_weight_decay:
-            update = update - lr * weight_decay * param.astype(g.dtype)
+            update = update - lr * weight_decay * dtypes.cast(param, g.dtype)
     return LeafStep(
-        update.astype(grad.dtype),
-        nu.astype(storage[0]),
-        None if mu is None else mu.astype(storage[1]),
-        None if trace is None else trace.astype(storage[2]),
+        dtypes.cast(update, grad.dtype),
+        dtypes.cast(nu, storage[0]),
+        None if mu is None else dtypes.cast(mu, storage[1]),
+        None if trace is None else dtypes.cast(trace, storage[2]),
     )
