@@ -8,11 +8,15 @@ Method (benchmarks/NOTES.md has the reasoning):
 
 - Step time: the jit-compiled ``tx.update`` + ``optax.apply_updates`` with params
   and state donated, one warm-up call, ``jax.block_until_ready`` on every output,
-  the contenders alternated in one process (the order reversed every other round,
-  so that no contender always runs on caches the previous one warmed), median and spread (min-max) of
+  the contenders interleaved in one process (in a fresh random order every round, so
+  that no contender always runs on caches another one warmed or polluted), median and
+  spread (min-max) of
   ``--repeats`` runs. Torch: ``optimizer.step()`` with the gradients set once,
   ``foreach=True`` and ``foreach=False``, on the same device kind, timed the same way
   (``torch.cuda.synchronize`` on a GPU).
+- A/A control: a second, independent copy of the optax step is timed alongside; its
+  ratio to the first shows how far apart two runs of the same code land, the yardstick
+  for every other ratio.
 - Floor: the bytes a step must move (read params, grads and state; write params
   and state, each once) divided by the bandwidth of a donated elementwise pass
   ``p + 0.5 * g`` over the same arrays (read 2, write 1), measured in the same
@@ -31,6 +35,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import socket
 import statistics
 import time
@@ -51,6 +56,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "centered+momentum": {"centered": True, "momentum": 0.9},
     "nesterov": {"momentum": 0.9, "nesterov": True},
 }
+CONTROL = "optax again (A/A control)"  # a second copy of optax: the noise of comparing equal code
 STATE_ARRAYS = {"plain": 1, "momentum": 2, "centered+momentum": 3, "nesterov": 2}
 
 
@@ -106,7 +112,7 @@ def jax_contenders(case: Case) -> dict[str, optax.GradientTransformation]:
     """Like with like: 16-bit params get our 16-bit state against optax's (its only option),
     and our default float32 state on its own row."""
     kwargs = {"decay": DECAY, "eps": EPS, **VARIANTS[case.variant]}
-    contenders = {"optax": optax.rmsprop(LR, **kwargs)}
+    contenders = {"optax": optax.rmsprop(LR, **kwargs), CONTROL: optax.rmsprop(LR, **kwargs)}
     if case.dtype == "float32":
         contenders["rmsprop_jax"] = rmsprop_jax.rmsprop(LR, **kwargs)
     else:
@@ -222,9 +228,11 @@ def measure_case(case: Case, repeats: int, torch_device: str | None) -> dict[str
             run.step()  # warm-up
             timers[f"torch foreach={foreach}"] = run.step
     times: dict[str, list[float]] = {label: [] for label in timers}
-    labels = list(timers)
-    for repeat in range(repeats):  # alternated, in reversed order every other round (no position bias)
-        for label in labels if repeat % 2 == 0 else labels[::-1]:
+    order = list(timers)
+    shuffler = random.Random(0)
+    for _ in range(repeats):  # interleaved, in a fresh random order every round (no position bias)
+        shuffler.shuffle(order)
+        for label in order:
             times[label].append(timers[label]())
     results = {}
     for label, samples in times.items():
@@ -232,6 +240,7 @@ def measure_case(case: Case, repeats: int, torch_device: str | None) -> dict[str
         results[label] = {"median_ms": 1e3 * median, "spread_ms": 1e3 * spread}
     floor = floor_bytes / bandwidth
     ours, theirs = results["rmsprop_jax"]["median_ms"], results["optax"]["median_ms"]
+    control = results[CONTROL]["median_ms"]
     return {
         "case": dataclasses.asdict(case),
         "label": case.label,
@@ -239,6 +248,7 @@ def measure_case(case: Case, repeats: int, torch_device: str | None) -> dict[str
         "floor_ms": 1e3 * floor,
         "pass_bandwidth_gbs": bandwidth / 1e9,
         "ours_over_optax": ours / theirs,
+        "optax_over_optax": control / theirs,
         "ours_over_floor": ours / (1e3 * floor),
     }
 
@@ -252,6 +262,8 @@ def compile_times(
         for leaves in leaves_list:
             row: dict[str, Any] = {"variant": variant, "leaves": leaves}
             for label, tx in jax_contenders(Case(variant, leaves * leaf_size, leaves)).items():
+                if label == CONTROL:
+                    continue
                 params = [jnp.full((leaf_size,), float(i)) for i in range(leaves)]
                 start = time.perf_counter()
                 lowered = _jax_step(tx).lower(params, tx.init(params), params)
@@ -273,6 +285,8 @@ def state_bytes_per_param(size: int) -> list[dict[str, Any]]:
         for variant in VARIANTS:
             row: dict[str, Any] = {"variant": variant, "dtype": dtype}
             for label, tx in jax_contenders(Case(variant, size, 1, dtype)).items():
+                if label == CONTROL:
+                    continue
                 state = tx.init([jnp.zeros((size,), dtype)])
                 row[label] = sum(x.nbytes for x in jax.tree.leaves(state) if x.size > 1) / size
             if _torch_device() is not None and variant != "nesterov":
@@ -281,6 +295,10 @@ def state_bytes_per_param(size: int) -> list[dict[str, Any]]:
                 row["torch"] = run.state_bytes() / size
             rows.append(row)
     return rows
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -293,8 +311,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"median of {meta['repeats']} alternated runs, spread = max - min.",
         "",
         "| case | rmsprop_jax ms (spread) | optax ms (spread) | torch foreach ms | torch for-loop ms "
-        "| floor ms | ours/optax | ours/floor |",
-        "|---|---|---|---|---|---|---|---|",
+        "| floor ms | ours/optax | A/A: optax/optax | ours/floor |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(row: dict[str, Any], label: str) -> str:
@@ -305,10 +323,13 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {row['label']} | {cell(row, 'rmsprop_jax')} | {cell(row, 'optax')} "
             f"| {cell(row, 'torch foreach=True')} | {cell(row, 'torch foreach=False')} "
-            f"| {row['floor_ms']:.3g} | {row['ours_over_optax']:.2f} | {row['ours_over_floor']:.2f} |"
+            f"| {row['floor_ms']:.3g} | {row['ours_over_optax']:.2f} | {_ratio(row.get('optax_over_optax'))} "
+            f"| {row['ours_over_floor']:.2f} |"
         )
         if "rmsprop_jax (float32 state)" in row["times"]:
-            lines.append(f"| ... our default float32 state | {cell(row, 'rmsprop_jax (float32 state)')} | | | | | | |")
+            lines.append(
+                f"| ... our default float32 state | {cell(row, 'rmsprop_jax (float32 state)')} | | | | | | | |"
+            )
     if report.get("copy_bandwidth_gbs"):
         lines += ["", f"Device-to-device copy bandwidth: {report['copy_bandwidth_gbs']:.0f} GB/s (read + write)."]
     lines += ["", "| compile: variant, leaves | rmsprop_jax trace + compile s | optax trace + compile s | ours/optax |"]
