@@ -96,6 +96,19 @@ def _decayed_leaves(mask: Any, params: Any, treedef: Any) -> list[bool]:
     return flags
 
 
+def _zeros_sharded_like(param: jax.Array) -> jax.Array:
+    """Zeros shaped like ``param`` that keep its sharding, eagerly and under ``jax.jit``.
+
+    They are computed from ``param`` (``|param * 0|``, with the NaN of ``inf * 0`` and
+    ``nan * 0`` replaced) so that XLA's sharding propagation gives them ``param``'s
+    sharding. A constant such as ``jnp.zeros_like`` has no input to propagate from:
+    under ``jax.jit`` on a mesh with Auto axes it lands on one device. The result is
+    real (``abs``), exactly +0 everywhere.
+    """
+    zero = jnp.abs(param * 0)
+    return jnp.where(jnp.isnan(zero), jnp.zeros((), zero.dtype), zero)
+
+
 def _rms_transformation(
     config: RmsConfig,
     *,
@@ -115,7 +128,7 @@ def _rms_transformation(
     def leaf_state(param: jax.Array, fill: Any, real: bool) -> jax.Array:
         storage = dtypes.real_state_dtype(param.dtype, state_dtype)
         dtype = storage if real else dtypes.like_param(param.dtype, storage)
-        return jnp.full_like(param, fill, dtype=dtype)
+        return (_zeros_sharded_like(param) + fill).astype(dtype)
 
     def init_fn(params: optax.Params) -> RmsPropState:
         return RmsPropState(

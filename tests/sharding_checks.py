@@ -1,0 +1,142 @@
+"""Runs in its own process with 8 simulated CPU devices (see tests/test_sharding.py).
+
+Prints one JSON object: for each mesh axis type, layout and optimizer, whether every
+state leaf carries its param's sharding (eager and jitted init), which collectives the
+compiled update contains, and the largest difference from the single-device run.
+"""
+
+from __future__ import annotations
+
+import os
+
+if __name__ == "__main__":  # before JAX starts; importing this module (doctest collection) changes nothing
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import json
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import rmsprop_jax
+from rmsprop_jax import presets
+
+COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "collective-permute", "all-to-all")
+SCHEDULE = optax.linear_schedule(1e-2, 1e-3, 10)
+OPTIMIZERS = {
+    "plain": lambda: rmsprop_jax.rmsprop(1e-2),
+    "momentum": lambda: rmsprop_jax.rmsprop(1e-2, momentum=0.9),
+    "centered+momentum": lambda: rmsprop_jax.rmsprop(1e-2, centered=True, momentum=0.9),
+    "nesterov+bias_correction": lambda: rmsprop_jax.rmsprop(1e-2, momentum=0.9, nesterov=True, bias_correction=True),
+    "schedule+decoupled_wd": lambda: rmsprop_jax.rmsprop(SCHEDULE, weight_decay=1e-2, decoupled_weight_decay=True),
+    "bfloat16 state": lambda: rmsprop_jax.rmsprop(1e-2, momentum=0.9, state_dtype="bfloat16"),
+    "initial_scale=1": lambda: rmsprop_jax.rmsprop(1e-2, initial_scale=1.0),
+    "presets.pytorch": lambda: presets.pytorch(lr=1e-2, momentum=0.9, centered=True, weight_decay=1e-3),
+    "presets.keras": lambda: presets.keras(learning_rate=1e-2, momentum=0.9, weight_decay=1e-3),
+    "presets.tensorflow_v1": lambda: presets.tensorflow_v1(1e-2, momentum=0.9),
+    "presets.timm": lambda: presets.timm(lr=1e-2, momentum=0.9, weight_decay=1e-3, decoupled_decay=True),
+    "presets.optax": lambda: presets.optax(1e-2, momentum=0.9, centered=True),
+}
+LAYOUTS = {  # (w spec, b spec): data-parallel (replicated), FSDP, tensor-parallel
+    "data-parallel": (P(), P()),
+    "fsdp": (P("data", None), P("data")),
+    "tensor-parallel": (P(None, "model"), P("model")),
+    "2d": (P("data", "model"), P("model")),
+}
+
+
+def params_on(mesh: jax.sharding.Mesh | None, layout: str) -> dict[str, jax.Array]:
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.standard_normal((8, 16)), jnp.float32), "b": jnp.asarray(rng.standard_normal(16))}
+    if mesh is None:
+        return params
+    w_spec, b_spec = LAYOUTS[layout]
+    return {
+        "w": jax.device_put(params["w"], NamedSharding(mesh, w_spec)),
+        "b": jax.device_put(params["b"], NamedSharding(mesh, b_spec)),
+    }
+
+
+def grad_fn(params: dict[str, jax.Array], step: jax.Array) -> dict[str, jax.Array]:
+    return jax.tree.map(lambda p: jnp.sin(3.0 * p + step) * (1.0 + p * p), params)
+
+
+def state_matches(state: object, params: dict[str, jax.Array]) -> bool:
+    ok = True
+    for field in ("nu", "mu", "trace"):
+        tree = optax.tree_utils.tree_get(state, field)
+        if tree is None:
+            continue
+        for name, leaf in tree.items():
+            param = params[name]
+            ok &= leaf.sharding.is_equivalent_to(param.sharding, param.ndim)
+    return bool(ok)
+
+
+def run_steps(tx: optax.GradientTransformation, params: dict[str, jax.Array], steps: int = 5) -> dict:
+    @jax.jit
+    def step(params: dict, state: object, i: jax.Array) -> tuple:
+        updates, state = tx.update(grad_fn(params, i), state, params)
+        return optax.apply_updates(params, updates), state
+
+    state = tx.init(params)
+    for i in range(steps):
+        params, state = step(params, state, jnp.float32(i))
+    return params
+
+
+def main() -> None:
+    assert len(jax.devices()) == 8
+    results = []
+    for axis_type in (AxisType.Auto, AxisType.Explicit):
+        mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(axis_type,) * 2)
+        for layout in LAYOUTS:
+            for name, make in OPTIMIZERS.items():
+                tx = make()
+                params = params_on(mesh, layout)
+                with jax.set_mesh(mesh):
+                    eager = state_matches(tx.init(params), params)
+                    jitted = state_matches(jax.jit(tx.init)(params), params)
+                    compiled = jax.jit(lambda p, s, g, tx=tx: tx.update(g, s, p)).lower(
+                        params, tx.init(params), grad_fn(params, jnp.float32(0))
+                    )
+                    hlo = compiled.compile().as_text()
+                    sharded = run_steps(tx, params)
+                single = run_steps(make(), params_on(None, layout))
+                difference = max(
+                    float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                    for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(single), strict=True)
+                )
+                results.append(
+                    {
+                        "axis_type": str(axis_type),
+                        "layout": layout,
+                        "optimizer": name,
+                        "eager_init_keeps_sharding": eager,
+                        "jit_init_keeps_sharding": jitted,
+                        "collectives": sorted({c for c in COLLECTIVES if re.search(rf"\b{c}(-start)?\(", hlo)}),
+                        "max_difference": difference,
+                    }
+                )
+    # The check can fail: global-norm clipping needs its one reduction.
+    mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
+    params = params_on(mesh, "fsdp")
+    clipped = optax.chain(optax.clip_by_global_norm(1.0), rmsprop_jax.rmsprop(1e-2))
+    with jax.set_mesh(mesh):
+        hlo = (
+            jax.jit(lambda p, s, g: clipped.update(g, s, p))
+            .lower(params, clipped.init(params), params)
+            .compile()
+            .as_text()
+        )
+    control = sorted({c for c in COLLECTIVES if re.search(rf"\b{c}(-start)?\(", hlo)})
+    print(json.dumps({"results": results, "clip_by_global_norm_collectives": control}))
+
+
+if __name__ == "__main__":
+    main()

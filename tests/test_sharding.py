@@ -1,0 +1,52 @@
+"""Sharded params on a 2x4 mesh of 8 simulated CPU devices (own process: the rest of the
+suite keeps one device). The checks run in tests/sharding_checks.py."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).with_name("sharding_checks.py")
+
+
+@pytest.fixture(scope="module")
+def report():
+    run = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def _failures(report, key, good):
+    return [(r["axis_type"], r["layout"], r["optimizer"], r[key]) for r in report["results"] if not good(r[key])]
+
+
+@pytest.mark.slow
+def test_the_checks_cover_both_axis_types_every_layout_and_every_optimizer(report):
+    cases = {(r["axis_type"], r["layout"], r["optimizer"]) for r in report["results"]}
+    assert len(cases) == len(report["results"]) == 2 * 4 * 12
+
+
+@pytest.mark.slow
+def test_init_keeps_each_params_sharding_eagerly(report):
+    assert _failures(report, "eager_init_keeps_sharding", bool) == []
+
+
+@pytest.mark.slow
+def test_jitted_init_keeps_each_params_sharding(report):
+    """optax's jitted init puts its state on one device on Auto meshes; ours follows the params."""
+    assert _failures(report, "jit_init_keeps_sharding", bool) == []
+
+
+@pytest.mark.slow
+def test_update_compiles_to_no_collective(report):
+    assert _failures(report, "collectives", lambda found: found == []) == []
+    assert "all-reduce" in report["clip_by_global_norm_collectives"]  # the check sees a reduction when there is one
+
+
+@pytest.mark.slow
+def test_sharded_results_equal_single_device_results(report):
+    assert _failures(report, "max_difference", lambda d: d <= 1e-6) == []
