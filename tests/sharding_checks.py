@@ -15,6 +15,7 @@ if __name__ == "__main__":  # before JAX starts; importing this module (doctest 
 
 import json
 import re
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -90,6 +91,54 @@ def run_steps(tx: optax.GradientTransformation, params: dict[str, jax.Array], st
     return params
 
 
+def checkpoints() -> list[dict]:
+    """Save a sharded run at step 4, restore it sharded, continue to step 9: equal to uninterrupted?"""
+    from rmsprop_jax import checkpoint
+
+    out = []
+    for axis_type in (AxisType.Auto, AxisType.Explicit):
+        mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(axis_type,) * 2)
+        for layout in ("fsdp", "2d"):
+            tx = rmsprop_jax.rmsprop(optax.cosine_decay_schedule(1e-2, 10), momentum=0.9, centered=True)
+
+            @jax.jit
+            def step(params: dict, state: object, i: jax.Array, tx: optax.GradientTransformation = tx) -> tuple:
+                updates, state = tx.update(grad_fn(params, i), state, params)
+                return optax.apply_updates(params, updates), state
+
+            with jax.set_mesh(mesh), tempfile.TemporaryDirectory() as directory:
+                params = params_on(mesh, layout)
+                full = (params, tx.init(params))
+                for i in range(9):
+                    full = step(*full, jnp.float32(i))
+                part = (params, tx.init(params))
+                for i in range(4):
+                    part = step(*part, jnp.float32(i))
+                checkpoint.save(f"{directory}/step4", {"params": part[0], "opt_state": part[1]})
+                target = {"params": params, "opt_state": tx.init(params)}
+                restored = checkpoint.restore(f"{directory}/step4", target)
+                shardings_kept = all(
+                    a.sharding.is_equivalent_to(b.sharding, a.ndim)
+                    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(target), strict=True)
+                )
+                resumed = (restored["params"], restored["opt_state"])
+                for i in range(4, 9):
+                    resumed = step(*resumed, jnp.float32(i))
+                identical = all(
+                    np.array_equal(np.asarray(a), np.asarray(b))
+                    for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(full), strict=True)
+                )
+            out.append(
+                {
+                    "axis_type": str(axis_type),
+                    "layout": layout,
+                    "shardings_kept": shardings_kept,
+                    "bit_identical": identical,
+                }
+            )
+    return out
+
+
 def main() -> None:
     assert len(jax.devices()) == 8
     results = []
@@ -135,7 +184,7 @@ def main() -> None:
             .as_text()
         )
     control = sorted({c for c in COLLECTIVES if re.search(rf"\b{c}(-start)?\(", hlo)})
-    print(json.dumps({"results": results, "clip_by_global_norm_collectives": control}))
+    print(json.dumps({"results": results, "clip_by_global_norm_collectives": control, "checkpoint": checkpoints()}))
 
 
 if __name__ == "__main__":

@@ -50,3 +50,10 @@ def test_update_compiles_to_no_collective(report):
 @pytest.mark.slow
 def test_sharded_results_equal_single_device_results(report):
     assert _failures(report, "max_difference", lambda d: d <= 1e-6) == []
+
+
+@pytest.mark.slow
+def test_sharded_checkpoint_restores_sharded_and_resumes_bit_identically(report):
+    assert len(report["checkpoint"]) == 4
+    for case in report["checkpoint"]:
+        assert case["shardings_kept"] and case["bit_identical"], case

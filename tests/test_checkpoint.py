@@ -1,0 +1,89 @@
+"""Orbax save and restore: bit-identical resume, and refusal to restore into another layout."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import rmsprop_jax
+from rmsprop_jax import checkpoint, presets
+
+PARAMS = {"w": jnp.arange(12.0).reshape(3, 4) / 7, "b": jnp.linspace(-1.0, 1.0, 4)}
+
+
+def _grads(params, step):
+    return jax.tree.map(lambda p: jnp.sin(3.0 * p + step) * (1.0 + p * p), params)
+
+
+def _steps(tx, params, state, start, stop):
+    @jax.jit
+    def step(params, state, i):
+        updates, state = tx.update(_grads(params, i), state, params)
+        return optax.apply_updates(params, updates), state
+
+    for i in range(start, stop):
+        params, state = step(params, state, jnp.float32(i))
+    return params, state
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: rmsprop_jax.rmsprop(optax.cosine_decay_schedule(1e-2, 20), momentum=0.9, centered=True),
+        lambda: rmsprop_jax.rmsprop(1e-2, momentum=0.9, state_dtype="bfloat16"),  # count keys the rounding
+        lambda: presets.pytorch(lr=1e-2, momentum=0.9, weight_decay=1e-3),
+    ],
+    ids=["schedule+centered", "bfloat16-state", "pytorch"],
+)
+def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(make, tmp_path):
+    tx = make()
+    full_params, full_state = _steps(tx, PARAMS, tx.init(PARAMS), 0, 20)
+    params, state = _steps(tx, PARAMS, tx.init(PARAMS), 0, 8)
+    checkpoint.save(tmp_path / "step8", {"params": params, "opt_state": state})
+    target = {"params": PARAMS, "opt_state": make().init(PARAMS)}
+    restored = checkpoint.restore(tmp_path / "step8", target)
+    assert isinstance(restored["opt_state"], rmsprop_jax.RmsPropState)
+    resumed_params, resumed_state = _steps(tx, restored["params"], restored["opt_state"], 8, 20)
+    jax.tree.map(np.testing.assert_array_equal, resumed_params, full_params)
+    jax.tree.map(np.testing.assert_array_equal, resumed_state, full_state)
+
+
+@pytest.mark.parametrize(
+    ("other", "message"),
+    [
+        (lambda: rmsprop_jax.rmsprop(1e-3, momentum=0.9, centered=True), "mu/b: in the target, not in the checkpoint"),
+        (lambda: rmsprop_jax.rmsprop(1e-3), "trace/w: in the checkpoint, not in the target"),
+        (
+            lambda: rmsprop_jax.rmsprop(1e-3, momentum=0.9, state_dtype="bfloat16"),
+            "nu/w: dtype float32 in the checkpoint, bfloat16 in the target",
+        ),
+        (
+            lambda: rmsprop_jax.rmsprop(optax.constant_schedule(1e-3), momentum=0.9),
+            "count: in the target, not in the checkpoint",
+        ),
+        (lambda: presets.keras(momentum=0.9, clipnorm=1.0), "in the target, not in the checkpoint"),
+    ],
+    ids=["centered", "no-momentum", "bfloat16-state", "schedule-count", "keras-clipnorm"],
+)
+def test_restoring_into_another_layout_names_the_mismatch(other, message, tmp_path):
+    state = rmsprop_jax.rmsprop(1e-3, momentum=0.9).init(PARAMS)
+    checkpoint.save(tmp_path / "ckpt", state)
+    with pytest.raises(ValueError, match="does not match the target") as error:
+        checkpoint.restore(tmp_path / "ckpt", other().init(PARAMS))
+    assert message in str(error.value)
+
+
+def test_restoring_into_other_shapes_names_the_leaf(tmp_path):
+    tx = rmsprop_jax.rmsprop(1e-3)
+    checkpoint.save(tmp_path / "ckpt", tx.init(PARAMS))
+    other = tx.init({"w": jnp.zeros((3, 5)), "b": jnp.zeros(4)})
+    with pytest.raises(ValueError, match=r"nu/w: shape \(3, 4\) in the checkpoint, \(3, 5\) in the target"):
+        checkpoint.restore(tmp_path / "ckpt", other)
+
+
+def test_mismatches_is_empty_for_equal_layouts_and_abstract_targets():
+    state = rmsprop_jax.rmsprop(1e-3, momentum=0.9).init(PARAMS)
+    assert checkpoint.mismatches(state, jax.eval_shape(lambda: state)) == []
