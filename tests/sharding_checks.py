@@ -67,6 +67,11 @@ def grad_fn(params: dict[str, jax.Array], step: jax.Array) -> dict[str, jax.Arra
     return jax.tree.map(lambda p: jnp.sin(3.0 * p + step) * (1.0 + p * p), params)
 
 
+def _spec(sharding: NamedSharding, ndim: int) -> tuple:
+    spec = tuple(sharding.spec)
+    return spec + (None,) * (ndim - len(spec))
+
+
 def state_matches(state: object, params: dict[str, jax.Array]) -> bool:
     ok = True
     for field in ("nu", "mu", "trace"):
@@ -75,7 +80,13 @@ def state_matches(state: object, params: dict[str, jax.Array]) -> bool:
             continue
         for name, leaf in tree.items():
             param = params[name]
-            ok &= leaf.sharding.is_equivalent_to(param.sharding, param.ndim)
+            sharding = leaf if isinstance(leaf, jax.sharding.Sharding) else leaf.sharding
+            if isinstance(sharding.mesh, jax.sharding.AbstractMesh):  # from eval_shape: compare layouts
+                ok &= sharding.mesh.shape == param.sharding.mesh.shape and _spec(sharding, param.ndim) == _spec(
+                    param.sharding, param.ndim
+                )
+            else:
+                ok &= sharding.is_equivalent_to(param.sharding, param.ndim)
     return bool(ok)
 
 
@@ -151,6 +162,14 @@ def main() -> None:
                 with jax.set_mesh(mesh):
                     eager = state_matches(tx.init(params), params)
                     jitted = state_matches(jax.jit(tx.init)(params), params)
+                    abstract = jax.tree.map(
+                        lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=p.sharding), params
+                    )
+                    if axis_type == AxisType.Explicit:
+                        abstract_state = jax.eval_shape(tx.init, abstract)
+                    else:  # Auto: abstract values carry no sharding; the compiled init's outputs do
+                        abstract_state = jax.jit(tx.init).lower(abstract).compile().output_shardings
+                    abstract_ok = state_matches(abstract_state, params)
                     compiled = jax.jit(lambda p, s, g, tx=tx: tx.update(g, s, p)).lower(
                         params, tx.init(params), grad_fn(params, jnp.float32(0))
                     )
@@ -168,6 +187,7 @@ def main() -> None:
                         "optimizer": name,
                         "eager_init_keeps_sharding": eager,
                         "jit_init_keeps_sharding": jitted,
+                        "abstract_init_keeps_sharding": abstract_ok,
                         "collectives": sorted({c for c in COLLECTIVES if re.search(rf"\b{c}(-start)?\(", hlo)}),
                         "max_difference": difference,
                     }

@@ -113,3 +113,37 @@ def test_default_run_reaches_the_accuracy_goal(tmp_path):
     assert metrics["steps"] == cli.DEFAULT_STEPS and metrics["seed"] == 0
     assert metrics["test_accuracy"] >= 0.95
     assert "test accuracy" in run.stdout
+
+
+def test_checkpoint_dir_saves_and_a_second_run_resumes(tmp_path, capsys):
+    args = ["--steps", "20", "--batch-size", "32", "--out", str(tmp_path / "out"), "--checkpoint-every", "10"]
+    checkpoints = tmp_path / "ckpt"
+    assert cli.main([*args, "--checkpoint-dir", str(checkpoints)]) == 0
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["run.json", "step_10", "step_20"]
+    first = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert first["resumed_from_step"] == 0
+    (checkpoints / "step_20").rename(tmp_path / "step_20_aside")  # as if stopped after step 10
+    assert cli.main([*args, "--checkpoint-dir", str(checkpoints)]) == 0
+    second = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert second["resumed_from_step"] == 10 and second["history"]["log_steps"][0] > 10
+    assert second["test_accuracy"] == first["test_accuracy"]  # bit-identical parameters
+    assert "resumed from the checkpoint of step 10" in capsys.readouterr().out
+
+
+def test_checkpoint_dir_of_another_run_is_bad_input(tmp_path, capsys):
+    args = ["--batch-size", "32", "--out", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ckpt")]
+    assert cli.main([*args, "--steps", "5"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*args, "--steps", "6"])
+    assert exit_info.value.code == 2
+    assert "it holds another run (steps 5 there, 6 now" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_unwritable_checkpoint_dir_is_bad_input(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--checkpoint-dir", str(blocker / "sub"), "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "argument --checkpoint-dir: cannot write" in capsys.readouterr().err.splitlines()[-1]

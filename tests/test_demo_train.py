@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,3 +66,33 @@ def test_train_is_deterministic_for_a_seed(data):
     ]
     assert runs[0].history.train_loss == runs[1].history.train_loss
     assert runs[0].history.train_loss != runs[2].history.train_loss
+
+
+def test_checkpointed_run_resumes_bit_identically(data, tmp_path):
+    def run(directory):
+        tx = rmsprop_jax.rmsprop(optax.cosine_decay_schedule(1e-3, 30), momentum=0.9)
+        return train(
+            tx,
+            data,
+            steps=30,
+            batch_size=32,
+            seed=2,
+            channels=8,
+            log_every=10,
+            eval_every=10,
+            checkpoint_dir=directory,
+            checkpoint_every=10,
+        )
+
+    uninterrupted = run(tmp_path / "a")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["step_10", "step_20", "step_30"]
+    assert uninterrupted.resumed_from == 0
+    # As if the run had stopped after step 10: a directory holding only that checkpoint.
+    shutil.copytree(tmp_path / "a" / "step_10", tmp_path / "b" / "step_10")
+    resumed = run(tmp_path / "b")
+    assert resumed.resumed_from == 10 and resumed.history.log_steps == [20, 30]
+    jax.tree.map(np.testing.assert_array_equal, nnx.state(resumed.model), nnx.state(uninterrupted.model))
+    jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, uninterrupted.opt_state)
+    finished = run(tmp_path / "a")  # the last checkpoint is the end: nothing left to train
+    assert finished.resumed_from == 30 and finished.history.eval_steps == [30]
+    assert finished.history.test_accuracy == uninterrupted.history.test_accuracy[-1:]

@@ -42,6 +42,12 @@ def test_jitted_init_keeps_each_params_sharding(report):
 
 
 @pytest.mark.slow
+def test_abstract_init_keeps_each_params_sharding(report):
+    """eval_shape on Explicit meshes; the compiled init's output shardings on Auto meshes."""
+    assert _failures(report, "abstract_init_keeps_sharding", bool) == []
+
+
+@pytest.mark.slow
 def test_update_compiles_to_no_collective(report):
     assert _failures(report, "collectives", lambda found: found == []) == []
     assert "all-reduce" in report["clip_by_global_norm_collectives"]  # the check sees a reduction when there is one

@@ -181,12 +181,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory for metrics.json and the plots, created if missing (default ./demo_out)",
     )
     parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="save params and optimizer state there (step_<n>, with Orbax) and resume from the latest "
+        "checkpoint when one exists (default: no checkpoints)",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=_whole_number_at_least(1),
+        default=1000,
+        help="steps between checkpoints, with --checkpoint-dir (default 1000)",
+    )
+    parser.add_argument(
         "--compare",
         action="store_true",
         help="also train optax.adam and optax.sgd baselines on the same budget and plot all "
         "curves in one figure, compare.png",
     )
     return parser
+
+
+def _check_writable(parser: argparse.ArgumentParser, option: str, directory: Path) -> None:
+    """Creates ``directory`` if needed; a usage error (exit 2) when it cannot be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        parser.error(f"argument {option}: cannot write to {str(directory)!r}: {error.strerror or error}")
+
+
+def _check_same_run(parser: argparse.ArgumentParser, args: argparse.Namespace, choice: OptimizerChoice) -> None:
+    """Records the run's settings in ``run.json`` of the checkpoint directory; a usage error
+    when the directory holds a run with other settings (its checkpoints would not resume it)."""
+    settings = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "optimizer": choice.settings}
+    record = args.checkpoint_dir / "run.json"
+    if record.exists():
+        saved = json.loads(record.read_text())
+        if saved != json.loads(json.dumps(settings)):
+            differences = ", ".join(
+                f"{key} {saved.get(key)!r} there, {value!r} now"
+                for key, value in json.loads(json.dumps(settings)).items()
+                if saved.get(key) != value
+            )
+            parser.error(f"argument --checkpoint-dir: it holds another run ({differences}); use a new directory")
+    else:
+        record.write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, OptimizerChoice]:
@@ -197,20 +238,20 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Optimize
         parser.error(
             f"argument --batch-size: must be at most {TRAIN_EXAMPLES} (the training set size), got {args.batch_size}"
         )
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=args.out):
-            pass
-    except OSError as error:
-        parser.error(f"argument --out: cannot write to {str(args.out)!r}: {error.strerror or error}")
+    _check_writable(parser, "--out", args.out)
+    if args.checkpoint_dir is not None:
+        _check_writable(parser, "--checkpoint-dir", args.checkpoint_dir)
     try:
         choice = rmsprop_choice(args.preset, args.lr, args.steps)
     except ValueError as error:
         parser.error(str(error))
+    if args.checkpoint_dir is not None:
+        _check_same_run(parser, args, choice)
     return args, choice
 
 
-def _train_with_progress(choice: OptimizerChoice, args: argparse.Namespace, data: Any) -> Any:
+def _train_with_progress(choice: OptimizerChoice, args: argparse.Namespace, data: Any, *, main: bool) -> Any:
+    """Trains with a progress bar; only the main (RMSProp) run checkpoints."""
     from tqdm.auto import tqdm
 
     from rmsprop_jax.demo.train import train
@@ -230,6 +271,8 @@ def _train_with_progress(choice: OptimizerChoice, args: argparse.Namespace, data
             log_every=max(1, min(100, args.steps // 20)),
             eval_every=max(1, args.steps // 40),
             on_log=on_log,
+            checkpoint_dir=args.checkpoint_dir if main else None,
+            checkpoint_every=args.checkpoint_every,
         )
 
 
@@ -266,8 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     start = time.perf_counter()
     data = load_mnist1d()
-    result = _train_with_progress(choice, args, data)
+    result = _train_with_progress(choice, args, data, main=True)
     accuracy = result.history.test_accuracy[-1]
+    if result.resumed_from:
+        print(f"resumed from the checkpoint of step {result.resumed_from} in {args.checkpoint_dir}")
     print(
         f"{choice.label}: test accuracy {accuracy:.4f} after {args.steps} steps, "
         f"trained in {result.history.train_seconds:.1f} s (compilation included)"
@@ -279,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "steps": args.steps,
         "batch_size": args.batch_size,
         "seed": args.seed,
+        "resumed_from_step": result.resumed_from,
         "optimizer": choice.settings,
         "model": {
             "name": "rmsprop_jax.demo.model.ConvNet",
@@ -301,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.compare:
         metrics["baselines"] = {}
         for baseline in baseline_choices(args.steps):
-            baseline_result = _train_with_progress(baseline, args, data)
+            baseline_result = _train_with_progress(baseline, args, data, main=False)
             runs[baseline.label] = baseline_result.history
             metrics["baselines"][baseline.label] = _run_record(baseline_result, baseline)
             print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from rmsprop_jax import checkpoint
 from rmsprop_jax.demo.data import Dataset, batch_indices
 from rmsprop_jax.demo.model import ConvNet
 
@@ -44,6 +46,7 @@ class TrainResult:
     history: History
     model: ConvNet
     opt_state: optax.OptState
+    resumed_from: int = 0  # the step of the checkpoint this run continued from (0: a fresh start)
 
 
 def shift_signals(x: jax.Array, key: jax.Array, max_shift: int) -> jax.Array:
@@ -73,38 +76,47 @@ def train(
     log_every: int = 100,
     eval_every: int = 250,
     on_log: Callable[[int, float, float], None] | None = None,
+    checkpoint_dir: Path | None = None,
+    checkpoint_every: int = 1000,
 ) -> TrainResult:
     """Trains a fresh :class:`ConvNet` with ``tx`` in a jit-compiled step.
 
-    The step (forward, backward, ``tx.update``, ``optax.apply_updates``) is one
-    ``jax.jit`` call with the parameters and optimizer state donated; the model
-    goes in and out through Flax NNX's functional API (``nnx.split`` /
-    ``nnx.merge``). Losses stay on the device and are read every ``log_every``
-    steps, so the host never waits on a single step.
+        The step (forward, backward, ``tx.update``, ``optax.apply_updates``) is one
+        ``jax.jit`` call with the parameters and optimizer state donated; the model
+        goes in and out through Flax NNX's functional API (``nnx.split`` /
+        ``nnx.merge``). Losses stay on the device and are read every ``log_every``
+        steps, so the host never waits on a single step.
 
-    Args:
-      tx: The optimizer (any optax transformation).
-      data: MNIST-1D, from :func:`~rmsprop_jax.demo.data.load_mnist1d`.
-      steps: Number of optimizer steps.
-      batch_size: Examples per step.
-      seed: Seeds the initialization, the batch order and the augmentation.
-      channels: Width of the network.
-      max_shift: Random shift augmentation in samples (0: none).
-      log_every: Steps between training-loss logs (and ``on_log`` calls).
-      eval_every: Steps between test-set evaluations (the last step is always evaluated).
-      on_log: Called as ``on_log(step, loss, running_accuracy)`` after each log.
+        Args:
+          tx: The optimizer (any optax transformation).
+          data: MNIST-1D, from :func:`~rmsprop_jax.demo.data.load_mnist1d`.
+          steps: Number of optimizer steps.
+          batch_size: Examples per step.
+          seed: Seeds the initialization, the batch order and the augmentation.
+          channels: Width of the network.
+          max_shift: Random shift augmentation in samples (0: none).
+          log_every: Steps between training-loss logs (and ``on_log`` calls).
+          eval_every: Steps between test-set evaluations (the last step is always evaluated).
+          on_log: Called as ``on_log(step, loss, running_accuracy)`` after each log.
+          checkpoint_dir: Where to save params and optimizer state (``step_<n>``, every
+            ``checkpoint_every`` steps and at the end, with :mod:`rmsprop_jax.checkpoint`).
+            When it already holds a checkpoint of this run, training resumes from the
+            latest one; batches and augmentation depend only on the seed and the step,
+            so a resumed run ends bit-identical to an uninterrupted one.
+          checkpoint_every: Steps between checkpoints.
 
-    Returns:
-      A :class:`TrainResult`.
+        Returns:
+          A :class:`TrainResult`.
 
-    Example:
-      >>> import optax
-      >>> import rmsprop_jax
-      >>> from rmsprop_jax.demo.data import load_mnist1d
-      >>> from rmsprop_jax.demo.train import train
-      >>> result = train(rmsprop_jax.rmsprop(1e-3), load_mnist1d(), steps=20, batch_size=32, seed=0)
-      >>> result.history.eval_steps[-1]
-      20
+        Example:
+          >>> import optax
+          >>> import rmsprop_jax
+          >>> from rmsprop_jax import checkpoint
+    from rmsprop_jax.demo.data import load_mnist1d
+          >>> from rmsprop_jax.demo.train import train
+          >>> result = train(rmsprop_jax.rmsprop(1e-3), load_mnist1d(), steps=20, batch_size=32, seed=0)
+          >>> result.history.eval_steps[-1]
+          20
     """
     start = time.perf_counter()
     graphdef, params = nnx.split(ConvNet(channels=channels, rngs=nnx.Rngs(seed)))
@@ -113,6 +125,12 @@ def train(
     x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
     batches = jnp.asarray(batch_indices(len(data.y_train), batch_size, steps, seed))
     augment_key = jax.random.key(seed)
+    start_step = 0
+    if checkpoint_dir is not None:
+        latest = latest_checkpoint(checkpoint_dir, steps)
+        if latest is not None:
+            restored = checkpoint.restore(latest[1], {"params": params, "opt_state": opt_state})
+            params, opt_state, start_step = restored["params"], restored["opt_state"], latest[0]
 
     def loss_and_accuracy(params: nnx.State, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
         logits = nnx.merge(graphdef, params)(x)
@@ -136,10 +154,12 @@ def train(
     step_fn = jax.jit(train_step, donate_argnums=(0, 1))
     history = History()
     pending: list[tuple[jax.Array, jax.Array]] = []
-    for step in range(steps):
+    for step in range(start_step, steps):
         params, opt_state, loss, accuracy = step_fn(params, opt_state, np.int32(step))
         pending.append((loss, accuracy))
         done = step + 1
+        if checkpoint_dir is not None and (done % checkpoint_every == 0 or done == steps):
+            checkpoint.save(checkpoint_dir / f"step_{done}", {"params": params, "opt_state": opt_state})
         if done % log_every == 0 or done == steps:
             losses, accuracies = np.asarray(jax.device_get(pending)).T
             pending = []
@@ -151,6 +171,20 @@ def train(
         if done % eval_every == 0 or done == steps:
             history.eval_steps.append(done)
             history.test_accuracy.append(float(test_accuracy(params)))
+    if not history.eval_steps:  # resumed from the last step: nothing left to train
+        history.eval_steps.append(steps)
+        history.test_accuracy.append(float(test_accuracy(params)))
     jax.block_until_ready((params, opt_state))
     history.train_seconds = time.perf_counter() - start
-    return TrainResult(history=history, model=nnx.merge(graphdef, params), opt_state=opt_state)
+    model = nnx.merge(graphdef, params)
+    return TrainResult(history=history, model=model, opt_state=opt_state, resumed_from=start_step)
+
+
+def latest_checkpoint(directory: Path, steps: int) -> tuple[int, Path] | None:
+    """The ``step_<n>`` checkpoint in ``directory`` with the largest ``n <= steps``, if any."""
+    found = []
+    for path in Path(directory).glob("step_*"):
+        suffix = path.name.removeprefix("step_")
+        if path.is_dir() and suffix.isdigit() and int(suffix) <= steps:
+            found.append((int(suffix), path))
+    return max(found, default=None)
