@@ -111,8 +111,7 @@ def train(
         Example:
           >>> import optax
           >>> import rmsprop_jax
-          >>> from rmsprop_jax import checkpoint
-    from rmsprop_jax.demo.data import load_mnist1d
+          >>> from rmsprop_jax.demo.data import load_mnist1d
           >>> from rmsprop_jax.demo.train import train
           >>> result = train(rmsprop_jax.rmsprop(1e-3), load_mnist1d(), steps=20, batch_size=32, seed=0)
           >>> result.history.eval_steps[-1]
