@@ -150,6 +150,64 @@ def checkpoints() -> list[dict]:
     return out
 
 
+def nnx_partitioning() -> dict[str, bool]:
+    """A Flax NNX model sharded with ``nnx.with_partitioning``: does ``nnx.Optimizer``'s state follow?"""
+    from flax import nnx
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs) -> None:
+            init = nnx.initializers.lecun_normal()
+            self.up = nnx.Linear(16, 32, kernel_init=nnx.with_partitioning(init, ("data", "model")), rngs=rngs)
+            self.down = nnx.Linear(32, 16, kernel_init=nnx.with_partitioning(init, ("model", "data")), rngs=rngs)
+
+        def __call__(self, x: jax.Array) -> jax.Array:
+            return self.down(nnx.relu(self.up(x)))
+
+    def follows(optimizer: nnx.Optimizer, model: MLP) -> bool:
+        params = nnx.state(model, nnx.Param)
+        state = nnx.state(optimizer, nnx.OptState)
+        ok = True
+        for field in ("nu", "trace"):
+            moments = state["opt_state"][field]
+            for layer in ("up", "down"):
+                kernel = params[layer]["kernel"][...]
+                ok &= moments[layer]["kernel"][...].sharding.is_equivalent_to(kernel.sharding, kernel.ndim)
+                ok &= len(kernel.sharding.device_set) == 8 and not kernel.sharding.is_fully_replicated
+        return bool(ok)
+
+    mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
+    out = {}
+    with jax.set_mesh(mesh):
+
+        @nnx.jit
+        def create() -> MLP:
+            model = MLP(nnx.Rngs(0))
+            state = nnx.state(model)
+            nnx.update(model, jax.lax.with_sharding_constraint(state, nnx.get_partition_spec(state)))
+            return model
+
+        model = create()
+        out["eager_optimizer"] = follows(
+            nnx.Optimizer(model, rmsprop_jax.rmsprop(1e-3, momentum=0.9), wrt=nnx.Param), model
+        )
+
+        @nnx.jit
+        def create_optimizer(model: MLP) -> nnx.Optimizer:
+            return nnx.Optimizer(model, rmsprop_jax.rmsprop(1e-3, momentum=0.9), wrt=nnx.Param)
+
+        optimizer = create_optimizer(model)
+        out["jitted_optimizer"] = follows(optimizer, model)
+
+        @nnx.jit
+        def train_step(model: MLP, optimizer: nnx.Optimizer, x: jax.Array) -> None:
+            grads = nnx.grad(lambda m: jnp.mean(m(x) ** 2))(model)
+            optimizer.update(model, grads)
+
+        train_step(model, optimizer, jnp.ones((8, 16)))
+        out["after_a_step"] = follows(optimizer, model)
+    return out
+
+
 def main() -> None:
     assert len(jax.devices()) == 8
     results = []
@@ -204,7 +262,16 @@ def main() -> None:
             .as_text()
         )
     control = sorted({c for c in COLLECTIVES if re.search(rf"\b{c}(-start)?\(", hlo)})
-    print(json.dumps({"results": results, "clip_by_global_norm_collectives": control, "checkpoint": checkpoints()}))
+    print(
+        json.dumps(
+            {
+                "results": results,
+                "clip_by_global_norm_collectives": control,
+                "checkpoint": checkpoints(),
+                "nnx": nnx_partitioning(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -63,3 +63,9 @@ def test_sharded_checkpoint_restores_sharded_and_resumes_bit_identically(report)
     assert len(report["checkpoint"]) == 4
     for case in report["checkpoint"]:
         assert case["shardings_kept"] and case["bit_identical"], case
+
+
+@pytest.mark.slow
+def test_flax_nnx_model_sharded_with_with_partitioning(report):
+    """nnx.Optimizer's state follows kernels sharded by nnx.with_partitioning, eagerly, jitted, after a step."""
+    assert report["nnx"] == {"eager_optimizer": True, "jitted_optimizer": True, "after_a_step": True}
