@@ -82,9 +82,10 @@ def _abs_sq(x: jax.Array) -> jax.Array:
     return (x.conj() * x).real if jnp.iscomplexobj(x) else x * x
 
 
-def _kept(value: jax.Array, storage: jnp.dtype, seed: jax.Array | None) -> jax.Array:
-    """``value`` as the state stores it, back in ``value``'s dtype (exact)."""
-    return dtypes.cast(dtypes.store(value, storage, seed), value.dtype)
+def _kept(value: jax.Array, storage: jnp.dtype, seed: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """``value`` as the state stores it: the stored array, and it back in ``value``'s dtype (exact)."""
+    stored = dtypes.store(value, storage, seed)
+    return stored, dtypes.cast(stored, value.dtype)
 
 
 def _cautious(direction: jax.Array, g: jax.Array) -> jax.Array:
@@ -127,7 +128,7 @@ def update_leaf(
       A :class:`LeafStep`: the update and the state entries as stored.
     """
     compute = dtypes.compute_dtype(grad.dtype, nu.dtype)
-    storage = tuple(None if x is None else x.dtype for x in (nu, mu, trace))
+    new_mu = new_trace = None
     g = dtypes.cast(grad, dtypes.like_param(grad.dtype, compute))
     decay = config.decay
     if config.maximize:
@@ -135,14 +136,14 @@ def update_leaf(
     if weight_decay is not None and not config.decoupled_weight_decay:
         g = g + weight_decay * dtypes.cast(param, g.dtype)
 
-    nu = _kept((1 - decay) * _abs_sq(g) + decay * dtypes.cast(nu, compute), nu.dtype, rounding_seeds[0])
+    new_nu, nu = _kept((1 - decay) * _abs_sq(g) + decay * dtypes.cast(nu, compute), nu.dtype, rounding_seeds[0])
     nu_hat = nu
     if config.bias_correction:
         correction = (1 - decay**count).astype(compute)
         nu_hat = nu / correction
     variance = nu_hat
     if config.centered:
-        mu = _kept((1 - decay) * g + decay * dtypes.cast(mu, g.dtype), mu.dtype, rounding_seeds[1])
+        new_mu, mu = _kept((1 - decay) * g + decay * dtypes.cast(mu, g.dtype), mu.dtype, rounding_seeds[1])
         mu_hat = mu / correction if config.bias_correction else mu
         variance = jnp.maximum(nu_hat - _abs_sq(mu_hat), 0)
 
@@ -162,16 +163,13 @@ def update_leaf(
             update = -lr * scaled
         else:
             step = lr * scaled if config.lr_in_momentum else scaled
-            trace = _kept(step + config.momentum * dtypes.cast(trace, g.dtype), trace.dtype, rounding_seeds[2])
+            new_trace, trace = _kept(
+                step + config.momentum * dtypes.cast(trace, g.dtype), trace.dtype, rounding_seeds[2]
+            )
             velocity = step + config.momentum * trace if config.nesterov else trace
             if config.caution:
                 velocity = _cautious(velocity, g)
             update = -velocity if config.lr_in_momentum else -lr * velocity
         if weight_decay is not None and config.decoupled_weight_decay:
             update = update - lr * weight_decay * dtypes.cast(param, g.dtype)
-    return LeafStep(
-        dtypes.cast(update, grad.dtype),
-        dtypes.cast(nu, storage[0]),
-        None if mu is None else dtypes.cast(mu, storage[1]),
-        None if trace is None else dtypes.cast(trace, storage[2]),
-    )
+    return LeafStep(dtypes.cast(update, grad.dtype), new_nu, new_mu, new_trace)

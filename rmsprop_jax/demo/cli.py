@@ -319,13 +319,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     runs = {choice.label: result.history}
     metrics: dict[str, Any] = {
-        "test_accuracy": accuracy,
-        "train_seconds": result.history.train_seconds,
+        **_run_record(result, choice),
         "steps": args.steps,
         "batch_size": args.batch_size,
         "seed": args.seed,
         "resumed_from_step": result.resumed_from,
-        "optimizer": choice.settings,
         "model": {
             "name": "rmsprop_jax.demo.model.ConvNet",
             "channels": result.model.conv1.out_features,
@@ -342,7 +340,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "backend": jax.default_backend(),
             "devices": [str(device) for device in jax.devices()],
         },
-        "history": _run_record(result, choice)["history"],
     }
     if args.compare:
         metrics["baselines"] = {}

@@ -81,41 +81,41 @@ def train(
 ) -> TrainResult:
     """Trains a fresh :class:`ConvNet` with ``tx`` in a jit-compiled step.
 
-        The step (forward, backward, ``tx.update``, ``optax.apply_updates``) is one
-        ``jax.jit`` call with the parameters and optimizer state donated; the model
-        goes in and out through Flax NNX's functional API (``nnx.split`` /
-        ``nnx.merge``). Losses stay on the device and are read every ``log_every``
-        steps, so the host never waits on a single step.
+    The step (forward, backward, ``tx.update``, ``optax.apply_updates``) is one
+    ``jax.jit`` call with the parameters and optimizer state donated; the model
+    goes in and out through Flax NNX's functional API (``nnx.split`` /
+    ``nnx.merge``). Losses stay on the device and are read every ``log_every``
+    steps, so the host never waits on a single step.
 
-        Args:
-          tx: The optimizer (any optax transformation).
-          data: MNIST-1D, from :func:`~rmsprop_jax.demo.data.load_mnist1d`.
-          steps: Number of optimizer steps.
-          batch_size: Examples per step.
-          seed: Seeds the initialization, the batch order and the augmentation.
-          channels: Width of the network.
-          max_shift: Random shift augmentation in samples (0: none).
-          log_every: Steps between training-loss logs (and ``on_log`` calls).
-          eval_every: Steps between test-set evaluations (the last step is always evaluated).
-          on_log: Called as ``on_log(step, loss, running_accuracy)`` after each log.
-          checkpoint_dir: Where to save params and optimizer state (``step_<n>``, every
-            ``checkpoint_every`` steps and at the end, with :mod:`rmsprop_jax.checkpoint`).
-            When it already holds a checkpoint of this run, training resumes from the
-            latest one; batches and augmentation depend only on the seed and the step,
-            so a resumed run ends bit-identical to an uninterrupted one.
-          checkpoint_every: Steps between checkpoints.
+    Args:
+      tx: The optimizer (any optax transformation).
+      data: MNIST-1D, from :func:`~rmsprop_jax.demo.data.load_mnist1d`.
+      steps: Number of optimizer steps.
+      batch_size: Examples per step.
+      seed: Seeds the initialization, the batch order and the augmentation.
+      channels: Width of the network.
+      max_shift: Random shift augmentation in samples (0: none).
+      log_every: Steps between training-loss logs (and ``on_log`` calls).
+      eval_every: Steps between test-set evaluations (the last step is always evaluated).
+      on_log: Called as ``on_log(step, loss, running_accuracy)`` after each log.
+      checkpoint_dir: Where to save params and optimizer state (``step_<n>``, every
+        ``checkpoint_every`` steps and at the end, with :mod:`rmsprop_jax.checkpoint`).
+        When it already holds a checkpoint of this run, training resumes from the
+        latest one; batches and augmentation depend only on the seed and the step,
+        so a resumed run ends bit-identical to an uninterrupted one.
+      checkpoint_every: Steps between checkpoints.
 
-        Returns:
-          A :class:`TrainResult`.
+    Returns:
+      A :class:`TrainResult`.
 
-        Example:
-          >>> import optax
-          >>> import rmsprop_jax
-          >>> from rmsprop_jax.demo.data import load_mnist1d
-          >>> from rmsprop_jax.demo.train import train
-          >>> result = train(rmsprop_jax.rmsprop(1e-3), load_mnist1d(), steps=20, batch_size=32, seed=0)
-          >>> result.history.eval_steps[-1]
-          20
+    Example:
+      >>> import optax
+      >>> import rmsprop_jax
+      >>> from rmsprop_jax.demo.data import load_mnist1d
+      >>> from rmsprop_jax.demo.train import train
+      >>> result = train(rmsprop_jax.rmsprop(1e-3), load_mnist1d(), steps=20, batch_size=32, seed=0)
+      >>> result.history.eval_steps[-1]
+      20
     """
     start = time.perf_counter()
     graphdef, params = nnx.split(ConvNet(channels=channels, rngs=nnx.Rngs(seed)))
