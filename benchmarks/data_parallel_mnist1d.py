@@ -139,12 +139,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mesh = jax.make_mesh((devices,), ("data",), axis_types=(AxisType.Auto,))
     data = load_mnist1d()
 
-    def create() -> nnx.State:
-        return nnx.split(ConvNet(rngs=nnx.Rngs(args.seed)))[1]
+    def create_model() -> ConvNet:
+        return ConvNet(rngs=nnx.Rngs(args.seed))
 
-    graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: ConvNet(rngs=nnx.Rngs(args.seed))))
+    graphdef, abstract_params = nnx.split(nnx.eval_shape(create_model))
     param_shardings = jax.tree.map(lambda p: NamedSharding(mesh, fsdp_spec(p.shape, devices)), abstract_params)
-    params = jax.jit(create, out_shardings=param_shardings)()
+    # Created sharded: no device ever holds a whole parameter.
+    params = jax.jit(lambda: nnx.split(create_model())[1], out_shardings=param_shardings)()
     tx = rmsprop_choice(None, args.lr, args.steps).tx
     opt_state = jax.jit(tx.init)(params)  # each state leaf takes its parameter's sharding
     state_shardings = jax.tree.map(lambda leaf: leaf.sharding, opt_state)
