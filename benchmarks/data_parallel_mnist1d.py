@@ -39,7 +39,14 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from rmsprop_jax.demo.cli import DEFAULT_LEARNING_RATE, rmsprop_choice
+from rmsprop_jax.demo.cli import (
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_STEPS,
+    TRAIN_EXAMPLES,
+    positive_float,
+    rmsprop_choice,
+    whole_number_at_least,
+)
 from rmsprop_jax.demo.data import batch_indices, load_mnist1d
 from rmsprop_jax.demo.model import ConvNet
 from rmsprop_jax.demo.train import shift_signals
@@ -99,32 +106,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python3 benchmarks/data_parallel_mnist1d.py", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--steps", type=int, default=4000, help="optimizer steps (default 4000)")
     parser.add_argument(
-        "--batch-size", type=int, default=128, help="global batch, a multiple of the device count (default 128)"
+        "--steps",
+        type=whole_number_at_least(1),
+        default=DEFAULT_STEPS,
+        help=f"optimizer steps (default {DEFAULT_STEPS})",
     )
-    parser.add_argument("--lr", type=float, default=DEFAULT_LEARNING_RATE, help="peak learning rate")
-    parser.add_argument("--seed", type=int, default=0, help="initialization, batch order and augmentation")
-    parser.add_argument("--log-every", type=int, default=500, help="steps between printed losses")
+    parser.add_argument(
+        "--batch-size",
+        type=whole_number_at_least(1),
+        default=128,
+        help="global batch, a multiple of the device count (default 128)",
+    )
+    parser.add_argument("--lr", type=positive_float, default=DEFAULT_LEARNING_RATE, help="peak learning rate")
+    parser.add_argument(
+        "--seed", type=whole_number_at_least(0), default=0, help="initialization, batch order and augmentation"
+    )
+    parser.add_argument("--log-every", type=whole_number_at_least(1), default=500, help="steps between printed losses")
     parser.add_argument("--out", type=Path, help="write the results as JSON here (process 0)")
     parser.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() first")
     parser.add_argument("--coordinator-address", help="host:port of process 0 (with --distributed)")
     parser.add_argument("--num-processes", type=int, help="number of processes (with --distributed)")
     parser.add_argument("--process-id", type=int, help="this process, 0 to N-1 (with --distributed)")
     args = parser.parse_args(argv)
-    if args.steps < 1:
-        parser.error(f"--steps must be at least 1, got {args.steps}")
-    if not 0 < args.lr:
-        parser.error(f"--lr must be positive, got {args.lr}")
     cluster = (args.coordinator_address, args.num_processes, args.process_id)
     if not args.distributed and any(value is not None for value in cluster):
         parser.error("--coordinator-address, --num-processes and --process-id need --distributed")
     if args.distributed:
         jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
     devices = jax.device_count()
-    if args.batch_size < 1 or args.batch_size % devices or args.batch_size > 4000:
+    if args.batch_size % devices or args.batch_size > TRAIN_EXAMPLES:
         parser.error(
-            f"--batch-size must be a positive multiple of the device count ({devices}) and at most 4000, "
+            f"--batch-size must be a multiple of the device count ({devices}) and at most {TRAIN_EXAMPLES}, "
             f"got {args.batch_size}"
         )
     return args
@@ -187,6 +200,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     losses: list[float] = []
     in_flight: collections.deque = collections.deque()
     lead = jax.process_index() == 0
+
+    def record(loss: jax.Array) -> None:  # waits for that step to finish
+        losses.append(float(loss))
+        if lead and len(losses) % args.log_every == 0:
+            print(f"step {len(losses)}: mean loss {np.mean(losses[-args.log_every :]):.3g}", flush=True)
+
     start = time.perf_counter()
     for step in range(args.steps):
         batch = indices[step]
@@ -194,11 +213,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         y = global_array(data.y_train[batch], batch_sharding)
         params, opt_state, loss = step_fn(params, opt_state, x, y, np.int32(step))
         in_flight.append(loss)
-        while len(in_flight) > STEPS_IN_FLIGHT or (step == args.steps - 1 and in_flight):
-            losses.append(float(in_flight.popleft()))
-            if lead and len(losses) % args.log_every == 0:
-                recent = np.mean(losses[-args.log_every :])
-                print(f"step {len(losses)}: mean loss {recent:.3g}", flush=True)
+        if len(in_flight) > STEPS_IN_FLIGHT:
+            record(in_flight.popleft())
+    for loss in in_flight:
+        record(loss)
     jax.block_until_ready((params, opt_state))
     seconds = time.perf_counter() - start
 

@@ -130,9 +130,11 @@ def test_fsdp_spec_splits_the_largest_divisible_dimension():
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--steps", "0"], "--steps must be at least 1"),
-        (["--lr", "-1"], "--lr must be positive"),
-        (["--batch-size", "5000"], "--batch-size must be a positive multiple of the device count (1) and at most 4000"),
+        (["--steps", "0"], "argument --steps: must be at least 1"),
+        (["--lr", "-1"], "argument --lr: must be a positive finite number"),
+        (["--lr", "inf"], "argument --lr: must be a positive finite number"),
+        (["--batch-size", "0"], "argument --batch-size: must be at least 1"),
+        (["--batch-size", "5000"], "--batch-size must be a multiple of the device count (1) and at most 4000"),
         (["--num-processes", "2"], "need --distributed"),
     ],
 )

@@ -109,7 +109,9 @@ def baseline_choices(steps: int) -> list[OptimizerChoice]:
     ]
 
 
-def _whole_number_at_least(minimum: int) -> Callable[[str], int]:
+def whole_number_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number no smaller than ``minimum``."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -122,7 +124,8 @@ def _whole_number_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a positive finite number."""
     try:
         value = float(text)
     except ValueError:
@@ -144,25 +147,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--steps",
-        type=_whole_number_at_least(1),
+        type=whole_number_at_least(1),
         default=DEFAULT_STEPS,
         help=f"optimizer steps (default {DEFAULT_STEPS})",
     )
     parser.add_argument(
         "--batch-size",
-        type=_whole_number_at_least(1),
+        type=whole_number_at_least(1),
         default=DEFAULT_BATCH_SIZE,
         help=f"examples per step, at most {TRAIN_EXAMPLES} (default {DEFAULT_BATCH_SIZE})",
     )
     parser.add_argument(
         "--seed",
-        type=_whole_number_at_least(0),
+        type=whole_number_at_least(0),
         default=0,
         help="seeds initialization, batch order and augmentation; the data itself is fixed (default 0)",
     )
     parser.add_argument(
         "--lr",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help=f"peak learning rate of the schedule (default {DEFAULT_LEARNING_RATE}, "
         "or the preset's own default with --preset)",
@@ -189,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--checkpoint-every",
-        type=_whole_number_at_least(1),
+        type=whole_number_at_least(1),
         default=1000,
         help="steps between checkpoints, with --checkpoint-dir (default 1000)",
     )
