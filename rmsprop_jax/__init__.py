@@ -1,10 +1,41 @@
 """rmsprop_jax: RMSProp for JAX, exact, fast, lean and sharded.
 
-The public API is re-exported here; implementations live in the submodules.
+The public API is re-exported here; implementations live in private modules
+(``rmsprop_jax._*``). The public submodules are reachable as attributes after
+``import rmsprop_jax``, as ``optax.contrib`` is after ``import optax``:
+:mod:`rmsprop_jax.presets`, :mod:`rmsprop_jax.checkpoint` (Orbax is imported only
+when it is used), :mod:`rmsprop_jax.clipping`, and :mod:`rmsprop_jax.demo`, which
+needs the ``demo`` extra and is imported on first access.
 """
 
+from __future__ import annotations
+
+import importlib
+import types
+
+from rmsprop_jax import checkpoint as checkpoint
+from rmsprop_jax import clipping as clipping
+from rmsprop_jax import presets as presets
+from rmsprop_jax._state import RmsPropState
+from rmsprop_jax._transform import rmsprop, scale_by_rms
 from rmsprop_jax._version import __version__
-from rmsprop_jax.state import RmsPropState
-from rmsprop_jax.transform import rmsprop, scale_by_rms
 
 __all__ = ["RmsPropState", "__version__", "rmsprop", "scale_by_rms"]
+
+#: The public submodules: everything else under ``rmsprop_jax`` is private.
+SUBMODULES = ("checkpoint", "clipping", "demo", "presets")
+
+_LAZY_SUBMODULES = ("demo",)  # needs flax and matplotlib: imported on first access
+
+# Classes report the path users import them from (reprs, pickles, docs).
+RmsPropState.__module__ = __name__
+
+
+def __getattr__(name: str) -> types.ModuleType:
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_SUBMODULES})

@@ -4,16 +4,26 @@ Orbax restores into a target's shapes and shardings, and reports a different tre
 structure or shape. It casts a different dtype silently: a float32 state restores into
 a ``state_dtype="bfloat16"`` target without a word. :func:`restore` compares the saved
 tree with the target first (structure, shape and dtype of every leaf) and raises a
-``ValueError`` naming each mismatch. Needs ``orbax-checkpoint`` (not a core dependency).
+``ValueError`` naming each mismatch. Needs ``orbax-checkpoint`` (not a core dependency;
+it is imported only when a function here runs).
+
+:func:`save` writes one checkpoint to one new directory. For a run's step-numbered
+checkpoints (resume from the latest, keep the last N) use Orbax's own
+``orbax.checkpoint.CheckpointManager`` and hand it to :func:`restore`, which then
+restores its latest step (or ``step=``) with the same checks.
 """
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
+
+if TYPE_CHECKING:
+    import orbax.checkpoint as ocp
 
 
 def _key(path: tuple[Any, ...]) -> str:
@@ -29,9 +39,29 @@ def _key(path: tuple[Any, ...]) -> str:
     return "/".join(parts)
 
 
+def _shape_and_dtype(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """An array's (or array metadata's) shape and dtype; a Python number's as Orbax saves it."""
+    if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+        return tuple(leaf.shape), np.dtype(leaf.dtype)
+    return (), np.asarray(leaf).dtype
+
+
 def _leaves(tree: Any) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {_key(path): (tuple(leaf.shape), np.dtype(leaf.dtype)) for path, leaf in flat}
+    return {_key(path): _shape_and_dtype(leaf) for path, leaf in flat}
+
+
+def _check_savable(item: Any) -> None:
+    """Refuses leaves that Orbax cannot restore as they were: only arrays and real numbers go in."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(item)
+    for path, leaf in flat:
+        is_array = isinstance(leaf, (jax.Array, np.ndarray, np.generic))
+        is_number = isinstance(leaf, numbers.Real)
+        if not (is_array or is_number):
+            raise ValueError(
+                f"cannot checkpoint leaf {_key(path) or '<root>'}: a {type(leaf).__name__}, not an array or a "
+                "real number (keep only arrays and numbers in the tree; store other data beside the checkpoint)"
+            )
 
 
 def mismatches(saved: Any, target: Any) -> list[str]:
@@ -54,21 +84,54 @@ def mismatches(saved: Any, target: Any) -> list[str]:
 
 
 def save(path: str | Path, item: Any) -> None:
-    """Saves a pytree of arrays (params, optimizer state, or both) with Orbax; waits for it."""
+    """Saves a pytree of arrays and numbers (params, optimizer state, a step) with Orbax; waits for it.
+
+    Args:
+      path: A directory that does not exist yet; it is created.
+      item: A pytree whose leaves are arrays (sharded ones included) or real
+        Python or numpy numbers; :func:`restore` gives them back as saved.
+
+    Raises:
+      ValueError: ``path`` exists already (one checkpoint per directory: for a
+        run's step-numbered checkpoints use ``orbax.checkpoint.CheckpointManager``),
+        or a leaf is neither an array nor a number (the message names it).
+    """
     import orbax.checkpoint as ocp
 
+    path = Path(path).resolve()
+    _check_savable(item)
+    if path.exists():
+        raise ValueError(
+            f"cannot save to {path}: it exists already. Save each checkpoint to a new directory, or keep a "
+            "run's checkpoints with orbax.checkpoint.CheckpointManager (see rmsprop_jax.checkpoint.restore)"
+        )
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(Path(path).resolve(), item)
+    checkpointer.save(path, item)
     checkpointer.wait_until_finished()
 
 
-def restore(path: str | Path, target: Any) -> Any:
+def _checked(where: Any, saved: Any, target: Any) -> Any:
+    """``target`` as shape-dtype structs, after refusing any mismatch with ``saved``."""
+    import orbax.checkpoint as ocp
+
+    problems = mismatches(saved, target)
+    if problems:
+        raise ValueError(f"the checkpoint at {where} does not match the target:\n  " + "\n  ".join(problems))
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+
+
+def restore(path: str | Path | ocp.CheckpointManager, target: Any, *, step: int | None = None) -> Any:
     """Restores ``path`` into ``target``'s tree, shapes, dtypes and shardings.
 
     Args:
-      path: A directory written by :func:`save` (or Orbax's ``StandardCheckpointer``).
+      path: A directory written by :func:`save` (or Orbax's ``StandardCheckpointer``),
+        or an ``orbax.checkpoint.CheckpointManager`` created with
+        ``item_handlers=ocp.StandardCheckpointHandler()`` whose steps were saved
+        with ``args=ocp.args.StandardSave(tree)``.
       target: A pytree like the saved one: arrays or ``jax.ShapeDtypeStruct`` leaves,
-        whose shardings the restored arrays take (so a sharded state restores sharded).
+        whose shardings the restored arrays take (so a sharded state restores sharded),
+        and numbers where numbers were saved.
+      step: With a ``CheckpointManager``, the step to restore; default its latest.
 
     Returns:
       The restored pytree.
@@ -77,6 +140,7 @@ def restore(path: str | Path, target: Any) -> Any:
       ValueError: When the saved tree differs from ``target`` in structure, in a
         leaf's shape or in a leaf's dtype (for example another variant, another
         preset, or another ``state_dtype``); the message lists every difference.
+        Also when a ``CheckpointManager`` holds no checkpoint (or not ``step``).
 
     Example:
       >>> import tempfile, jax.numpy as jnp
@@ -95,10 +159,23 @@ def restore(path: str | Path, target: Any) -> Any:
     """
     import orbax.checkpoint as ocp
 
+    if isinstance(path, ocp.CheckpointManager):
+        manager = path
+        chosen = manager.latest_step() if step is None else step
+        if chosen is None or chosen not in manager.all_steps():
+            held = manager.all_steps()
+            raise ValueError(f"{manager.directory} holds no checkpoint of step {step} (steps held: {held})")
+        metadata = manager.item_metadata(chosen)
+        if metadata is None:  # a manager that has not saved yet cannot tell how the item was written
+            raise ValueError(
+                "the CheckpointManager cannot read its checkpoints' metadata: create it with "
+                "item_handlers=orbax.checkpoint.StandardCheckpointHandler()"
+            )
+        abstract = _checked(f"{manager.directory}, step {chosen}", metadata.tree, target)
+        return manager.restore(chosen, args=ocp.args.StandardRestore(abstract))
+    if step is not None:
+        raise ValueError("step= needs a CheckpointManager; a path holds a single checkpoint")
     path = Path(path).resolve()
     checkpointer = ocp.StandardCheckpointer()
-    saved = checkpointer.metadata(path).item_metadata
-    problems = mismatches(saved, target)
-    if problems:
-        raise ValueError(f"the checkpoint at {path} does not match the target:\n  " + "\n  ".join(problems))
-    return checkpointer.restore(path, jax.tree.map(ocp.utils.to_shape_dtype_struct, target))
+    abstract = _checked(path, checkpointer.metadata(path).item_metadata, target)
+    return checkpointer.restore(path, abstract)

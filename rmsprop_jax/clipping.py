@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rmsprop_jax import validation
+from rmsprop_jax import _validation as validation
 
 
 def clip_by_leaf_norm(max_norm: float) -> optax.GradientTransformation:

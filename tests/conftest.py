@@ -1,4 +1,4 @@
-"""Shared fixtures: a gradient sequence that is hard on an optimizer."""
+"""Shared fixtures (helpers live in ``helpers.py``) and the suite's settings."""
 
 from __future__ import annotations
 
@@ -6,23 +6,16 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")  # before anything imports keras
 
-import numpy as np
 import pytest
+from helpers import hard_gradients, in_ci
+from hypothesis import settings
 
-
-def hard_gradients(steps: int, shape: tuple[int, ...], seed: int = 0) -> list[np.ndarray]:
-    """Gradients whose magnitude jumps between 1e-3 and 1e3 and that are exactly
-    zero on some entries, with both signs and a drifting mean."""
-    rng = np.random.default_rng(seed)
-    zero = rng.random(shape) < 0.2
-    grads = []
-    for t in range(steps):
-        scale = 10.0 ** rng.choice([-3, -1, 0, 1, 3])
-        g = scale * (rng.standard_normal(shape) + 0.5 * np.sin(t / 7))
-        grads.append(np.where(zero, 0.0, g).astype(np.float32))
-    return grads
+# Hypothesis draws the same examples on every run in CI (derandomize); locally it explores.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if in_ci() else "dev"))
 
 
 @pytest.fixture
-def gradients() -> list[np.ndarray]:
+def gradients() -> list:
     return hard_gradients(60, (4, 3))

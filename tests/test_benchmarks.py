@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import pathlib
-import sys
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "suite.py"
+from helpers import load_script
 
 
 def _load_suite():
-    spec = importlib.util.spec_from_file_location("suite", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/suite.py")
 
 
 def test_suite_runs_at_tiny_size_and_writes_json_markdown_and_plot(tmp_path):

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import require_keras_on_jax
 
 from rmsprop_jax.clipping import clip_by_leaf_norm
 
@@ -21,7 +22,7 @@ def test_each_leaf_is_clipped_on_its_own():
 
 
 def test_matches_keras_clip_by_norm():
-    keras = pytest.importorskip("keras")
+    keras = require_keras_on_jax()
     rng = np.random.default_rng(0)
     optimizer = keras.optimizers.RMSprop(clipnorm=0.7)
     for scale in (1e-3, 1.0, 1e3):

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import subprocess
 import sys
 
 import pytest
 
-from rmsprop_jax import presets
-from rmsprop_jax.demo import cli
+from rmsprop_jax.demo import cli, optimizers
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -64,29 +62,6 @@ def test_help_explains_every_option():
         assert option in help_text
 
 
-@pytest.mark.parametrize("name", cli.PRESETS)
-def test_each_preset_trains_with_its_own_default_learning_rate_or_requires_lr(name):
-    parameter = next(iter(inspect.signature(getattr(presets, name)).parameters.values()))
-    lr_name, default = cli.preset_learning_rate(name)
-    assert lr_name == parameter.name
-    if parameter.default is inspect.Parameter.empty:
-        assert default is None
-        with pytest.raises(ValueError, match="--lr"):
-            cli.rmsprop_choice(name, None, steps=10)
-        choice = cli.rmsprop_choice(name, 3e-4, steps=10)
-        assert choice.settings["peak_learning_rate"] == 3e-4
-    else:
-        choice = cli.rmsprop_choice(name, None, steps=10)
-        assert choice.settings["peak_learning_rate"] == parameter.default
-    assert choice.settings["optimizer"] == f"rmsprop_jax.presets.{name}"
-
-
-def test_lr_overrides_the_default():
-    assert cli.rmsprop_choice(None, None, steps=10).settings["peak_learning_rate"] == cli.DEFAULT_LEARNING_RATE
-    assert cli.rmsprop_choice(None, 0.05, steps=10).settings["peak_learning_rate"] == 0.05
-    assert cli.rmsprop_choice("pytorch", 0.05, steps=10).settings["peak_learning_rate"] == 0.05
-
-
 def test_short_run_with_compare_writes_metrics_and_plots(tmp_path, capsys):
     out = tmp_path / "new" / "dir"
     assert cli.main(["--steps", "40", "--batch-size", "64", "--seed", "3", "--out", str(out), "--compare"]) == 0
@@ -97,7 +72,7 @@ def test_short_run_with_compare_writes_metrics_and_plots(tmp_path, capsys):
     assert metrics["optimizer"]["optimizer"] == "rmsprop_jax.rmsprop"
     assert metrics["history"]["eval_steps"][-1] == 40
     assert metrics["history"]["test_accuracy"][-1] == metrics["test_accuracy"]
-    assert set(metrics["baselines"]) == set(cli.BASELINES)
+    assert set(metrics["baselines"]) == set(optimizers.BASELINES)
     for name in ("loss.png", "test_accuracy.png", "compare.png"):
         assert (out / name).read_bytes().startswith(PNG_SIGNATURE)
     stdout = capsys.readouterr().out
@@ -119,10 +94,10 @@ def test_checkpoint_dir_saves_and_a_second_run_resumes(tmp_path, capsys):
     args = ["--steps", "20", "--batch-size", "32", "--out", str(tmp_path / "out"), "--checkpoint-every", "10"]
     checkpoints = tmp_path / "ckpt"
     assert cli.main([*args, "--checkpoint-dir", str(checkpoints)]) == 0
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["run.json", "step_10", "step_20"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["10", "20", "run.json"]
     first = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert first["resumed_from_step"] == 0
-    (checkpoints / "step_20").rename(tmp_path / "step_20_aside")  # as if stopped after step 10
+    (checkpoints / "20").rename(tmp_path / "20_aside")  # as if stopped after step 10
     assert cli.main([*args, "--checkpoint-dir", str(checkpoints)]) == 0
     second = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert second["resumed_from_step"] == 10 and second["history"]["log_steps"][0] > 10

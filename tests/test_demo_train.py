@@ -12,8 +12,8 @@ import pytest
 from flax import nnx
 
 import rmsprop_jax
-from rmsprop_jax.demo.data import load_mnist1d
-from rmsprop_jax.demo.train import shift_signals, train
+from rmsprop_jax.demo.data import load_mnist1d, shift_signals
+from rmsprop_jax.demo.train import train
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +85,10 @@ def test_checkpointed_run_resumes_bit_identically(data, tmp_path):
         )
 
     uninterrupted = run(tmp_path / "a")
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["step_10", "step_20", "step_30"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["10", "20", "30"]
     assert uninterrupted.resumed_from == 0
     # As if the run had stopped after step 10: a directory holding only that checkpoint.
-    shutil.copytree(tmp_path / "a" / "step_10", tmp_path / "b" / "step_10")
+    shutil.copytree(tmp_path / "a" / "10", tmp_path / "b" / "10")
     resumed = run(tmp_path / "b")
     assert resumed.resumed_from == 10 and resumed.history.log_steps == [20, 30]
     jax.tree.map(np.testing.assert_array_equal, nnx.state(resumed.model), nnx.state(uninterrupted.model))

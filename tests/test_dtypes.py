@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import rmsprop_jax
-from rmsprop_jax import dtypes
+from rmsprop_jax import _dtypes as dtypes
 
 FULL = {"centered": True, "momentum": 0.9}
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import hard_gradients
+from helpers import hard_gradients
 from rmsprop_reference import reference_trajectory
 
 import rmsprop_jax

@@ -6,6 +6,7 @@ import os
 import pathlib
 
 import pytest
+from helpers import require
 
 NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
@@ -13,8 +14,8 @@ NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").g
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_without_error(path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    nbformat = require("nbformat")
+    nbclient = require("nbclient")
     monkeypatch.setenv("RMSPROP_JAX_SMALL", "1")
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(

@@ -22,6 +22,7 @@ from framework_runs import (
     run_torch_optimizer,
     torch_parameters,
 )
+from helpers import require, require_keras_on_jax, unavailable
 
 from rmsprop_jax import presets
 
@@ -48,7 +49,7 @@ TORCH_CASES = {
 
 @pytest.mark.parametrize("case", TORCH_CASES, ids=str)
 def test_pytorch_preset_matches_torch(case):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     kwargs = dict(TORCH_CASES[case])
     scheduled = kwargs.get("lr") == "schedule"
     ours = run_ours(presets.pytorch(**{**kwargs, "lr": SCHEDULE} if scheduled else kwargs))
@@ -77,9 +78,7 @@ KERAS_CASES = {
 
 @pytest.mark.parametrize("case", KERAS_CASES, ids=str)
 def test_keras_preset_matches_keras(case):
-    keras = pytest.importorskip("keras")
-    if keras.backend.backend() != "jax":
-        pytest.skip("the Keras parity tests run on the JAX backend (KERAS_BACKEND=jax)")
+    keras = require_keras_on_jax()
     kwargs = dict(KERAS_CASES[case])
     if kwargs.get("learning_rate") == "keras-schedule":
         kwargs["learning_rate"] = keras.optimizers.schedules.ExponentialDecay(0.02, decay_steps=10, decay_rate=0.5)
@@ -90,7 +89,7 @@ def test_keras_preset_matches_keras(case):
 
 
 def test_keras_preset_rejects_two_clipping_options_like_keras():
-    keras = pytest.importorskip("keras")
+    keras = require_keras_on_jax()
     with pytest.raises(ValueError, match="Only one of `clipnorm`, `clipvalue` and `global_clipnorm`") as theirs:
         keras.optimizers.RMSprop(clipnorm=1.0, clipvalue=1.0)
     with pytest.raises(ValueError, match="Only one of `clipnorm`, `clipvalue` and `global_clipnorm`") as ours:
@@ -112,7 +111,7 @@ TF1_CASES = {
 
 @pytest.mark.parametrize("case", TF1_CASES, ids=str)
 def test_tensorflow_v1_preset_matches_tf_compat_v1(case):
-    pytest.importorskip("tensorflow")
+    require("tensorflow")
     kwargs = dict(TF1_CASES[case])
     scheduled = kwargs.pop("learning_rate", None) == "schedule"
     ours = run_ours(presets.tensorflow_v1(SCHEDULE if scheduled else 0.01, **kwargs))
@@ -145,11 +144,11 @@ TIMM_CASES = {
 
 @pytest.mark.parametrize("case", TIMM_CASES, ids=str)
 def test_timm_preset_matches_timm_rmsprop_tf(case):
-    pytest.importorskip("torch")
+    require("torch")
     try:
         rmsprop_tf = load_timm_rmsprop_tf()
     except ImportError as error:
-        pytest.skip(str(error))
+        unavailable(str(error))
     kwargs = dict(TIMM_CASES[case])
     scheduled = kwargs.get("lr") == "schedule"
     peak = 0.02
@@ -167,11 +166,11 @@ def test_timm_preset_matches_timm_rmsprop_tf(case):
 
 
 def test_timm_foreach_implementation_agrees_too():
-    pytest.importorskip("torch")
+    require("torch")
     try:
         rmsprop_tf = load_timm_rmsprop_tf()
     except ImportError as error:
-        pytest.skip(str(error))
+        unavailable(str(error))
     kwargs = {"momentum": 0.9, "centered": True, "weight_decay": 0.05, "decoupled_decay": True}
     parameters = torch_parameters()
     theirs = run_torch_optimizer(rmsprop_tf(parameters, foreach=True, **kwargs), parameters)
@@ -224,7 +223,7 @@ def _stepper(tx):
 
 
 def test_torch_centered_nan_is_clamped_here():
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     parameter = torch.nn.Parameter(torch.zeros(2000))
     optimizer = torch.optim.RMSprop([parameter], lr=0.01, alpha=0.9, centered=True)
 
@@ -240,7 +239,7 @@ def test_torch_centered_nan_is_clamped_here():
 
 
 def test_keras_centered_nan_is_clamped_here():
-    keras = pytest.importorskip("keras")
+    keras = require_keras_on_jax()
     variable = keras.Variable(np.zeros(2000, np.float32))
     optimizer = keras.optimizers.RMSprop(learning_rate=0.01, rho=0.9, centered=True, epsilon=1e-7)
 

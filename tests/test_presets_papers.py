@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import hard_gradients
+from helpers import hard_gradients
 
 from rmsprop_jax import presets
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from rmsprop_reference import reference_trajectory
 
 import rmsprop_jax
-from rmsprop_jax import dtypes
+from rmsprop_jax import _dtypes as dtypes
 
 DTYPES = [jnp.float32, jnp.bfloat16, jnp.float16]
 shapes = st.lists(st.integers(0, 3), min_size=0, max_size=3).map(tuple)

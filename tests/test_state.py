@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import require
 
 import rmsprop_jax
 
@@ -56,7 +57,7 @@ def test_pickle_round_trip_resumes_identically(kwargs):
 
 @pytest.mark.parametrize("kwargs", VARIANTS[:3], ids=["plain", "centered-momentum", "bf16-count"])
 def test_orbax_checkpoint_round_trip_resumes_identically(kwargs, tmp_path):
-    ocp = pytest.importorskip("orbax.checkpoint")
+    ocp = require("orbax.checkpoint")
     tx = rmsprop_jax.rmsprop(**{"learning_rate": 0.1, **kwargs})
     params = _params()
     params, state = _run(tx, tx.init(params), params, 3)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import hard_gradients
+from helpers import hard_gradients
 
 import rmsprop_jax
 from rmsprop_jax import RmsPropState

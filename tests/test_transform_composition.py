@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
+from helpers import require
 
 import rmsprop_jax
 
@@ -126,7 +126,7 @@ def test_masked_and_multi_transform():
 
 
 def test_flax_nnx_optimizer_trains_a_model():
-    nnx = pytest.importorskip("flax.nnx")
+    nnx = require("flax.nnx")
 
     model = nnx.Linear(3, 1, rngs=nnx.Rngs(0))
     optimizer = nnx.Optimizer(model, rmsprop_jax.rmsprop(0.01, momentum=0.9), wrt=nnx.Param)

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import rmsprop_jax
-from rmsprop_jax import validation
+from rmsprop_jax import _validation as validation
 
 
 def case_id(case) -> str:

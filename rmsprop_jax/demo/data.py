@@ -1,10 +1,17 @@
-"""MNIST-1D, generated locally by the ``mnist1d`` package (no download)."""
+"""MNIST-1D, generated locally by the ``mnist1d`` package (no download), its batches and augmentation."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+TRAIN_EXAMPLES = 4000  # the standard split's training set (and 1000 test examples)
+DEFAULT_BATCH_SIZE = 100
+DEFAULT_STEPS = 4000  # 100 epochs at the default batch size
+MAX_SHIFT = 2  # the augmentation: random shifts of up to this many samples
 
 
 class Dataset(NamedTuple):
@@ -37,3 +44,18 @@ def batch_indices(num_examples: int, batch_size: int, steps: int, seed: int) -> 
     epochs = -(-steps // per_epoch)
     order = np.concatenate([rng.permutation(num_examples)[: per_epoch * batch_size] for _ in range(epochs)])
     return order[: steps * batch_size].reshape(steps, batch_size).astype(np.int32)
+
+
+def shift_signals(x: jax.Array, key: jax.Array, max_shift: int = MAX_SHIFT) -> jax.Array:
+    """Shifts each signal ``(batch, length, 1)`` by a random whole number of samples.
+
+    The shift of each row is drawn uniformly from ``[-max_shift, max_shift]``; the
+    samples moved in are zeros. MNIST-1D's generator itself shifts every digit
+    at random, so this augmentation stays inside the data distribution.
+    """
+    if max_shift == 0:
+        return x
+    shifts = jax.random.randint(key, (x.shape[0],), -max_shift, max_shift + 1)
+    padded = jnp.pad(x, ((0, 0), (max_shift, max_shift), (0, 0)))
+    length = x.shape[1]
+    return jax.vmap(lambda row, s: jax.lax.dynamic_slice_in_dim(row, max_shift - s, length, axis=0))(padded, shifts)

@@ -14,8 +14,9 @@ import optax
 from flax import nnx
 
 from rmsprop_jax import checkpoint
-from rmsprop_jax.demo.data import Dataset, batch_indices
+from rmsprop_jax.demo.data import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, MAX_SHIFT, Dataset, batch_indices, shift_signals
 from rmsprop_jax.demo.model import ConvNet
+from rmsprop_jax.demo.run_directory import check_checkpoint_layout
 
 
 @dataclasses.dataclass
@@ -49,35 +50,21 @@ class TrainResult:
     resumed_from: int = 0  # the step of the checkpoint this run continued from (0: a fresh start)
 
 
-def shift_signals(x: jax.Array, key: jax.Array, max_shift: int) -> jax.Array:
-    """Shifts each signal ``(batch, length, 1)`` by a random whole number of samples.
-
-    The shift of each row is drawn uniformly from ``[-max_shift, max_shift]``; the
-    samples moved in are zeros. MNIST-1D's generator itself shifts every digit
-    at random, so this augmentation stays inside the data distribution.
-    """
-    if max_shift == 0:
-        return x
-    shifts = jax.random.randint(key, (x.shape[0],), -max_shift, max_shift + 1)
-    padded = jnp.pad(x, ((0, 0), (max_shift, max_shift), (0, 0)))
-    length = x.shape[1]
-    return jax.vmap(lambda row, s: jax.lax.dynamic_slice_in_dim(row, max_shift - s, length, axis=0))(padded, shifts)
-
-
 def train(
     tx: optax.GradientTransformation,
     data: Dataset,
     *,
-    steps: int,
-    batch_size: int,
-    seed: int,
+    steps: int = DEFAULT_STEPS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    seed: int = 0,
     channels: int = 64,
-    max_shift: int = 2,
+    max_shift: int = MAX_SHIFT,
     log_every: int = 100,
     eval_every: int = 250,
     on_log: Callable[[int, float, float], None] | None = None,
     checkpoint_dir: Path | None = None,
     checkpoint_every: int = 1000,
+    keep_checkpoints: int = 3,
 ) -> TrainResult:
     """Trains a fresh :class:`ConvNet` with ``tx`` in a jit-compiled step.
 
@@ -98,22 +85,29 @@ def train(
       log_every: Steps between training-loss logs (and ``on_log`` calls).
       eval_every: Steps between test-set evaluations (the last step is always evaluated).
       on_log: Called as ``on_log(step, loss, running_accuracy)`` after each log.
-      checkpoint_dir: Where to save params and optimizer state (``step_<n>``, every
-        ``checkpoint_every`` steps and at the end, with :mod:`rmsprop_jax.checkpoint`).
-        When it already holds a checkpoint of this run, training resumes from the
-        latest one; batches and augmentation depend only on the seed and the step,
-        so a resumed run ends bit-identical to an uninterrupted one.
+      checkpoint_dir: Where to save params and optimizer state, every
+        ``checkpoint_every`` steps and at the end, with Orbax's ``CheckpointManager``
+        (one directory per step, named by the step). When it already holds a
+        checkpoint of this run, training resumes from the latest one (restored with
+        :func:`rmsprop_jax.checkpoint.restore`, which refuses another layout);
+        batches and augmentation depend only on the seed and the step, so a resumed
+        run ends bit-identical to an uninterrupted one.
       checkpoint_every: Steps between checkpoints.
+      keep_checkpoints: How many of the latest checkpoints to keep.
 
     Returns:
       A :class:`TrainResult`.
+
+    Raises:
+      ValueError: ``checkpoint_dir`` holds checkpoints in the layout of rmsprop_jax
+        0.1 (``step_<n>`` directories), or one that does not match ``tx``.
 
     Example:
       >>> import optax
       >>> import rmsprop_jax
       >>> from rmsprop_jax.demo.data import load_mnist1d
       >>> from rmsprop_jax.demo.train import train
-      >>> result = train(rmsprop_jax.rmsprop(1e-3), load_mnist1d(), steps=20, batch_size=32, seed=0)
+      >>> result = train(rmsprop_jax.rmsprop(1e-3), load_mnist1d(), steps=20, batch_size=32)
       >>> result.history.eval_steps[-1]
       20
     """
@@ -125,11 +119,19 @@ def train(
     batches = jnp.asarray(batch_indices(len(data.y_train), batch_size, steps, seed))
     augment_key = jax.random.key(seed)
     start_step = 0
+    manager = None
     if checkpoint_dir is not None:
-        latest = latest_checkpoint(checkpoint_dir, steps)
-        if latest is not None:
-            restored = checkpoint.restore(latest[1], {"params": params, "opt_state": opt_state})
-            params, opt_state, start_step = restored["params"], restored["opt_state"], latest[0]
+        import orbax.checkpoint as ocp
+
+        check_checkpoint_layout(checkpoint_dir)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep_checkpoints, enable_async_checkpointing=False)
+        manager = ocp.CheckpointManager(
+            Path(checkpoint_dir).resolve(), options=options, item_handlers=ocp.StandardCheckpointHandler()
+        )
+        if manager.latest_step() is not None:
+            start_step = manager.latest_step()
+            restored = checkpoint.restore(manager, {"params": params, "opt_state": opt_state})
+            params, opt_state = restored["params"], restored["opt_state"]
 
     def loss_and_accuracy(params: nnx.State, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
         logits = nnx.merge(graphdef, params)(x)
@@ -157,8 +159,8 @@ def train(
         params, opt_state, loss, accuracy = step_fn(params, opt_state, np.int32(step))
         pending.append((loss, accuracy))
         done = step + 1
-        if checkpoint_dir is not None and (done % checkpoint_every == 0 or done == steps):
-            checkpoint.save(checkpoint_dir / f"step_{done}", {"params": params, "opt_state": opt_state})
+        if manager is not None and (done % checkpoint_every == 0 or done == steps):
+            manager.save(done, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}))
         if done % log_every == 0 or done == steps:
             losses, accuracies = np.asarray(jax.device_get(pending)).T
             pending = []
@@ -174,16 +176,9 @@ def train(
         history.eval_steps.append(steps)
         history.test_accuracy.append(float(test_accuracy(params)))
     jax.block_until_ready((params, opt_state))
+    if manager is not None:
+        manager.close()
     history.train_seconds = time.perf_counter() - start
     model = nnx.merge(graphdef, params)
     return TrainResult(history=history, model=model, opt_state=opt_state, resumed_from=start_step)
 
-
-def latest_checkpoint(directory: Path, steps: int) -> tuple[int, Path] | None:
-    """The ``step_<n>`` checkpoint in ``directory`` with the largest ``n <= steps``, if any."""
-    found = []
-    for path in Path(directory).glob("step_*"):
-        suffix = path.name.removeprefix("step_")
-        if path.is_dir() and suffix.isdigit() and int(suffix) <= steps:
-            found.append((int(suffix), path))
-    return max(found, default=None)

@@ -1,15 +1,24 @@
 """Framework and paper presets: each framework's own argument names and defaults,
 mapped onto :func:`rmsprop_jax.rmsprop` so that a port is a copy-paste.
 
-Presets validate and configure; they hold no RMSProp arithmetic. See README's
-porting table for what differs between them.
+Presets configure and name; they hold no RMSProp arithmetic. ``presets.optax`` is
+:func:`rmsprop_jax.rmsprop` itself (``optax.rmsprop``'s signature). The facts that
+tell the frameworks apart are one table, :data:`CONVENTIONS`.
 """
 
-from rmsprop_jax.presets.frameworks import keras, optax, pytorch, tensorflow_v1, timm
+from rmsprop_jax._transform import rmsprop as optax
+from rmsprop_jax.presets.conventions import CONVENTIONS, Convention
+from rmsprop_jax.presets.frameworks import keras, pytorch, tensorflow_v1, timm
 from rmsprop_jax.presets.papers import dqn2015, graves2013, hinton2012
-from rmsprop_jax.presets.resume import keras_state, pytorch_state
+from rmsprop_jax.presets.state_conversion import keras_state, pytorch_state
+
+#: The optimizer presets (the other public names convert states or describe them).
+OPTIMIZERS = ("pytorch", "keras", "tensorflow_v1", "timm", "optax", "hinton2012", "graves2013", "dqn2015")
 
 __all__ = [
+    "CONVENTIONS",
+    "OPTIMIZERS",
+    "Convention",
     "dqn2015",
     "graves2013",
     "hinton2012",

@@ -7,16 +7,16 @@ trajectory (float32, to rounding; verified against the real libraries in the tes
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
-import optax as optax_lib
+import optax
 
-from rmsprop_jax import clipping, validation
-from rmsprop_jax.transform import rmsprop_with_argument_names
+from rmsprop_jax import _validation as validation
+from rmsprop_jax import clipping
+from rmsprop_jax._leaf_update import RmsConfig
+from rmsprop_jax._transform import build_rmsprop
 
 
-def momentum_or_none(momentum: Any) -> Any:
+def momentum_or_none(momentum: jax.typing.ArrayLike | None) -> jax.typing.ArrayLike | None:
     """The frameworks' ``if momentum > 0`` as a static choice: exactly 0 keeps no buffer.
 
     Anything else, traced (under ``optax.inject_hyperparams``) or invalid, goes on to
@@ -28,14 +28,14 @@ def momentum_or_none(momentum: Any) -> Any:
 
 
 def pytorch(
-    lr: optax_lib.ScalarOrSchedule = 0.01,
+    lr: optax.ScalarOrSchedule = 0.01,
     alpha: float = 0.99,
     eps: float = 1e-8,
     weight_decay: float = 0,
     momentum: float = 0,
     centered: bool = False,
     maximize: bool = False,
-) -> optax_lib.GradientTransformationExtraArgs:
+) -> optax.GradientTransformationExtraArgs:
     """``torch.optim.RMSprop``: eps outside the root, lr outside the momentum buffer.
 
     The accumulator starts at 0; ``weight_decay`` is added to the gradient (coupled);
@@ -69,22 +69,20 @@ def pytorch(
       PyTorch, `torch.optim.RMSprop
       <https://pytorch.org/docs/stable/generated/torch.optim.RMSprop.html>`_.
     """
-    return rmsprop_with_argument_names(
-        {"learning_rate": "lr", "decay": "alpha"},
-        lr,
+    config = RmsConfig(
         decay=alpha,
         eps=eps,
         eps_in_sqrt=False,
         centered=centered,
         momentum=momentum_or_none(momentum),
-        weight_decay=weight_decay,
         lr_in_momentum=False,
         maximize=maximize,
     )
+    return build_rmsprop(config, {"learning_rate": "lr", "decay": "alpha"}, lr, weight_decay=weight_decay)
 
 
 def keras(
-    learning_rate: Any = 0.001,
+    learning_rate: optax.ScalarOrSchedule = 0.001,
     rho: float = 0.9,
     momentum: float = 0.0,
     epsilon: float = 1e-7,
@@ -93,7 +91,7 @@ def keras(
     clipnorm: float | None = None,
     clipvalue: float | None = None,
     global_clipnorm: float | None = None,
-) -> optax_lib.GradientTransformationExtraArgs:
+) -> optax.GradientTransformationExtraArgs:
     """Keras 3 ``keras.optimizers.RMSprop``: epsilon inside the root, lr inside momentum.
 
     The accumulator starts at 0. ``weight_decay`` is decoupled: the variable
@@ -143,36 +141,39 @@ def keras(
         validation.check_interval(name, value, 0.0)
         if not validation.is_traced(value) and value == 0:
             raise ValueError(f"Invalid {name} value: 0.0 ({name} must be > 0; None disables it)")
-    step = rmsprop_with_argument_names(
-        {"decay": "rho", "eps": "epsilon"},
-        learning_rate,
+    config = RmsConfig(
         decay=rho,
         eps=epsilon,
         eps_in_sqrt=True,
         centered=centered,
         momentum=momentum_or_none(momentum),
-        weight_decay=0.0 if weight_decay is None else weight_decay,
         decoupled_weight_decay=True,
         lr_in_momentum=True,
+    )
+    step = build_rmsprop(
+        config,
+        {"decay": "rho", "eps": "epsilon"},
+        learning_rate,
+        weight_decay=0.0 if weight_decay is None else weight_decay,
     )
     if not chosen:
         return step
     if clipnorm is not None:
         clip = clipping.clip_by_leaf_norm(clipnorm)
     elif clipvalue is not None:
-        clip = optax_lib.clip(clipvalue)
+        clip = optax.clip(clipvalue)
     else:
-        clip = optax_lib.clip_by_global_norm(global_clipnorm)
-    return optax_lib.chain(clip, step)
+        clip = optax.clip_by_global_norm(global_clipnorm)
+    return optax.chain(clip, step)
 
 
 def tensorflow_v1(
-    learning_rate: optax_lib.ScalarOrSchedule,
+    learning_rate: optax.ScalarOrSchedule,
     decay: float = 0.9,
     momentum: float = 0.0,
     epsilon: float = 1e-10,
     centered: bool = False,
-) -> optax_lib.GradientTransformationExtraArgs:
+) -> optax.GradientTransformationExtraArgs:
     """``tf.compat.v1.train.RMSPropOptimizer``: accumulator from 1, eps inside the root.
 
     ``ms = decay * ms + (1 - decay) * g^2`` from ``ms = 1``,
@@ -200,21 +201,14 @@ def tensorflow_v1(
       TensorFlow, `tf.compat.v1.train.RMSPropOptimizer
       <https://www.tensorflow.org/api_docs/python/tf/compat/v1/train/RMSPropOptimizer>`_.
     """
-    return rmsprop_with_argument_names(
-        {"eps": "epsilon"},
-        learning_rate,
-        decay=decay,
-        eps=epsilon,
-        initial_scale=1.0,
-        eps_in_sqrt=True,
-        centered=centered,
-        momentum=momentum_or_none(momentum),
-        lr_in_momentum=True,
+    config = RmsConfig(
+        decay=decay, eps=epsilon, eps_in_sqrt=True, centered=centered, momentum=momentum_or_none(momentum)
     )
+    return build_rmsprop(config, {"eps": "epsilon"}, learning_rate, initial_scale=1.0)
 
 
 def timm(
-    lr: optax_lib.ScalarOrSchedule = 0.01,
+    lr: optax.ScalarOrSchedule = 0.01,
     alpha: float = 0.9,
     eps: float = 1e-10,
     weight_decay: float = 0,
@@ -227,7 +221,7 @@ def timm(
     foreach: bool | None = None,
     *,
     max_lr: float | None = None,
-) -> optax_lib.GradientTransformationExtraArgs:
+) -> optax.GradientTransformationExtraArgs:
     """timm 1.0.x ``RMSpropTF``: TF-style RMSProp in PyTorch.
 
     Accumulator from 1, eps inside the root, lr inside the momentum buffer unless
@@ -275,7 +269,7 @@ def timm(
         validation.check_bool(flag, value)
     if foreach is not None:
         validation.check_bool("foreach", foreach)
-    decay_coefficient: Any = weight_decay
+    decay_coefficient: optax.ScalarOrSchedule = weight_decay
     if decoupled_decay and corrected_weight_decay and callable(lr):
         if max_lr is None:
             raise ValueError("Invalid max_lr value: None (corrected_weight_decay with a schedule needs max_lr > 0)")
@@ -286,23 +280,26 @@ def timm(
     elif corrected_weight_decay and isinstance(lr, (int, float)) and lr <= 0:
         raise ValueError(f"Invalid lr value: {lr} (corrected_weight_decay needs a positive max lr)")
     momentum_kept = momentum_or_none(momentum)
-    return rmsprop_with_argument_names(
-        {"learning_rate": "lr", "decay": "alpha", "decoupled_weight_decay": "decoupled_decay"},
-        lr,
+    config = RmsConfig(
         decay=alpha,
         eps=eps,
-        initial_scale=1.0,
         eps_in_sqrt=True,
         centered=centered,
         momentum=momentum_kept,
-        weight_decay=decay_coefficient,
         decoupled_weight_decay=decoupled_decay,
         lr_in_momentum=lr_in_momentum,
         caution=caution and momentum_kept is not None,
     )
+    return build_rmsprop(
+        config,
+        {"learning_rate": "lr", "decay": "alpha", "decoupled_weight_decay": "decoupled_decay"},
+        lr,
+        initial_scale=1.0,
+        weight_decay=decay_coefficient,
+    )
 
 
-def _corrected_decay(schedule: optax_lib.Schedule, weight_decay: float, max_lr: float) -> optax_lib.Schedule:
+def _corrected_decay(schedule: optax.Schedule, weight_decay: float, max_lr: float) -> optax.Schedule:
     """timm's corrected decay ``lr^2 / max_lr * wd`` as a weight-decay schedule for ``lr``."""
 
     def coefficient(count: jax.Array) -> jax.Array:
@@ -310,51 +307,3 @@ def _corrected_decay(schedule: optax_lib.Schedule, weight_decay: float, max_lr: 
 
     return coefficient
 
-
-def optax(
-    learning_rate: optax_lib.ScalarOrSchedule,
-    decay: float = 0.9,
-    eps: float = 1e-8,
-    initial_scale: float = 0.0,
-    eps_in_sqrt: bool = True,
-    centered: bool = False,
-    momentum: float | None = None,
-    nesterov: bool = False,
-    bias_correction: bool = False,
-) -> optax_lib.GradientTransformationExtraArgs:
-    """``optax.rmsprop``'s signature and behaviour (README lists the deviations).
-
-    Args:
-      learning_rate: A float or an optax schedule.
-      decay: Decay of the moving averages.
-      eps: Term added inside (or outside) the root.
-      initial_scale: Initial second moment.
-      eps_in_sqrt: Whether ``eps`` goes inside the root.
-      centered: Whether to normalise by the variance estimate.
-      momentum: Momentum, or ``None`` for none.
-      nesterov: Whether to use Nesterov momentum.
-      bias_correction: Whether to correct the averages' bias.
-
-    Returns:
-      An :class:`optax.GradientTransformationExtraArgs`.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from rmsprop_jax import presets
-      >>> state = presets.optax(1e-3, momentum=0.9).init(jnp.zeros(3))
-
-    References:
-      `optax.rmsprop <https://optax.readthedocs.io/en/latest/api/optimizers.html#optax.rmsprop>`_.
-    """
-    return rmsprop_with_argument_names(
-        {},
-        learning_rate,
-        decay=decay,
-        eps=eps,
-        initial_scale=initial_scale,
-        eps_in_sqrt=eps_in_sqrt,
-        centered=centered,
-        momentum=momentum,
-        nesterov=nesterov,
-        bias_correction=bias_correction,
-    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optax
 
-from rmsprop_jax.transform import rmsprop
+from rmsprop_jax._transform import rmsprop
 
 
 def hinton2012(learning_rate: optax.ScalarOrSchedule, decay: float = 0.9) -> optax.GradientTransformationExtraArgs:

@@ -1,4 +1,4 @@
-"""The Quickstart's main job runs and learns."""
+"""examples/fit_mlp.py runs and learns."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from helpers import ROOT, load_script
 
-from rmsprop_jax import example
+example = load_script("examples/fit_mlp.py")
 
 
 def test_example_fits_the_curve():
@@ -15,9 +16,12 @@ def test_example_fits_the_curve():
     assert result["final_loss"] < 0.05 * result["initial_loss"]
 
 
-def test_example_runs_as_a_module():
+def test_example_runs_as_a_script():
     run = subprocess.run(
-        [sys.executable, "-m", "rmsprop_jax.example", "--steps", "50"], capture_output=True, text=True, check=True
+        [sys.executable, str(ROOT / "examples" / "fit_mlp.py"), "--steps", "50"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "final loss" in run.stdout
 

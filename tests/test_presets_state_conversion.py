@@ -15,6 +15,7 @@ from framework_runs import (
     run_torch_optimizer,
     torch_parameters,
 )
+from helpers import require, require_keras_on_jax
 
 from rmsprop_jax import RmsPropState, presets
 
@@ -34,7 +35,7 @@ TORCH_RESUME_CASES = {
 
 @pytest.mark.parametrize("case", TORCH_RESUME_CASES, ids=str)
 def test_continue_a_torch_run(case):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     kwargs = dict(TORCH_RESUME_CASES[case])
     scheduled = kwargs["lr"] == "schedule"
     torch_kwargs = {**kwargs, "lr": lr_at(0)} if scheduled else kwargs
@@ -73,9 +74,7 @@ KERAS_RESUME_CASES = {
 
 @pytest.mark.parametrize("case", KERAS_RESUME_CASES, ids=str)
 def test_continue_a_keras_run(case):
-    keras = pytest.importorskip("keras")
-    if keras.backend.backend() != "jax":
-        pytest.skip("runs on the JAX backend")
+    keras = require_keras_on_jax()
     kwargs = dict(KERAS_RESUME_CASES[case])
     if kwargs["learning_rate"] == "keras-schedule":
         kwargs["learning_rate"] = keras.optimizers.schedules.ExponentialDecay(0.02, decay_steps=10, decay_rate=0.5)
@@ -94,7 +93,7 @@ def test_continue_a_keras_run(case):
 
 
 def test_torch_state_mismatches_are_reported():
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     parameters = torch_parameters()
     optimizer = torch.optim.RMSprop(parameters, lr=0.01, momentum=0.9)
     run_torch_optimizer(optimizer, parameters, steps=2)
@@ -112,7 +111,7 @@ def test_torch_state_mismatches_are_reported():
 
 
 def test_keras_state_needs_a_built_rmsprop():
-    keras = pytest.importorskip("keras")
+    keras = require_keras_on_jax()
     with pytest.raises(ValueError, match="no state yet"):
         presets.keras_state(keras.optimizers.RMSprop(), {"w": jnp.ones(2)})
     with pytest.raises(ValueError, match=r"expected a keras\.optimizers\.RMSprop, got Adam"):

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rmsprop_jax._state import RmsPropState
 from rmsprop_jax.presets.frameworks import keras, pytorch
-from rmsprop_jax.state import RmsPropState
 
 _TORCH_HYPERPARAMETERS = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
 

@@ -34,12 +34,12 @@ copy of the old state to compute it (so the step moves no more bytes than optax'
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from rmsprop_jax import dtypes
+from rmsprop_jax import _dtypes as dtypes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,12 +50,12 @@ class RmsConfig:
     ``momentum=None`` means no momentum buffer.
     """
 
-    decay: Any = 0.9
-    eps: Any = 1e-8
+    decay: jax.typing.ArrayLike = 0.9
+    eps: jax.typing.ArrayLike = 1e-8
     eps_in_sqrt: bool = True
     centered: bool = False
     bias_correction: bool = False
-    momentum: Any = None
+    momentum: jax.typing.ArrayLike | None = None
     nesterov: bool = False
     lr_in_momentum: bool = True
     decoupled_weight_decay: bool = False
@@ -102,8 +102,8 @@ def update_leaf(
     trace: jax.Array | None,
     *,
     param: jax.Array | None = None,
-    learning_rate: Any = None,
-    weight_decay: Any = None,
+    learning_rate: jax.typing.ArrayLike | None = None,
+    weight_decay: jax.typing.ArrayLike | None = None,
     count: jax.Array | None = None,
     rounding_seeds: tuple[jax.Array | None, jax.Array | None, jax.Array | None] = (None, None, None),
 ) -> LeafStep:

@@ -2,7 +2,7 @@
 
 On 8 simulated CPU devices (one machine, no accelerator)::
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 python3 benchmarks/data_parallel_mnist1d.py
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python3 examples/data_parallel_mnist1d.py
 
 On the GPUs or TPUs of one host, the same command without ``XLA_FLAGS``. On several hosts,
 start the same file on every host with ``--distributed``: ``jax.distributed.initialize``
@@ -39,17 +39,10 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from rmsprop_jax.demo.cli import (
-    DEFAULT_LEARNING_RATE,
-    DEFAULT_STEPS,
-    TRAIN_EXAMPLES,
-    positive_float,
-    rmsprop_choice,
-    whole_number_at_least,
-)
-from rmsprop_jax.demo.data import batch_indices, load_mnist1d
+from rmsprop_jax.demo.arguments import positive_float, whole_number_at_least
+from rmsprop_jax.demo.data import DEFAULT_STEPS, TRAIN_EXAMPLES, batch_indices, load_mnist1d, shift_signals
 from rmsprop_jax.demo.model import ConvNet
-from rmsprop_jax.demo.train import shift_signals
+from rmsprop_jax.demo.optimizers import DEFAULT_LEARNING_RATE, rmsprop_choice
 
 # Steps queued ahead of the host. Unbounded async dispatch of a program with collectives
 # deadlocks XLA:CPU's simulated devices (measured on 2 cores: 64 queued steps hang,
@@ -104,7 +97,7 @@ def state_follows_params(opt_state: optax.OptState, params: nnx.State) -> bool:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python3 benchmarks/data_parallel_mnist1d.py", description=__doc__.splitlines()[0]
+        prog="python3 examples/data_parallel_mnist1d.py", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
         "--steps",
@@ -173,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def train_step(
         params: nnx.State, opt_state: optax.OptState, x: jax.Array, y: jax.Array, step: jax.Array
     ) -> tuple[nnx.State, optax.OptState, jax.Array]:
-        x = shift_signals(x, jax.random.fold_in(augment_key, step), max_shift=2)
+        x = shift_signals(x, jax.random.fold_in(augment_key, step))
         loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss

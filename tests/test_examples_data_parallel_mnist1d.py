@@ -1,10 +1,9 @@
-"""benchmarks/data_parallel_mnist1d.py: the same training on 1 device, on 8 simulated
+"""examples/data_parallel_mnist1d.py: the same training on 1 device, on 8 simulated
 devices in one process, and on 2 processes of 4 devices joined by
 ``jax.distributed.initialize`` (each run in its own processes; this one keeps one device)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -15,18 +14,16 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import ROOT, load_script
 from jax.sharding import PartitionSpec as P
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "data_parallel_mnist1d.py"
+SCRIPT = ROOT / "examples" / "data_parallel_mnist1d.py"
 STEPS = 40
 ARGS = ["--steps", str(STEPS), "--batch-size", "64", "--log-every", "20"]
 
 
 def _load_example():
-    spec = importlib.util.spec_from_file_location("data_parallel_mnist1d", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/data_parallel_mnist1d.py")
 
 
 def _env(devices: int) -> dict[str, str]:

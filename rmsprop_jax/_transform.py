@@ -1,26 +1,31 @@
 """The public factories: :func:`rmsprop` and :func:`scale_by_rms`.
 
-Both validate their arguments, build an :class:`~rmsprop_jax.leaf_update.RmsConfig`
+Both validate their arguments, build an :class:`~rmsprop_jax._leaf_update.RmsConfig`
 and hand it to :func:`_rms_transformation`, which maps
-:func:`~rmsprop_jax.leaf_update.update_leaf` over the leaves of a pytree.
+:func:`~rmsprop_jax._leaf_update.update_leaf` over the leaves of a pytree. The
+presets call :func:`build_rmsprop` with their own configuration and argument names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from rmsprop_jax import dtypes, validation
-from rmsprop_jax.leaf_update import RmsConfig, update_leaf
-from rmsprop_jax.state import RmsPropState
+from rmsprop_jax import _dtypes as dtypes
+from rmsprop_jax import _validation as validation
+from rmsprop_jax._dtypes import StateDtype
+from rmsprop_jax._leaf_update import RmsConfig, update_leaf
+from rmsprop_jax._state import RmsPropState
+
+MaskOrFn = optax.MaskOrFn
 
 
 def _check_config(
-    config: RmsConfig, initial_scale: Any, state_dtype: Any, names: Mapping[str, str]
+    config: RmsConfig, initial_scale: jax.typing.ArrayLike, state_dtype: StateDtype, names: Mapping[str, str]
 ) -> jnp.dtype | None:
     """Validates what every factory shares; returns the resolved state dtype.
 
@@ -77,7 +82,7 @@ def _leaf_path(tree: Any, index: int) -> str:
     return jax.tree_util.keystr(path) or "<root>"
 
 
-def _decayed_leaves(mask: Any, params: Any, treedef: Any) -> list[bool]:
+def _decayed_leaves(mask: MaskOrFn, params: optax.Params, treedef: jax.tree_util.PyTreeDef) -> list[bool]:
     """Per-leaf flags from an optax-style mask: a pytree of bools (same structure
     as the params, or a prefix of it) or a callable returning one."""
     if mask is None:
@@ -112,11 +117,11 @@ def _zeros_sharded_like(param: jax.Array) -> jax.Array:
 def _rms_transformation(
     config: RmsConfig,
     *,
-    initial_scale: Any,
+    initial_scale: jax.typing.ArrayLike,
     state_dtype: jnp.dtype | None,
     learning_rate: optax.ScalarOrSchedule | None = None,
-    weight_decay: Any = 0.0,
-    weight_decay_mask: Any = None,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    weight_decay_mask: MaskOrFn = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Maps :func:`update_leaf` over a pytree, with the state layout it needs."""
     schedule = learning_rate if callable(learning_rate) else None
@@ -125,7 +130,7 @@ def _rms_transformation(
     has_count = config.bias_correction or rounding or schedule is not None or weight_decay_schedule is not None
     applies_weight_decay = not (isinstance(weight_decay, (int, float)) and weight_decay == 0)
 
-    def leaf_state(param: jax.Array, fill: Any, real: bool) -> jax.Array:
+    def leaf_state(param: jax.Array, fill: jax.typing.ArrayLike, real: bool) -> jax.Array:
         storage = dtypes.real_state_dtype(param.dtype, state_dtype)
         dtype = storage if real else dtypes.like_param(param.dtype, storage)
         return (_zeros_sharded_like(param) + fill).astype(dtype)
@@ -205,7 +210,7 @@ def _rms_transformation(
             if trace is not None:
                 new_trace.append(step.trace)
 
-        def rebuild(leaves: list[jax.Array], present: bool) -> Any:
+        def rebuild(leaves: list[jax.Array], present: bool) -> optax.Updates | None:
             return jax.tree.unflatten(treedef, leaves) if present else None
 
         new_state = RmsPropState(
@@ -227,7 +232,7 @@ def scale_by_rms(
     centered: bool = False,
     bias_correction: bool = False,
     *,
-    state_dtype: Any = None,
+    state_dtype: StateDtype = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Rescales updates by the root of an exponential moving average of their square.
 
@@ -243,8 +248,8 @@ def scale_by_rms(
         ``centered``. With ``eps = 0`` zero gradients still give zero updates.
       initial_scale: Non-negative initial value of the second moment (PyTorch
         uses 0, TF1 uses 1).
-      eps_in_sqrt: Whether ``eps`` is added inside the square root (optax, TF1) or
-        outside it (PyTorch, Keras).
+      eps_in_sqrt: Whether ``eps`` is added inside the square root (optax, Keras, TF1, timm) or
+        outside it (PyTorch); :data:`rmsprop_jax.presets.CONVENTIONS` lists each framework.
       centered: Whether to divide by the root of the variance estimate
         ``E[g^2] - E[g]^2`` (clamped at zero) instead of the second moment.
       bias_correction: Whether to divide the moving averages by ``1 - decay^t``.
@@ -305,10 +310,10 @@ def rmsprop(
     *,
     weight_decay: optax.ScalarOrSchedule = 0.0,
     decoupled_weight_decay: bool = False,
-    weight_decay_mask: Any | Callable[[optax.Params], Any] | None = None,
+    weight_decay_mask: MaskOrFn = None,
     lr_in_momentum: bool = True,
     maximize: bool = False,
-    state_dtype: Any = None,
+    state_dtype: StateDtype = None,
     caution: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""RMSProp in one transformation: every variant, one fused step per leaf.
@@ -334,8 +339,8 @@ def rmsprop(
         ``centered``. With ``eps = 0`` zero gradients still give zero updates.
       initial_scale: Non-negative initial value of the second moment (PyTorch
         uses 0, TF1 uses 1).
-      eps_in_sqrt: Whether ``eps`` is added inside the square root (optax, TF1) or
-        outside it (PyTorch, Keras).
+      eps_in_sqrt: Whether ``eps`` is added inside the square root (optax, Keras, TF1, timm) or
+        outside it (PyTorch); :data:`rmsprop_jax.presets.CONVENTIONS` lists each framework.
       centered: Whether to divide by the root of the variance estimate
         ``E[g^2] - E[g]^2`` (clamped at zero) instead of the second moment.
       momentum: Momentum decay in ``[0, 1)``; ``None`` keeps no buffer.
@@ -406,53 +411,6 @@ def rmsprop(
       Liang et al., `Cautious Optimizers: Improving Training with One Line of Code
       <https://arxiv.org/abs/2411.16085>`_, 2024.
     """
-    return rmsprop_with_argument_names(
-        {},
-        learning_rate,
-        decay=decay,
-        eps=eps,
-        initial_scale=initial_scale,
-        eps_in_sqrt=eps_in_sqrt,
-        centered=centered,
-        momentum=momentum,
-        nesterov=nesterov,
-        bias_correction=bias_correction,
-        weight_decay=weight_decay,
-        decoupled_weight_decay=decoupled_weight_decay,
-        weight_decay_mask=weight_decay_mask,
-        lr_in_momentum=lr_in_momentum,
-        maximize=maximize,
-        state_dtype=state_dtype,
-        caution=caution,
-    )
-
-
-def rmsprop_with_argument_names(
-    names: Mapping[str, str],
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    decay: Any = 0.9,
-    eps: Any = 1e-8,
-    initial_scale: Any = 0.0,
-    eps_in_sqrt: bool = True,
-    centered: bool = False,
-    momentum: Any = None,
-    nesterov: bool = False,
-    bias_correction: bool = False,
-    weight_decay: optax.ScalarOrSchedule = 0.0,
-    decoupled_weight_decay: bool = False,
-    weight_decay_mask: Any = None,
-    lr_in_momentum: bool = True,
-    maximize: bool = False,
-    state_dtype: Any = None,
-    caution: bool = False,
-) -> optax.GradientTransformationExtraArgs:
-    """:func:`rmsprop` whose errors name the arguments as ``names`` maps them.
-
-    For the presets: ``names={"decay": "alpha", "learning_rate": "lr"}`` makes a bad
-    ``decay`` raise ``Invalid alpha value: ...``, so each framework's users see
-    their own argument names while the rules live here once.
-    """
     config = RmsConfig(
         decay=decay,
         eps=eps,
@@ -466,6 +424,35 @@ def rmsprop_with_argument_names(
         maximize=maximize,
         caution=caution,
     )
+    return build_rmsprop(
+        config,
+        {},
+        learning_rate,
+        initial_scale=initial_scale,
+        weight_decay=weight_decay,
+        weight_decay_mask=weight_decay_mask,
+        state_dtype=state_dtype,
+    )
+
+
+def build_rmsprop(
+    config: RmsConfig,
+    names: Mapping[str, str],
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    initial_scale: jax.typing.ArrayLike = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    weight_decay_mask: MaskOrFn = None,
+    state_dtype: StateDtype = None,
+) -> optax.GradientTransformationExtraArgs:
+    """Validates a configuration and builds its transformation: :func:`rmsprop`'s body.
+
+    The presets call it with their framework's configuration and ``names``, the
+    map from :func:`rmsprop`'s argument names to their own:
+    ``{"decay": "alpha", "learning_rate": "lr"}`` makes a bad ``decay`` raise
+    ``Invalid alpha value: ...``, so each framework's users see their own
+    argument names while the rules live here once.
+    """
     resolved = _check_config(config, initial_scale, state_dtype, names)
     validation.check_scalar_or_schedule(names.get("learning_rate", "learning_rate"), learning_rate)
     validation.check_scalar_or_schedule(names.get("weight_decay", "weight_decay"), weight_decay)

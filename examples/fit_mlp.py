@@ -1,7 +1,7 @@
 """A small runnable example: fit a two-layer MLP with rmsprop_jax in a jitted step.
 
-Run it with ``python -m rmsprop_jax.example``. It needs only the core
-dependencies (jax, optax) and finishes in a few seconds on a laptop CPU.
+Run it with ``python3 examples/fit_mlp.py`` (``--help`` lists the options). It needs
+only the core dependencies (jax, optax) and finishes in a few seconds on a laptop CPU.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def train(steps: int = 2000, seed: int = 0) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python3 examples/fit_mlp.py", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="training steps (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = parser.parse_args(argv)

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+StateDtype = str | jax.typing.DTypeLike | None
+"""What ``state_dtype`` accepts: ``None``, a floating dtype, or its name."""
 
 _STATE_DTYPES = ("float16", "bfloat16", "float32", "float64")
 _LOW_PRECISION = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
 
 
-def resolve_state_dtype(name: str, state_dtype: Any) -> jnp.dtype | None:
+def resolve_state_dtype(name: str, state_dtype: StateDtype) -> jnp.dtype | None:
     """Turns ``state_dtype`` (``None``, a dtype, or its name) into a dtype.
 
     Raises:
@@ -46,7 +48,7 @@ def resolve_state_dtype(name: str, state_dtype: Any) -> jnp.dtype | None:
     return dtype
 
 
-def real_state_dtype(param_dtype: Any, state_dtype: jnp.dtype | None) -> jnp.dtype:
+def real_state_dtype(param_dtype: jax.typing.DTypeLike, state_dtype: jnp.dtype | None) -> jnp.dtype:
     """Real dtype in which the state of a parameter of ``param_dtype`` is stored."""
     if state_dtype is not None:
         return state_dtype
@@ -55,20 +57,20 @@ def real_state_dtype(param_dtype: Any, state_dtype: jnp.dtype | None) -> jnp.dty
 
 
 @functools.cache
-def compute_dtype(param_dtype: Any, storage: jnp.dtype) -> jnp.dtype:
+def compute_dtype(param_dtype: jax.typing.DTypeLike, storage: jnp.dtype) -> jnp.dtype:
     """Real dtype in which a step's arithmetic runs: at least float32."""
     return jnp.promote_types(jnp.promote_types(jnp.finfo(param_dtype).dtype, storage), jnp.float32)
 
 
 @functools.cache
-def like_param(param_dtype: Any, real: jnp.dtype) -> jnp.dtype:
+def like_param(param_dtype: jax.typing.DTypeLike, real: jnp.dtype) -> jnp.dtype:
     """``real`` for a real parameter; the complex dtype of that precision otherwise."""
     if jnp.issubdtype(param_dtype, jnp.complexfloating):
         return jnp.promote_types(real, jnp.complex64)
     return real
 
 
-def cast(x: jax.Array, dtype: Any) -> jax.Array:
+def cast(x: jax.Array, dtype: jax.typing.DTypeLike) -> jax.Array:
     """``x.astype(dtype)``, skipped when ``x`` already has that dtype (saves trace time per leaf)."""
     return x if x.dtype == dtype else x.astype(dtype)
 

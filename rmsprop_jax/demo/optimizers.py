@@ -1,0 +1,109 @@
+"""What the demo trains with: rmsprop_jax (default or a preset) and the ``--compare`` baselines."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import optax
+
+import rmsprop_jax
+from rmsprop_jax import presets
+
+DEFAULT_LEARNING_RATE = 1e-3
+CLIP_NORM = 1.0
+# The default RMSProp's options besides the learning rate.
+RMSPROP_OPTIONS: dict[str, Any] = {"decay": 0.99, "eps": 1e-8, "momentum": 0.9, "centered": False}
+# Baselines for --compare: each one's best peak learning rate on seed 0 from the grid
+# {3e-4, 1e-3, 3e-3, 1e-2} (Adam, also 3e-2) and {1e-2, 3e-2, 0.1, 0.3, 1.0} (SGD), README.
+BASELINES: dict[str, tuple[Callable[..., optax.GradientTransformation], float]] = {
+    "optax.adam": (optax.adam, 1e-2),
+    "optax.sgd": (lambda lr: optax.sgd(lr, momentum=0.9), 0.3),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerChoice:
+    """One optimizer to train with: a label, the transformation and its settings for metrics.json."""
+
+    label: str
+    tx: optax.GradientTransformation
+    settings: dict[str, Any]
+    arguments: str = ""  # the optimizer's non-default arguments, as written in a call
+
+    @property
+    def title(self) -> str:
+        """One line naming the optimizer and its settings, for plot titles and legends."""
+        return (
+            f"{self.label}({self.arguments}), peak lr {self.settings['peak_learning_rate']:g}, "
+            f"warm-up + cosine, clip {self.settings['clip_by_global_norm']:g}"
+        )
+
+
+def lr_schedule(peak_learning_rate: float, steps: int) -> optax.Schedule:
+    """Linear warm-up from 0 over the first 5% of the steps, then cosine decay to 0."""
+    return optax.warmup_cosine_decay_schedule(0.0, peak_learning_rate, steps // 20, steps)
+
+
+def _with_clipping(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(CLIP_NORM), inner)
+
+
+def _common_settings(peak_learning_rate: float, steps: int) -> dict[str, Any]:
+    return {
+        "peak_learning_rate": peak_learning_rate,
+        "schedule": "optax.warmup_cosine_decay_schedule (linear warm-up from 0, cosine decay to 0)",
+        "warmup_steps": steps // 20,
+        "clip_by_global_norm": CLIP_NORM,
+    }
+
+
+def preset_learning_rate(name: str) -> tuple[str, float | None]:
+    """The preset's learning-rate argument name and its default (``None`` when it has none)."""
+    first = next(iter(inspect.signature(getattr(presets, name)).parameters.values()))
+    return first.name, None if first.default is inspect.Parameter.empty else first.default
+
+
+def rmsprop_choice(preset: str | None, learning_rate: float | None, steps: int) -> OptimizerChoice:
+    """The demo's RMSProp: the default configuration, or a preset with its own defaults.
+
+    Raises:
+      ValueError: When the preset has no default learning rate and none is given.
+    """
+    if preset is None:
+        peak = DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
+        tx = rmsprop_jax.rmsprop(lr_schedule(peak, steps), **RMSPROP_OPTIONS)
+        return OptimizerChoice(
+            "rmsprop_jax.rmsprop",
+            _with_clipping(tx),
+            {"optimizer": "rmsprop_jax.rmsprop", **RMSPROP_OPTIONS} | _common_settings(peak, steps),
+            ", ".join(f"{name}={value}" for name, value in RMSPROP_OPTIONS.items()),
+        )
+    lr_name, default = preset_learning_rate(preset)
+    peak = default if learning_rate is None else learning_rate
+    if peak is None:
+        raise ValueError(f"preset {preset!r} has no default learning rate; give one with --lr")
+    constructor = getattr(presets, preset)
+    tx = constructor(lr_schedule(peak, steps))
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(constructor).parameters.items()
+        if name != lr_name and parameter.default is not inspect.Parameter.empty
+    }
+    settings = {"optimizer": f"rmsprop_jax.presets.{preset}", "learning_rate_argument": lr_name, **defaults}
+    return OptimizerChoice(f"presets.{preset}", _with_clipping(tx), settings | _common_settings(peak, steps))
+
+
+def baseline_choices(steps: int) -> list[OptimizerChoice]:
+    """The ``--compare`` baselines, with the same schedule shape and clipping as RMSProp."""
+    return [
+        OptimizerChoice(
+            label,
+            _with_clipping(factory(lr_schedule(peak, steps))),
+            {"optimizer": label} | _common_settings(peak, steps),
+            "momentum=0.9" if label == "optax.sgd" else "",
+        )
+        for label, (factory, peak) in BASELINES.items()
+    ]
