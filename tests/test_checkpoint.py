@@ -87,3 +87,64 @@ def test_restoring_into_other_shapes_names_the_leaf(tmp_path):
 def test_mismatches_is_empty_for_equal_layouts_and_abstract_targets():
     state = rmsprop_jax.rmsprop(1e-3, momentum=0.9).init(PARAMS)
     assert checkpoint.mismatches(state, jax.eval_shape(lambda: state)) == []
+
+
+def test_a_tree_with_python_numbers_round_trips(tmp_path):
+    tx = rmsprop_jax.rmsprop(1e-3, momentum=0.9)
+    item = {"params": PARAMS, "opt_state": tx.init(PARAMS), "step": 100, "loss": 0.25}
+    checkpoint.save(tmp_path / "ckpt", item)
+    restored = checkpoint.restore(tmp_path / "ckpt", item)
+    assert restored["step"] == 100 and restored["loss"] == 0.25
+    jax.tree.map(np.testing.assert_array_equal, restored["opt_state"], item["opt_state"])
+    with pytest.raises(ValueError, match="step: dtype int64 in the checkpoint, float64 in the target"):
+        checkpoint.restore(tmp_path / "ckpt", {**item, "step": 100.0})
+
+
+def test_save_refuses_what_it_could_not_restore(tmp_path):
+    with pytest.raises(ValueError, match=r"cannot checkpoint leaf meta/name: a str, not an array or a real number"):
+        checkpoint.save(tmp_path / "ckpt", {"w": PARAMS["w"], "meta": {"name": "run 1"}})
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_saving_twice_to_one_path_is_a_clear_error(tmp_path):
+    checkpoint.save(tmp_path / "ckpt", PARAMS)
+    with pytest.raises(ValueError, match="it exists already.*CheckpointManager"):
+        checkpoint.save(tmp_path / "ckpt", PARAMS)
+
+
+def _manager(directory, keep=2):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep)
+    return ocp, ocp.CheckpointManager(directory, options=options, item_handlers=ocp.StandardCheckpointHandler())
+
+
+def test_restore_from_a_checkpoint_manager_takes_its_latest_step_and_checks_the_layout(tmp_path):
+    tx = rmsprop_jax.rmsprop(1e-2, momentum=0.9)
+    ocp, manager = _manager(tmp_path / "run")
+    params, state = PARAMS, tx.init(PARAMS)
+    for step in (4, 8, 12):
+        params, state = _steps(tx, params, state, step - 4, step)
+        manager.save(step, args=ocp.args.StandardSave({"params": params, "opt_state": state}))
+    manager.wait_until_finished()
+    assert manager.all_steps() == [8, 12]  # keeps the last two
+    target = {"params": PARAMS, "opt_state": tx.init(PARAMS)}
+    _, reopened = _manager(tmp_path / "run")  # as a new process would
+    restored = checkpoint.restore(reopened, target)
+    jax.tree.map(np.testing.assert_array_equal, restored, {"params": params, "opt_state": state})
+    at_8 = checkpoint.restore(reopened, target, step=8)
+    assert not np.array_equal(at_8["params"]["w"], params["w"])
+    with pytest.raises(ValueError, match=r"holds no checkpoint of step 4 \(steps held: \[8, 12\]\)"):
+        checkpoint.restore(reopened, target, step=4)
+    with pytest.raises(ValueError, match="step 12 does not match the target"):
+        checkpoint.restore(reopened, {"params": PARAMS, "opt_state": rmsprop_jax.rmsprop(1e-2).init(PARAMS)})
+    with pytest.raises(ValueError, match="step= needs a CheckpointManager"):
+        checkpoint.restore(tmp_path / "run", target, step=8)
+
+
+def test_a_manager_without_the_standard_handler_is_told_what_to_pass(tmp_path):
+    ocp, manager = _manager(tmp_path / "run")
+    manager.save(1, args=ocp.args.StandardSave(PARAMS))
+    manager.wait_until_finished()
+    with pytest.raises(ValueError, match="item_handlers=orbax.checkpoint.StandardCheckpointHandler"):
+        checkpoint.restore(ocp.CheckpointManager(tmp_path / "run"), PARAMS)

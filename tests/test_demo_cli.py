@@ -122,3 +122,11 @@ def test_unwritable_checkpoint_dir_is_bad_input(tmp_path, capsys):
         cli.main(["--checkpoint-dir", str(blocker / "sub"), "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "argument --checkpoint-dir: cannot write" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_checkpoint_dir_in_the_old_layout_is_bad_input(tmp_path, capsys):
+    (tmp_path / "ckpt" / "step_1000").mkdir(parents=True)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--checkpoint-dir", str(tmp_path / "ckpt"), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "holds checkpoints in the old step_<n> layout (step_1000)" in capsys.readouterr().err.splitlines()[-1]

@@ -96,3 +96,9 @@ def test_checkpointed_run_resumes_bit_identically(data, tmp_path):
     finished = run(tmp_path / "a")  # the last checkpoint is the end: nothing left to train
     assert finished.resumed_from == 30 and finished.history.eval_steps == [30]
     assert finished.history.test_accuracy == uninterrupted.history.test_accuracy[-1:]
+
+
+def test_a_checkpoint_directory_in_the_old_layout_is_refused(data, tmp_path):
+    (tmp_path / "step_10").mkdir()
+    with pytest.raises(ValueError, match=r"old step_<n> layout \(step_10\)"):
+        train(rmsprop_jax.rmsprop(1e-3), data, steps=2, batch_size=8, checkpoint_dir=tmp_path)

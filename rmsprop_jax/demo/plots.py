@@ -35,23 +35,26 @@ def _add_curves(figure: Figure, position: int, columns: int, runs: Mapping[str, 
     axes.legend(loc="upper right" if what == "loss" else "lower right", fontsize="x-small")
 
 
-def save_loss(path: Path, runs: Mapping[str, History]) -> None:
-    """Writes the training-loss curve of each run to one PNG."""
+def save_loss(path: Path, runs: Mapping[str, History]) -> Figure:
+    """Writes the training-loss curve of each run to one PNG; returns the figure."""
     figure = Figure(figsize=(6, 4), layout="constrained")
     _add_curves(figure, 1, 1, runs, "loss")
     figure.savefig(path, dpi=120)
+    return figure
 
 
-def save_test_accuracy(path: Path, runs: Mapping[str, History]) -> None:
-    """Writes the test-accuracy curve of each run to one PNG."""
+def save_test_accuracy(path: Path, runs: Mapping[str, History]) -> Figure:
+    """Writes the test-accuracy curve of each run to one PNG; returns the figure."""
     figure = Figure(figsize=(6, 4), layout="constrained")
     _add_curves(figure, 1, 1, runs, "accuracy")
     figure.savefig(path, dpi=120)
+    return figure
 
 
-def save_comparison(path: Path, runs: Mapping[str, History]) -> None:
-    """Writes loss and test accuracy of all runs side by side to one PNG."""
+def save_comparison(path: Path, runs: Mapping[str, History]) -> Figure:
+    """Writes loss and test accuracy of all runs side by side to one PNG; returns the figure."""
     figure = Figure(figsize=(11, 4), layout="constrained")
     _add_curves(figure, 1, 2, runs, "loss")
     _add_curves(figure, 2, 2, runs, "accuracy")
     figure.savefig(path, dpi=120)
+    return figure
