@@ -2,7 +2,9 @@
 
 60 steps of a parameter-dependent gradient that jumps between 1e-3 and 1e3 and is
 zero on some entries: at every step and for every leaf,
-max |ours - theirs| <= 1e-5 * max |theirs|.
+max |ours - theirs| <= 1e-5 * max |theirs|, and each step's update agrees to 1e-4 of the
+leaf's largest update. The "tiny" cases use gradients of 1e-10 to 1e-8, where eps and
+its placement decide every step (each also checks that 10x eps would fail).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import numpy as np
 import optax
 import pytest
 from framework_runs import (
+    HARD,
+    TINY,
     assert_trajectories_match,
     keras_variables,
     load_timm_rmsprop_tf,
@@ -21,6 +25,7 @@ from framework_runs import (
     run_tf1,
     run_torch_optimizer,
     torch_parameters,
+    trajectory_error,
 )
 from helpers import require, require_keras_on_jax, unavailable
 
@@ -31,6 +36,19 @@ SCHEDULE = optax.warmup_cosine_decay_schedule(0.0, 0.02, warmup_steps=10, decay_
 
 def lr_at(t: int) -> float:
     return float(SCHEDULE(t))
+
+
+def _problem(kwargs: dict):
+    """Pops the case's problem: the hard default, or "tiny" gradients where eps decides."""
+    return TINY if kwargs.pop("problem", None) == "tiny" else HARD
+
+
+def _check(ours, theirs, problem, ours_with_10x_eps=None):
+    """The preset matches the library; on the tiny problem eps decides (10x eps would not match)."""
+    assert moved(theirs, problem) > (1e-3 if problem is HARD else 0.0)
+    assert_trajectories_match(ours, theirs, problem=problem)
+    if problem is TINY:
+        assert trajectory_error(ours_with_10x_eps(), theirs, problem.initial)[1] > 1e-2
 
 
 TORCH_CASES = {
@@ -44,6 +62,8 @@ TORCH_CASES = {
     "maximize": {"maximize": True, "momentum": 0.3},
     "schedule-momentum": {"lr": "schedule", "momentum": 0.9},
     "schedule-weight_decay-centered": {"lr": "schedule", "weight_decay": 0.1, "centered": True},
+    "tiny": {"problem": "tiny"},
+    "tiny-centered-momentum": {"problem": "tiny", "centered": True, "momentum": 0.9},
 }
 
 
@@ -51,14 +71,15 @@ TORCH_CASES = {
 def test_pytorch_preset_matches_torch(case):
     torch = require("torch")
     kwargs = dict(TORCH_CASES[case])
+    problem = _problem(kwargs)
     scheduled = kwargs.get("lr") == "schedule"
-    ours = run_ours(presets.pytorch(**{**kwargs, "lr": SCHEDULE} if scheduled else kwargs))
-    parameters = torch_parameters()
+    ours_kwargs = {**kwargs, "lr": SCHEDULE} if scheduled else kwargs
+    ours = run_ours(presets.pytorch(**ours_kwargs), problem=problem)
+    parameters = torch_parameters(problem=problem)
     torch_kwargs = {**kwargs, "lr": lr_at(0)} if scheduled else kwargs
     optimizer = torch.optim.RMSprop(parameters, **torch_kwargs)
-    theirs = run_torch_optimizer(optimizer, parameters, lr_at=lr_at if scheduled else None)
-    assert moved(theirs) > 1e-3
-    assert_trajectories_match(ours, theirs)
+    theirs = run_torch_optimizer(optimizer, parameters, lr_at=lr_at if scheduled else None, problem=problem)
+    _check(ours, theirs, problem, lambda: run_ours(presets.pytorch(**ours_kwargs, eps=1e-7), problem=problem))
 
 
 KERAS_CASES = {
@@ -73,6 +94,8 @@ KERAS_CASES = {
     "clipvalue": {"learning_rate": 0.01, "clipvalue": 0.3},
     "global_clipnorm": {"learning_rate": 0.01, "global_clipnorm": 1.0, "centered": True},
     "keras-schedule": {"learning_rate": "keras-schedule", "momentum": 0.9, "weight_decay": 0.05},
+    "tiny": {"problem": "tiny"},
+    "tiny-centered-momentum": {"problem": "tiny", "learning_rate": 0.01, "centered": True, "momentum": 0.9},
 }
 
 
@@ -80,12 +103,12 @@ KERAS_CASES = {
 def test_keras_preset_matches_keras(case):
     keras = require_keras_on_jax()
     kwargs = dict(KERAS_CASES[case])
+    problem = _problem(kwargs)
     if kwargs.get("learning_rate") == "keras-schedule":
         kwargs["learning_rate"] = keras.optimizers.schedules.ExponentialDecay(0.02, decay_steps=10, decay_rate=0.5)
-    ours = run_ours(presets.keras(**kwargs))
-    theirs = run_keras_optimizer(keras.optimizers.RMSprop(**kwargs), keras_variables())
-    assert moved(theirs) > 1e-3
-    assert_trajectories_match(ours, theirs)
+    ours = run_ours(presets.keras(**kwargs), problem=problem)
+    theirs = run_keras_optimizer(keras.optimizers.RMSprop(**kwargs), keras_variables(problem=problem), problem=problem)
+    _check(ours, theirs, problem, lambda: run_ours(presets.keras(**kwargs, epsilon=1e-6), problem=problem))
 
 
 def test_keras_preset_rejects_two_clipping_options_like_keras():
@@ -106,6 +129,8 @@ TF1_CASES = {
     "centered": {"centered": True},
     "centered-momentum": {"centered": True, "momentum": 0.7, "decay": 0.95},
     "schedule-momentum": {"learning_rate": "schedule", "momentum": 0.9},
+    "tiny": {"problem": "tiny", "decay": 0.5},  # the average falls from 1 below epsilon by step 33
+    "tiny-centered-momentum": {"problem": "tiny", "decay": 0.5, "centered": True, "momentum": 0.9},
 }
 
 
@@ -113,11 +138,14 @@ TF1_CASES = {
 def test_tensorflow_v1_preset_matches_tf_compat_v1(case):
     require("tensorflow")
     kwargs = dict(TF1_CASES[case])
+    problem = _problem(kwargs)
     scheduled = kwargs.pop("learning_rate", None) == "schedule"
-    ours = run_ours(presets.tensorflow_v1(SCHEDULE if scheduled else 0.01, **kwargs))
-    theirs = run_tf1(learning_rate=lr_at if scheduled else 0.01, **kwargs)
-    assert moved(theirs) > 1e-3
-    assert_trajectories_match(ours, theirs)
+    rate = SCHEDULE if scheduled else 0.01
+    ours = run_ours(presets.tensorflow_v1(rate, **kwargs), problem=problem)
+    theirs = run_tf1(learning_rate=lr_at if scheduled else 0.01, problem=problem, **kwargs)
+    _check(
+        ours, theirs, problem, lambda: run_ours(presets.tensorflow_v1(rate, **kwargs, epsilon=1e-9), problem=problem)
+    )
 
 
 TIMM_CASES = {
@@ -139,6 +167,8 @@ TIMM_CASES = {
     "caution": {"momentum": 0.9, "caution": True},
     "caution-lr_outside-centered": {"momentum": 0.9, "caution": True, "lr_in_momentum": False, "centered": True},
     "caution-without-momentum": {"caution": True},
+    "tiny": {"problem": "tiny", "alpha": 0.5},  # the average falls from 1 below eps by step 33
+    "tiny-momentum-lr_outside": {"problem": "tiny", "alpha": 0.5, "momentum": 0.9, "lr_in_momentum": False},
 }
 
 
@@ -150,19 +180,22 @@ def test_timm_preset_matches_timm_rmsprop_tf(case):
     except ImportError as error:
         unavailable(str(error))
     kwargs = dict(TIMM_CASES[case])
+    problem = _problem(kwargs)
     scheduled = kwargs.get("lr") == "schedule"
     peak = 0.02
     if scheduled:
         ours = run_ours(presets.timm(**{**kwargs, "lr": SCHEDULE}, max_lr=peak))
         kwargs["lr"] = peak  # timm snapshots the constructor lr as max_lr; the scheduler sets the rest
     else:
-        ours = run_ours(presets.timm(**kwargs))
-    parameters = torch_parameters()
+        ours = run_ours(presets.timm(**kwargs), problem=problem)
+    parameters = torch_parameters(problem=problem)
     theirs = run_torch_optimizer(
-        rmsprop_tf(parameters, foreach=False, **kwargs), parameters, lr_at=lr_at if scheduled else None
+        rmsprop_tf(parameters, foreach=False, **kwargs),
+        parameters,
+        lr_at=lr_at if scheduled else None,
+        problem=problem,
     )
-    assert moved(theirs) > 1e-3
-    assert_trajectories_match(ours, theirs)
+    _check(ours, theirs, problem, lambda: run_ours(presets.timm(**kwargs, eps=1e-9), problem=problem))
 
 
 def test_timm_foreach_implementation_agrees_too():
