@@ -28,7 +28,7 @@ class Convention(NamedTuple):
       weight_decay: How ``weight_decay`` enters: added to the gradient
         (``"coupled"``), subtracted from the parameter as ``lr * wd * p``
         (``"decoupled"``), either by a flag, or ``"none"`` (no such argument).
-      centered: ``"optional"`` (a ``centered`` argument) or ``"always"``.
+      centered: ``"optional"`` (a ``centered`` argument), ``"always"`` or ``"never"``.
       defaults: The preset's default hyperparameters, in the framework's names.
     """
 
@@ -38,7 +38,7 @@ class Convention(NamedTuple):
     initial_scale: float
     lr_in_momentum: bool | None
     weight_decay: WeightDecay
-    centered: Literal["optional", "always"]
+    centered: Literal["optional", "always", "never"]
     defaults: Mapping[str, float]
 
 
@@ -66,7 +66,7 @@ CONVENTIONS: dict[str, Convention] = {
             {"decay": 0.9, "eps": 1e-8},
         ),
         Convention(
-            "Hinton 2012, lecture 6e", "hinton2012", None, 0.0, None, "none", "optional",
+            "Hinton 2012, lecture 6e", "hinton2012", None, 0.0, None, "none", "never",
             {"decay": 0.9},
         ),
         Convention(
