@@ -1,4 +1,18 @@
-"""Hypothesis: random pytrees, shapes, dtypes and hyperparameters."""
+"""Hypothesis: random pytrees, shapes, dtypes and hyperparameters.
+
+Every example reaches the float64 reference comparison: each tree holds a non-empty
+float32 leaf beside the random ones. In CI hypothesis runs derandomized (conftest), so
+the examples are the same on every run.
+
+Where float32 can be compared with float64 at ``rtol=1e-3``: centered RMSProp computes
+the variance as ``E[g^2] - E[g]^2``, whose float32 rounding error is about
+``6e-8 * E[g^2]``; the variance itself is about ``decay * E[g^2]`` after a few steps, so
+below ``decay ~ 1e-4`` the relative error of the variance passes 1e-3 and the float32
+result is rounding noise (optax's is the same noise). The reference comparison draws
+``decay >= 1e-3`` when centered; smaller decays are still checked for finiteness, except
+with float16 params: the variance there is rounding noise, the update about ``g / eps``,
+which can exceed float16's largest value (65504) and overflow to inf.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +29,7 @@ from rmsprop_jax import _dtypes as dtypes
 DTYPES = [jnp.float32, jnp.bfloat16, jnp.float16]
 shapes = st.lists(st.integers(0, 3), min_size=0, max_size=3).map(tuple)
 leaves = st.one_of(st.none(), st.tuples(shapes, st.sampled_from(DTYPES)))
-trees = st.recursive(
+random_trees = st.recursive(
     leaves,
     lambda children: st.one_of(
         st.lists(children, max_size=3),
@@ -23,6 +37,9 @@ trees = st.recursive(
     ),
     max_leaves=6,
 )
+# A non-empty float32 leaf first, so every example reaches the reference comparison.
+anchor = st.tuples(st.lists(st.integers(1, 3), min_size=0, max_size=2).map(tuple), st.just(jnp.float32))
+trees = st.fixed_dictionaries({"anchor": anchor, "rest": random_trees})
 hyperparameters = st.fixed_dictionaries(
     {
         "learning_rate": st.floats(0.0, 1.0),
@@ -36,7 +53,7 @@ hyperparameters = st.fixed_dictionaries(
         "decoupled_weight_decay": st.booleans(),
         "lr_in_momentum": st.booleans(),
         "maximize": st.booleans(),
-        "state_dtype": st.sampled_from([None, "float32", "bfloat16"]),
+        "state_dtype": st.sampled_from([None, "float32"]),
     }
 )
 
@@ -57,6 +74,9 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 @given(spec=trees, hyper=hyperparameters, seed=st.integers(0, 2**16))
 def test_any_pytree_any_hyperparameters(spec, hyper, seed):
     assume(not (hyper["centered"] and hyper["eps"] == 0))  # rejected at construction
+    # decay = 1 keeps nu at initial_scale = 0 forever; with eps = 0 every step is g / 0 (README: eps = 0).
+    assume(not (hyper["decay"] == 1 and hyper["eps"] == 0 and hyper["initial_scale"] == 0))
+    comparable = not (hyper["centered"] and hyper["decay"] < 1e-3)  # see the module docstring
     rng = np.random.default_rng(seed)
     params = _materialize(spec, rng)
     tx = rmsprop_jax.rmsprop(**hyper)
@@ -77,11 +97,13 @@ def test_any_pytree_any_hyperparameters(spec, hyper, seed):
         current = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), current, updates)
 
     # Each leaf follows the float64 reference to the precision of its dtypes.
+    compared = 0
     for index, p in enumerate(jax.tree.leaves(params)):
         ours = np.stack([np.asarray(jax.tree.leaves(o)[index], np.float64) for o in outputs])
-        assert ours.dtype == np.float64 and np.all(np.isfinite(ours))
+        # Out of the comparable domain the update is about g / eps, which float16 (max 65504) cannot hold.
+        assert np.all(np.isfinite(ours)) or (p.dtype == jnp.float16 and not comparable)
         assert jax.tree.leaves(outputs[0])[index].dtype == p.dtype
-        if p.dtype != jnp.float32 or hyper["state_dtype"] == "bfloat16" or p.size == 0:
+        if p.dtype != jnp.float32 or p.size == 0 or not comparable:
             continue  # low precision: checked for finiteness and dtype only
         reference = np.stack(
             reference_trajectory(
@@ -93,10 +115,33 @@ def test_any_pytree_any_hyperparameters(spec, hyper, seed):
         # eps = 0 with a near-zero variance, or eps_out with a tiny root, amplifies rounding: compare
         # relative to the largest update.
         np.testing.assert_allclose(ours, reference, rtol=1e-3, atol=1e-4 * max(np.abs(reference).max(), 1e-30))
+        compared += 1
+    assert compared >= 1 or not comparable  # the anchor leaf always reaches the comparison
 
 
 @SETTINGS
-@given(spec=trees, centered=st.booleans(), momentum=st.sampled_from([None, 0.5]), seed=st.integers(0, 2**16))
+@given(
+    spec=random_trees,
+    state_dtype=st.sampled_from(["bfloat16", "float16"]),
+    centered=st.booleans(),
+    momentum=st.sampled_from([None, 0.9]),
+    seed=st.integers(0, 2**16),
+)
+def test_16_bit_states_stay_finite_and_keep_their_dtype(spec, state_dtype, centered, momentum, seed):
+    rng = np.random.default_rng(seed)
+    params = _materialize(spec, rng)
+    tx = rmsprop_jax.rmsprop(0.01, decay=0.99, centered=centered, momentum=momentum, state_dtype=state_dtype)
+    state = tx.init(params)
+    for _ in range(3):
+        grads = jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape), p.dtype), params)
+        updates, state = tx.update(grads, state, params)
+        for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params), strict=True):
+            assert u.dtype == p.dtype and np.all(np.isfinite(np.asarray(u, np.float64)))
+    assert all(leaf.dtype == jnp.dtype(state_dtype) for leaf in jax.tree.leaves(state.nu))
+
+
+@SETTINGS
+@given(spec=random_trees, centered=st.booleans(), momentum=st.sampled_from([None, 0.5]), seed=st.integers(0, 2**16))
 def test_jit_equals_eager_on_any_pytree(spec, centered, momentum, seed):
     rng = np.random.default_rng(seed)
     params = _materialize(spec, rng)
