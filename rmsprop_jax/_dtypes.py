@@ -41,7 +41,7 @@ def resolve_state_dtype(name: str, state_dtype: StateDtype) -> jnp.dtype | None:
         dtype = None
     if dtype is None or dtype.name not in _STATE_DTYPES:
         raise ValueError(f"Invalid {name} value: {state_dtype!r} ({name} must be one of {', '.join(_STATE_DTYPES)})")
-    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+    if dtype == jnp.float64 and not jax.config.read("jax_enable_x64"):
         raise ValueError(
             f"Invalid {name} value: {state_dtype!r} (float64 needs jax.config.update('jax_enable_x64', True))"
         )

@@ -41,6 +41,9 @@ import jax.numpy as jnp
 
 from rmsprop_jax import _dtypes as dtypes
 
+Scalar = float | jax.Array
+"""A hyperparameter's value: a Python number, or an array (traced under ``inject_hyperparams``)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class RmsConfig:
@@ -50,12 +53,12 @@ class RmsConfig:
     ``momentum=None`` means no momentum buffer.
     """
 
-    decay: jax.typing.ArrayLike = 0.9
-    eps: jax.typing.ArrayLike = 1e-8
+    decay: Scalar = 0.9
+    eps: Scalar = 1e-8
     eps_in_sqrt: bool = True
     centered: bool = False
     bias_correction: bool = False
-    momentum: jax.typing.ArrayLike | None = None
+    momentum: Scalar | None = None
     nesterov: bool = False
     lr_in_momentum: bool = True
     decoupled_weight_decay: bool = False
@@ -76,6 +79,13 @@ class LeafStep(NamedTuple):
     nu: jax.Array
     mu: jax.Array | None
     trace: jax.Array | None
+
+
+def _scalar(value: jax.typing.ArrayLike) -> Scalar:
+    """A Python number as it is (it stays a weak-typed constant in the jaxpr); anything else as an array."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return jnp.asarray(value)
 
 
 def _abs_sq(x: jax.Array) -> jax.Array:
@@ -128,21 +138,25 @@ def update_leaf(
       A :class:`LeafStep`: the update and the state entries as stored.
     """
     compute = dtypes.compute_dtype(grad.dtype, nu.dtype)
+    weight_decay = None if weight_decay is None else _scalar(weight_decay)
     new_mu = new_trace = None
     g = dtypes.cast(grad, dtypes.like_param(grad.dtype, compute))
     decay = config.decay
     if config.maximize:
         g = -g
     if weight_decay is not None and not config.decoupled_weight_decay:
+        assert param is not None, "weight decay needs the param"
         g = g + weight_decay * dtypes.cast(param, g.dtype)
 
     new_nu, nu = _kept((1 - decay) * _abs_sq(g) + decay * dtypes.cast(nu, compute), nu.dtype, rounding_seeds[0])
     nu_hat = nu
     if config.bias_correction:
+        assert count is not None, "bias_correction needs the step count"
         correction = (1 - decay**count).astype(compute)
         nu_hat = nu / correction
     variance = nu_hat
     if config.centered:
+        assert mu is not None, "centered needs mu"
         new_mu, mu = _kept((1 - decay) * g + decay * dtypes.cast(mu, g.dtype), mu.dtype, rounding_seeds[1])
         mu_hat = mu / correction if config.bias_correction else mu
         variance = jnp.maximum(nu_hat - _abs_sq(mu_hat), 0)
@@ -157,11 +171,13 @@ def update_leaf(
     if learning_rate is None:
         update = scaled
     else:
-        python_scalar = isinstance(learning_rate, (int, float)) and not isinstance(learning_rate, bool)
-        lr = learning_rate if python_scalar else dtypes.cast(jnp.asarray(learning_rate), compute)
+        lr = _scalar(learning_rate)
+        if not isinstance(lr, (int, float)):
+            lr = dtypes.cast(lr, compute)
         if config.momentum is None:
             update = -lr * scaled
         else:
+            assert trace is not None, "momentum needs the trace"
             step = lr * scaled if config.lr_in_momentum else scaled
             new_trace, trace = _kept(
                 step + config.momentum * dtypes.cast(trace, g.dtype), trace.dtype, rounding_seeds[2]
@@ -171,5 +187,6 @@ def update_leaf(
                 velocity = _cautious(velocity, g)
             update = -velocity if config.lr_in_momentum else -lr * velocity
         if weight_decay is not None and config.decoupled_weight_decay:
+            assert param is not None, "weight decay needs the param"
             update = update - lr * weight_decay * dtypes.cast(param, g.dtype)
     return LeafStep(dtypes.cast(update, grad.dtype), new_nu, new_mu, new_trace)

@@ -8,8 +8,8 @@ presets call :func:`build_rmsprop` with their own configuration and argument nam
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -18,14 +18,16 @@ import optax
 from rmsprop_jax import _dtypes as dtypes
 from rmsprop_jax import _validation as validation
 from rmsprop_jax._dtypes import StateDtype
-from rmsprop_jax._leaf_update import RmsConfig, update_leaf
+from rmsprop_jax._leaf_update import RmsConfig, Scalar, update_leaf
 from rmsprop_jax._state import RmsPropState
 
-MaskOrFn = optax.MaskOrFn
+MaskOrFn: TypeAlias = Any | Callable[[optax.Params], Any] | None
+"""optax's weight-decay mask type (``optax.MaskOrFn``): a pytree of bools, a callable returning one, or None."""
+
 
 
 def _check_config(
-    config: RmsConfig, initial_scale: jax.typing.ArrayLike, state_dtype: StateDtype, names: Mapping[str, str]
+    config: RmsConfig, initial_scale: Scalar, state_dtype: StateDtype, names: Mapping[str, str]
 ) -> jnp.dtype | None:
     """Validates what every factory shares; returns the resolved state dtype.
 
@@ -70,6 +72,12 @@ def _check_config(
     return dtypes.resolve_state_dtype(name("state_dtype"), state_dtype)
 
 
+def _present(count: jax.Array | None) -> jax.Array:
+    """The state's step count where the configuration keeps one (schedules, bias correction, rounding)."""
+    assert count is not None, "this configuration keeps a step count"
+    return count
+
+
 def _structure_error(what: str, expected: Any, got: Any) -> ValueError:
     return ValueError(
         f"The {what} tree does not match the optimizer state's tree "
@@ -82,11 +90,11 @@ def _leaf_path(tree: Any, index: int) -> str:
     return jax.tree_util.keystr(path) or "<root>"
 
 
-def _decayed_leaves(mask: MaskOrFn, params: optax.Params, treedef: jax.tree_util.PyTreeDef) -> list[bool]:
+def _decayed_leaves(mask: MaskOrFn, params: optax.Params, num_leaves: int) -> list[bool]:
     """Per-leaf flags from an optax-style mask: a pytree of bools (same structure
     as the params, or a prefix of it) or a callable returning one."""
     if mask is None:
-        return [True] * treedef.num_leaves
+        return [True] * num_leaves
     mask_tree = mask(params) if callable(mask) else mask
     try:
         expanded = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), mask_tree, params)
@@ -117,7 +125,7 @@ def _zeros_sharded_like(param: jax.Array) -> jax.Array:
 def _rms_transformation(
     config: RmsConfig,
     *,
-    initial_scale: jax.typing.ArrayLike,
+    initial_scale: Scalar,
     state_dtype: jnp.dtype | None,
     learning_rate: optax.ScalarOrSchedule | None = None,
     weight_decay: optax.ScalarOrSchedule = 0.0,
@@ -130,7 +138,7 @@ def _rms_transformation(
     has_count = config.bias_correction or rounding or schedule is not None or weight_decay_schedule is not None
     applies_weight_decay = not (isinstance(weight_decay, (int, float)) and weight_decay == 0)
 
-    def leaf_state(param: jax.Array, fill: jax.typing.ArrayLike, real: bool) -> jax.Array:
+    def leaf_state(param: jax.Array, fill: Scalar, real: bool) -> jax.Array:
         storage = dtypes.real_state_dtype(param.dtype, state_dtype)
         dtype = storage if real else dtypes.like_param(param.dtype, storage)
         return (_zeros_sharded_like(param) + fill).astype(dtype)
@@ -178,19 +186,21 @@ def _rms_transformation(
             if jax.tree.structure(params) != treedef:
                 raise _structure_error("params", treedef, jax.tree.structure(params))
             param_leaves = treedef.flatten_up_to(params)
-            decays = _decayed_leaves(weight_decay_mask, params, treedef)
+            decays = _decayed_leaves(weight_decay_mask, params, treedef.num_leaves)
 
         count = state.count
-        lr = schedule(count) if schedule is not None else learning_rate
-        step_weight_decay = weight_decay_schedule(count) if weight_decay_schedule is not None else weight_decay
+        lr = learning_rate(_present(count)) if callable(learning_rate) else learning_rate
+        step_weight_decay = weight_decay(_present(count)) if callable(weight_decay) else weight_decay
         if has_count:
-            count = optax.safe_increment(state.count)
+            count = jnp.asarray(optax.safe_increment(_present(count)))
 
         new_updates, new_nu, new_mu, new_trace = [], [], [], []
         for index, (grad, nu, mu, trace, param, decayed) in enumerate(
             zip(grads, nus, mus, traces, param_leaves, decays, strict=True)
         ):
-            seeds = tuple(dtypes.rounding_seed(count, index, field) for field in range(3)) if rounding else (None,) * 3
+            seeds: tuple[jax.Array | None, jax.Array | None, jax.Array | None] = (None, None, None)
+            if rounding:
+                seeds = tuple(dtypes.rounding_seed(_present(count), index, field) for field in range(3))  # pyright: ignore[reportAssignmentType]
             step = update_leaf(
                 config,
                 grad,
@@ -215,19 +225,20 @@ def _rms_transformation(
 
         new_state = RmsPropState(
             count=count if has_count else None,
-            nu=rebuild(new_nu, True),
+            nu=jax.tree.unflatten(treedef, new_nu),
             mu=rebuild(new_mu, config.centered),
             trace=rebuild(new_trace, config.momentum is not None),
         )
         return jax.tree.unflatten(treedef, new_updates), new_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    # optax types init and update with the abstract OptState; ours return and take an RmsPropState.
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # pyright: ignore[reportArgumentType]
 
 
 def scale_by_rms(
-    decay: jax.typing.ArrayLike = 0.9,
-    eps: jax.typing.ArrayLike = 1e-8,
-    initial_scale: jax.typing.ArrayLike = 0.0,
+    decay: Scalar = 0.9,
+    eps: Scalar = 1e-8,
+    initial_scale: Scalar = 0.0,
     eps_in_sqrt: bool = True,
     centered: bool = False,
     bias_correction: bool = False,
@@ -299,12 +310,12 @@ def scale_by_rms(
 
 def rmsprop(
     learning_rate: optax.ScalarOrSchedule,
-    decay: jax.typing.ArrayLike = 0.9,
-    eps: jax.typing.ArrayLike = 1e-8,
-    initial_scale: jax.typing.ArrayLike = 0.0,
+    decay: Scalar = 0.9,
+    eps: Scalar = 1e-8,
+    initial_scale: Scalar = 0.0,
     eps_in_sqrt: bool = True,
     centered: bool = False,
-    momentum: jax.typing.ArrayLike | None = None,
+    momentum: Scalar | None = None,
     nesterov: bool = False,
     bias_correction: bool = False,
     *,
@@ -440,7 +451,7 @@ def build_rmsprop(
     names: Mapping[str, str],
     learning_rate: optax.ScalarOrSchedule,
     *,
-    initial_scale: jax.typing.ArrayLike = 0.0,
+    initial_scale: Scalar = 0.0,
     weight_decay: optax.ScalarOrSchedule = 0.0,
     weight_decay_mask: MaskOrFn = None,
     state_dtype: StateDtype = None,

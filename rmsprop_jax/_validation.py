@@ -14,13 +14,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import core
 
 _REAL_TYPES = (int, float, np.integer, np.floating, np.ndarray, jax.Array)
 
 
 def is_traced(value: Any) -> bool:
     """Whether ``value`` is a JAX tracer, whose value is unknown at construction."""
-    return isinstance(value, jax.core.Tracer)
+    return isinstance(value, core.Tracer)
 
 
 def _values(name: str, value: Any) -> np.ndarray | None:

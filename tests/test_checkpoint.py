@@ -108,7 +108,7 @@ def test_save_refuses_what_it_could_not_restore(tmp_path):
 
 def test_saving_twice_to_one_path_is_a_clear_error(tmp_path):
     checkpoint.save(tmp_path / "ckpt", PARAMS)
-    with pytest.raises(ValueError, match="it exists already.*CheckpointManager"):
+    with pytest.raises(ValueError, match=r"it exists already.*CheckpointManager"):
         checkpoint.save(tmp_path / "ckpt", PARAMS)
 
 
@@ -146,5 +146,5 @@ def test_a_manager_without_the_standard_handler_is_told_what_to_pass(tmp_path):
     ocp, manager = _manager(tmp_path / "run")
     manager.save(1, args=ocp.args.StandardSave(PARAMS))
     manager.wait_until_finished()
-    with pytest.raises(ValueError, match="item_handlers=orbax.checkpoint.StandardCheckpointHandler"):
+    with pytest.raises(ValueError, match=r"item_handlers=orbax\.checkpoint\.StandardCheckpointHandler"):
         checkpoint.restore(ocp.CheckpointManager(tmp_path / "run"), PARAMS)

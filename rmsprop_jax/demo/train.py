@@ -128,8 +128,9 @@ def train(
         manager = ocp.CheckpointManager(
             Path(checkpoint_dir).resolve(), options=options, item_handlers=ocp.StandardCheckpointHandler()
         )
-        if manager.latest_step() is not None:
-            start_step = manager.latest_step()
+        latest = manager.latest_step()
+        if latest is not None:
+            start_step = latest
             restored = checkpoint.restore(manager, {"params": params, "opt_state": opt_state})
             params, opt_state = restored["params"], restored["opt_state"]
 
@@ -144,7 +145,7 @@ def train(
 
     def train_step(
         params: nnx.State, opt_state: optax.OptState, step: jax.Array
-    ) -> tuple[nnx.State, optax.OptState, jax.Array, jax.Array]:
+    ) -> tuple[optax.Params, optax.OptState, jax.Array, jax.Array]:
         batch = batches[step]
         x = shift_signals(x_train[batch], jax.random.fold_in(augment_key, step), max_shift)
         grad_fn = jax.value_and_grad(loss_and_accuracy, has_aux=True)

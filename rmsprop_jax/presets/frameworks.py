@@ -8,15 +8,16 @@ trajectory (float32, to rounding; verified against the real libraries in the tes
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from rmsprop_jax import _validation as validation
 from rmsprop_jax import clipping
-from rmsprop_jax._leaf_update import RmsConfig
+from rmsprop_jax._leaf_update import RmsConfig, Scalar
 from rmsprop_jax._transform import build_rmsprop
 
 
-def momentum_or_none(momentum: jax.typing.ArrayLike | None) -> jax.typing.ArrayLike | None:
+def momentum_or_none(momentum: Scalar | None) -> Scalar | None:
     """The frameworks' ``if momentum > 0`` as a static choice: exactly 0 keeps no buffer.
 
     Anything else, traced (under ``optax.inject_hyperparams``) or invalid, goes on to
@@ -163,6 +164,7 @@ def keras(
     elif clipvalue is not None:
         clip = optax.clip(clipvalue)
     else:
+        assert global_clipnorm is not None  # the one chosen
         clip = optax.clip_by_global_norm(global_clipnorm)
     return optax.chain(clip, step)
 
@@ -302,8 +304,8 @@ def timm(
 def _corrected_decay(schedule: optax.Schedule, weight_decay: float, max_lr: float) -> optax.Schedule:
     """timm's corrected decay ``lr^2 / max_lr * wd`` as a weight-decay schedule for ``lr``."""
 
-    def coefficient(count: jax.Array) -> jax.Array:
-        return weight_decay * schedule(count) / max_lr
+    def coefficient(count: jax.typing.ArrayLike) -> jax.typing.ArrayLike:
+        return weight_decay * jnp.asarray(schedule(count)) / max_lr
 
     return coefficient
 

@@ -131,7 +131,7 @@ def pytorch_state(
         centered=first["centered"],
         maximize=first["maximize"],
     )
-    template = tx.init(params)
+    template = _find_rms_state(tx.init(params))
     entries = [state_dict["state"].get(index, {}) for index in indices]
     steps = {int(_to_numpy(entry["step"])) for entry in entries if "step" in entry}
     if template.count is not None and len(steps) > 1:
