@@ -1,4 +1,5 @@
-"""The wheel built from the committed files (``git archive HEAD``) installs into a fresh venv and imports every public submodule there."""
+"""The wheel built from the committed files (``git archive HEAD``) installs into a fresh venv
+and imports every public submodule there."""
 
 from __future__ import annotations
 
