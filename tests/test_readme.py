@@ -1,22 +1,36 @@
-"""The README's training-step example runs as written."""
+"""README's code runs as written, and its figures are the results files'."""
 
 from __future__ import annotations
 
-import pathlib
+import contextlib
+import io
+import json
 import re
 
 import numpy as np
+from helpers import ROOT, load_script
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+README = ROOT / "README.md"
+
+
+def _python_block_after(marker: str) -> str:
+    """The first ```python block after ``marker`` in README."""
+    section = README.read_text().split(marker, 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def _run(code: str) -> tuple[dict, str]:
+    namespace: dict = {}
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, str(README), "exec"), namespace)
+    return namespace, printed.getvalue()
 
 
 def test_readme_training_step_runs():
-    text = README.read_text()
-    section = text.split("## A jit-compiled training step", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    code = _python_block_after("## A jit-compiled training step")
     assert len(code.splitlines()) <= 25
-    namespace: dict = {}
-    exec(compile(code, str(README), "exec"), namespace)
+    namespace, _ = _run(code)
     assert np.isfinite(float(namespace["loss"]))
     assert namespace["opt_state"][1].trace is not None  # rmsprop_jax's state inside the chain
 
@@ -28,3 +42,29 @@ def test_readme_quickstart_has_the_two_commands_ci_runs():
     assert len(commands) == 2 and all("\n" not in c for c in commands)
     ci = (README.parent / ".ci" / "run").read_text()
     assert commands[1] in ci
+
+
+def test_readme_nan_guard_snippet_runs_and_prints_what_it_says():
+    code = _python_block_after("- **What is not**")
+    namespace, printed = _run(code)
+    claimed = code.split("# ", 1)[1].strip() if "print(" in code else None
+    assert printed.strip() == claimed
+    assert np.all(np.isfinite(namespace["state"].inner_state.nu["w"]))
+
+
+def test_readme_checkpoint_manager_snippet_restores_the_latest_step():
+    namespace, _ = _run(_python_block_after("For a run's step-numbered checkpoints"))
+    assert namespace["manager"].all_steps() == [3, 4, 5]
+    np.testing.assert_array_equal(namespace["restored"]["params"]["w"], namespace["params"]["w"])
+
+
+def test_readme_demo_figures_are_the_results_file():
+    demo_accuracy = load_script("benchmarks/demo_accuracy.py")
+    results = json.loads(demo_accuracy.RESULTS.read_text())
+    text = README.read_text()
+    assert demo_accuracy.markdown(results) in text
+    low, high = demo_accuracy.accuracy_range(results, "rmsprop_jax.rmsprop")
+    seconds = [run["train_seconds"] for run in next(iter(results["runs"].values())).values()]
+    quickstart = " ".join(text.split("## Quickstart", 1)[1].split("\n## ", 1)[0].split())
+    assert f"test accuracy {low:.3f}-{high:.3f} over seeds 0-2" in quickstart
+    assert f"{min(seconds):.1f}-{max(seconds):.1f} s of training" in quickstart
