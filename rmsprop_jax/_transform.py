@@ -254,19 +254,8 @@ def scale_by_rms(
     ``rmsprop(lr, ...)`` equals that chain.
 
     Args:
-      decay: Decay rate of the moving averages, in ``[0, 1]``.
-      eps: Non-negative term added to the denominator; positive when
-        ``centered``. With ``eps = 0`` zero gradients still give zero updates.
-      initial_scale: Non-negative initial value of the second moment (PyTorch
-        uses 0, TF1 uses 1).
-      eps_in_sqrt: Whether ``eps`` is added inside the square root (optax, Keras, TF1, timm) or
-        outside it (PyTorch); :data:`rmsprop_jax.presets.CONVENTIONS` lists each framework.
-      centered: Whether to divide by the root of the variance estimate
-        ``E[g^2] - E[g]^2`` (clamped at zero) instead of the second moment.
-      bias_correction: Whether to divide the moving averages by ``1 - decay^t``.
-      state_dtype: Storage dtype of the state (a floating dtype or its name,
-        e.g. ``"bfloat16"``). ``None``: float32 for float16/bfloat16 params, else
-        the param's dtype. A 16-bit state is written with stochastic rounding.
+      decay, eps, initial_scale, eps_in_sqrt, centered, bias_correction, state_dtype:
+        As in :func:`rmsprop` (the same names, defaults and checks).
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs` whose state is a

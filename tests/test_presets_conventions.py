@@ -86,7 +86,7 @@ def test_docstrings_name_the_frameworks_on_the_right_side_of_the_root():
     inside = {c.framework.split(".")[0].split()[0].lower() for c in CONVENTIONS.values() if c.eps_in_sqrt}
     outside = {c.framework.split(".")[0].lower() for c in CONVENTIONS.values() if c.eps_in_sqrt is False}
     names = {"optax": "optax", "keras": "keras", "tf": "tf1", "timm": "timm", "torch": "pytorch"}
-    for function in (_transform.rmsprop, _transform.scale_by_rms):
+    for function in (_transform.rmsprop,):  # scale_by_rms refers to it
         text = " ".join(function.__doc__.split())
         match = re.search(r"inside the square root \(([^)]*)\) or outside it \(([^)]*)\)", text)
         said_inside = {part.strip().lower() for part in match.group(1).split(",")}
