@@ -9,7 +9,6 @@ their own framework's argument names.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,12 +18,12 @@ from jax import core
 _REAL_TYPES = (int, float, np.integer, np.floating, np.ndarray, jax.Array)
 
 
-def is_traced(value: Any) -> bool:
+def is_traced(value: object) -> bool:
     """Whether ``value`` is a JAX tracer, whose value is unknown at construction."""
     return isinstance(value, core.Tracer)
 
 
-def _values(name: str, value: Any) -> np.ndarray | None:
+def _values(name: str, value: object) -> np.ndarray | None:
     """Returns ``value`` as a float64 array, or ``None`` when it is traced."""
     if is_traced(value):
         return None
@@ -36,14 +35,14 @@ def _values(name: str, value: Any) -> np.ndarray | None:
     return array.astype(np.float64)
 
 
-def _describe(value: Any) -> str:
+def _describe(value: object) -> str:
     array = np.asarray(value)
     return repr(float(array)) if array.ndim == 0 else repr(array.tolist())
 
 
 def check_interval(
     name: str,
-    value: Any,
+    value: object,
     low: float,
     high: float = math.inf,
     *,
@@ -71,13 +70,13 @@ def check_interval(
         raise ValueError(f"Invalid {name} value: {_describe(value)} ({name} must be in [{low:g}, {upper}{closing})")
 
 
-def check_bool(name: str, value: Any) -> None:
+def check_bool(name: str, value: object) -> None:
     """Checks that a flag is a bool: a string or a number is not silently truthy."""
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"Invalid {name} value: {value!r} ({name} must be True or False)")
 
 
-def check_scalar_or_schedule(name: str, value: Any) -> None:
+def check_scalar_or_schedule(name: str, value: object) -> None:
     """A learning rate or weight decay: a schedule (callable) passes; a constant
     must be a non-negative number."""
     if callable(value):
