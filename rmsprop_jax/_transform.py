@@ -280,11 +280,7 @@ def scale_by_rms(
       [-0.3162277 -0.3162277]
 
     References:
-      Hinton, `Lecture 6e: rmsprop
-      <https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf>`_, 2012.
-
-      Graves, `Generating Sequences With Recurrent Neural Networks
-      <https://arxiv.org/abs/1308.0850>`_, 2013.
+      Those of :func:`rmsprop` (Hinton 2012, Graves 2013).
     """
     config = RmsConfig(
         decay=decay,
