@@ -282,13 +282,7 @@ def scale_by_rms(
     References:
       Those of :func:`rmsprop` (Hinton 2012, Graves 2013).
     """
-    config = RmsConfig(
-        decay=decay,
-        eps=eps,
-        eps_in_sqrt=eps_in_sqrt,
-        centered=centered,
-        bias_correction=bias_correction,
-    )
+    config = RmsConfig(decay=decay, eps=eps, eps_in_sqrt=eps_in_sqrt, centered=centered, bias_correction=bias_correction)
     resolved = _check_config(config, initial_scale, state_dtype, {})
     return _rms_transformation(config, initial_scale=initial_scale, state_dtype=resolved)
 
