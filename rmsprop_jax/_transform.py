@@ -25,7 +25,6 @@ MaskOrFn: TypeAlias = Any | Callable[[optax.Params], Any] | None
 """optax's weight-decay mask type (``optax.MaskOrFn``): a pytree of bools, a callable returning one, or None."""
 
 
-
 def _check_config(
     config: RmsConfig, initial_scale: Scalar, state_dtype: StateDtype, names: Mapping[str, str]
 ) -> jnp.dtype | None:
@@ -132,10 +131,8 @@ def _rms_transformation(
     weight_decay_mask: MaskOrFn = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Maps :func:`update_leaf` over a pytree, with the state layout it needs."""
-    schedule = learning_rate if callable(learning_rate) else None
-    weight_decay_schedule = weight_decay if callable(weight_decay) else None
     rounding = dtypes.needs_stochastic_rounding(state_dtype)
-    has_count = config.bias_correction or rounding or schedule is not None or weight_decay_schedule is not None
+    has_count = config.bias_correction or rounding or callable(learning_rate) or callable(weight_decay)
     applies_weight_decay = not (isinstance(weight_decay, (int, float)) and weight_decay == 0)
 
     def leaf_state(param: jax.Array, fill: Scalar, real: bool) -> jax.Array:
@@ -282,7 +279,13 @@ def scale_by_rms(
     References:
       Those of :func:`rmsprop` (Hinton 2012, Graves 2013).
     """
-    config = RmsConfig(decay=decay, eps=eps, eps_in_sqrt=eps_in_sqrt, centered=centered, bias_correction=bias_correction)
+    config = RmsConfig(
+        decay=decay,
+        eps=eps,
+        eps_in_sqrt=eps_in_sqrt,
+        centered=centered,
+        bias_correction=bias_correction,
+    )
     resolved = _check_config(config, initial_scale, state_dtype, {})
     return _rms_transformation(config, initial_scale=initial_scale, state_dtype=resolved)
 
