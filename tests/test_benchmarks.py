@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 from helpers import load_script
 
 
@@ -40,3 +41,17 @@ def test_full_cases_cover_the_issue_matrix():
     assert {c.variant for c in cases} == set(suite.VARIANTS)
     assert {c.dtype for c in cases} == {"float32", "bfloat16"}
     assert max(c.total for c in suite.full_cases(gpu=True)) >= 10**8
+
+
+def test_code_maps_measurement_runs_at_tiny_size(tmp_path):
+    code_maps = load_script("benchmarks/code_maps.py")
+    for name, table in code_maps.maps().items():
+        assert table[0] == 0.0 and table[-1] == 1.0 and np.all(np.diff(table) > 0), name
+    assert code_maps.maps()["dynamic signed (bitsandbytes RMSprop8bit)"].size == 129  # half the codes: negatives
+    report = code_maps.main(
+        ["--steps", "20", "--blocks", "2", "--decades", "1", "--encode-size", "4096", "--repeats", "2",
+         "--out", str(tmp_path / "maps.json")]
+    )  # fmt: skip
+    assert (tmp_path / "maps.md").read_text().startswith("Simulated: 2 blocks")
+    assert {row["rounding"] for row in report["drop"]["rows"]} == {"stochastic", "nearest"}
+    assert all(math.isfinite(ms) and ms > 0 for ms in report["encode_ms"].values())
