@@ -110,7 +110,7 @@ def save(path: str | Path, item: Any) -> None:
     checkpointer.wait_until_finished()
 
 
-def _checked(where: Any, saved: Any, target: Any) -> Any:
+def _checked(where: str | Path, saved: Any, target: Any) -> Any:
     """``target`` as shape-dtype structs, after refusing any mismatch with ``saved``."""
     import orbax.checkpoint as ocp
 
@@ -162,9 +162,10 @@ def restore(path: str | Path | ocp.CheckpointManager, target: Any, *, step: int 
     if isinstance(path, ocp.CheckpointManager):
         manager = path
         chosen = manager.latest_step() if step is None else step
-        if chosen is None or chosen not in manager.all_steps():
-            held = manager.all_steps()
-            raise ValueError(f"{manager.directory} holds no checkpoint of step {step} (steps held: {held})")
+        if chosen is None:
+            raise ValueError(f"{manager.directory} holds no checkpoint yet")
+        if chosen not in manager.all_steps():
+            raise ValueError(f"{manager.directory} holds no checkpoint of step {step} (steps held: {manager.all_steps()})")
         metadata = manager.item_metadata(chosen)
         if metadata is None:  # a manager that has not saved yet cannot tell how the item was written
             raise ValueError(

@@ -142,6 +142,12 @@ def test_restore_from_a_checkpoint_manager_takes_its_latest_step_and_checks_the_
         checkpoint.restore(tmp_path / "run", target, step=8)
 
 
+def test_an_empty_manager_says_so(tmp_path):
+    _, manager = _manager(tmp_path / "run")
+    with pytest.raises(ValueError, match="holds no checkpoint yet"):
+        checkpoint.restore(manager, PARAMS)
+
+
 def test_a_manager_without_the_standard_handler_is_told_what_to_pass(tmp_path):
     ocp, manager = _manager(tmp_path / "run")
     manager.save(1, args=ocp.args.StandardSave(PARAMS))
