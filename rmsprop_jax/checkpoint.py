@@ -165,7 +165,9 @@ def restore(path: str | Path | ocp.CheckpointManager, target: Any, *, step: int 
         if chosen is None:
             raise ValueError(f"{manager.directory} holds no checkpoint yet")
         if chosen not in manager.all_steps():
-            raise ValueError(f"{manager.directory} holds no checkpoint of step {step} (steps held: {manager.all_steps()})")
+            raise ValueError(
+                f"{manager.directory} holds no checkpoint of step {step} (steps held: {manager.all_steps()})"
+            )
         metadata = manager.item_metadata(chosen)
         if metadata is None:  # a manager that has not saved yet cannot tell how the item was written
             raise ValueError(
