@@ -99,7 +99,7 @@ def rounding_seed(count: jax.Array, leaf: int, field: int) -> jax.Array:
     return _hash32(jnp.asarray(count).astype(jnp.uint32) ^ stream)
 
 
-def _random_bits(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+def random_bits(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """uint32 random bits from a counter-based hash of each element's index.
 
     A few integer operations per element that fuse into the update (``jax.random``
@@ -127,7 +127,7 @@ def store(value: jax.Array, dtype: jnp.dtype, seed: jax.Array | None) -> jax.Arr
     """
     if value.dtype == dtype or seed is None or dtype not in _LOW_PRECISION:
         return cast(value, dtype)
-    bits = _random_bits(seed, value.shape)
+    bits = random_bits(seed, value.shape)
     if value.dtype == jnp.float32 and dtype == jnp.bfloat16:
         # One elementwise chain (no second consumer of `value`), so that XLA fuses it
         # into the update. Non-finite values get no noise; a NaN keeps its quiet bit.

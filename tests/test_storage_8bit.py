@@ -1,0 +1,90 @@
+"""The 8-bit block-wise storage (issue 12 groundwork): layout, exactness, unbiased rounding, no NaN."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rmsprop_jax import _storage_8bit as s8
+
+FORMATS = {"unsigned": s8.UNSIGNED, "signed": s8.SIGNED}
+
+
+@pytest.mark.parametrize(
+    ("shape", "layout"),
+    [
+        ((256, 512), "tiles"),
+        ((3, 64, 64), "tiles"),
+        ((16, 4096), "tiles"),
+        ((4096,), "runs"),
+        ((24, 512), "runs"),
+        ((8, 16), None),  # too small
+        ((4097,), None),  # no block fits
+        ((100, 100), None),
+    ],
+)
+def test_layout_follows_from_the_shape(shape, layout):
+    assert s8.block_layout(shape) == layout
+
+
+def _roundtrip(x, layout, fmt, seed=0):
+    q = s8.encode(jnp.asarray(x, jnp.float32), layout, fmt, jnp.uint32(seed))
+    return q, np.asarray(s8.decode(q, layout, fmt))
+
+
+@pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS)
+@pytest.mark.parametrize(("shape", "layout"), [((32, 256), "tiles"), ((4, 1024), "runs")])
+def test_codes_keep_the_shape_and_each_entry_lands_on_a_neighbouring_code(fmt, shape, layout):
+    rng = np.random.default_rng(0)
+    x = rng.lognormal(0.0, 1.0, shape) * (rng.choice([-1, 1], shape) if fmt.signed else 1)
+    q, decoded = _roundtrip(x, layout, fmt)
+    assert q.codes.dtype == jnp.uint8 and q.codes.shape == shape
+    assert q.scale.dtype == jnp.float32
+    assert q.scale.shape == ((shape[0] // 16, shape[1] // 16) if layout == "tiles" else (shape[0], shape[1] // 256))
+    assert np.all(np.sign(decoded) == np.sign(x))
+    relative = np.abs(decoded / x - 1)
+    assert relative.max() < 2.0**-fmt.mantissa_bits  # within one mantissa step (values span under 5 decades)
+
+
+@pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS)
+def test_each_blocks_largest_magnitude_is_exact(fmt):
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.1, 1.0, (4, 1024)) * (rng.choice([-1, 1], (4, 1024)) if fmt.signed else 1)
+    _, decoded = _roundtrip(x, "runs", fmt)
+    blocks, original = decoded.reshape(4, 4, 256), np.asarray(x, np.float32).reshape(4, 4, 256)
+    where = np.abs(original).argmax(axis=-1)
+    np.testing.assert_array_equal(
+        np.take_along_axis(blocks, where[..., None], -1), np.take_along_axis(original, where[..., None], -1)
+    )
+
+
+@pytest.mark.parametrize("value", [0.3, 1e-3, 3e-9, 2e-10])  # normal codes, and E5M3's subnormal range
+def test_rounding_is_unbiased(value):
+    x = np.full((1, 256), value, np.float32)
+    x[0, 0] = 1.0  # the block's maximum, which fixes the scale
+    means = [_roundtrip(x, "runs", s8.UNSIGNED, seed)[1][0, 1:].mean() for seed in range(300)]
+    assert abs(np.mean(means) / np.float32(value) - 1) < 3e-3
+
+
+def test_zeros_tiny_and_huge_never_give_nan():
+    x = np.zeros((2, 256), np.float32)
+    x[1, :3] = [1e-30, 1e-20, 1e10]
+    for fmt in FORMATS.values():
+        q, decoded = _roundtrip(x, "runs", fmt)
+        assert np.all(np.isfinite(decoded)) and np.all(np.isfinite(np.asarray(q.scale)))
+        assert np.all(decoded[0] == 0)  # an all-zero block
+        assert decoded[1, 2] == np.float32(1e10)
+        assert 0 <= decoded[1, 0] <= 1e10 * fmt.subnormal_step and np.all(decoded[1, 3:] == 0)
+
+
+def test_jit_equals_eager_and_the_seed_changes_the_rounding():
+    x = jnp.asarray(np.random.default_rng(2).lognormal(0, 2, (64, 64)), jnp.float32)
+
+    def roundtrip(x, seed):
+        return s8.decode(s8.encode(x, "tiles", s8.UNSIGNED, seed), "tiles", s8.UNSIGNED)
+
+    eager = roundtrip(x, jnp.uint32(5))
+    np.testing.assert_array_equal(jax.jit(roundtrip)(x, jnp.uint32(5)), eager)
+    assert not np.array_equal(roundtrip(x, jnp.uint32(6)), eager)
