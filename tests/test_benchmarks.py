@@ -55,3 +55,11 @@ def test_code_maps_measurement_runs_at_tiny_size(tmp_path):
     assert (tmp_path / "maps.md").read_text().startswith("Simulated: 2 blocks")
     assert {row["rounding"] for row in report["drop"]["rows"]} == {"stochastic", "nearest"}
     assert all(math.isfinite(ms) and ms > 0 for ms in report["encode_ms"].values())
+
+
+def test_prototype_8bit_step_runs_at_tiny_size(tmp_path):
+    prototype = load_script("benchmarks/prototype_8bit_step.py")
+    report = prototype.main(["--leaves", "2", "--side", "64", "--repeats", "2", "--out", str(tmp_path / "p.json")])
+    assert set(report["over_optax"]) >= {"optax", "optax (A/A control)", "8-bit nu prototype"}
+    assert report["hlo"]["8-bit nu prototype"]["argument_bytes"] < report["hlo"]["optax"]["argument_bytes"]
+    assert all(math.isfinite(ms) and ms > 0 for ms in report["median_ms"].values())
