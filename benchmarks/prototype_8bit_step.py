@@ -35,7 +35,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 LR, DECAY, EPS = 1e-3, 0.99, 1e-8
 
 
-def eight_bit_rmsprop(from_stored: bool = False, materialize: bool = False) -> optax.GradientTransformation:
+def eight_bit_rmsprop(
+    from_stored: bool = False, materialize: bool = False, bound_scale: bool = False
+) -> optax.GradientTransformation:
     """Plain RMSProp whose ``nu`` is 8-bit (tiles), as a prototype transformation.
 
     ``from_stored``: step the parameter with the average as stored (decoded from the new
@@ -55,7 +57,13 @@ def eight_bit_rmsprop(from_stored: bool = False, materialize: bool = False) -> o
             average = DECAY * s8.decode(nu, "tiles", s8.UNSIGNED) + (1 - DECAY) * g * g
             if materialize:
                 average = jax.lax.optimization_barrier(average)
-            new_nus.append(s8.encode(average, "tiles", s8.UNSIGNED, rounding_seed(count, index, 0)))
+            scale = None
+            if bound_scale:
+                squares = jnp.max(
+                    (g * g).reshape(g.shape[0] // s8.TILE, s8.TILE, g.shape[1] // s8.TILE, s8.TILE), (1, 3)
+                )
+                scale = DECAY * nu.scale + (1 - DECAY) * squares
+            new_nus.append(s8.encode(average, "tiles", s8.UNSIGNED, rounding_seed(count, index, 0), scale))
             if from_stored:
                 average = jnp.maximum(s8.decode(new_nus[-1], "tiles", s8.UNSIGNED), (1 - DECAY) * g * g)
             updates.append(-LR * g * jax.lax.rsqrt(average + EPS))
@@ -103,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "8-bit nu prototype": eight_bit_rmsprop(),
         "8-bit nu, step from the stored codes": eight_bit_rmsprop(from_stored=True),
         "8-bit nu, average materialized once": eight_bit_rmsprop(materialize=True),
+        "8-bit nu, running-bound scale": eight_bit_rmsprop(bound_scale=True),
     }
     grads = _arrays(args.leaves, args.side, 1)
     timers: dict[str, Callable[[], float]] = {}

@@ -121,7 +121,7 @@ def _magnitude(code: jax.Array, fmt: Format) -> jax.Array:
     return jnp.where(code >= (1 << fmt.mantissa_bits), normal, code.astype(jnp.float32) * fmt.subnormal_step)
 
 
-def encode(x: jax.Array, layout: Layout, fmt: Format, seed: jax.Array) -> Quantized:
+def encode(x: jax.Array, layout: Layout, fmt: Format, seed: jax.Array, scale: jax.Array | None = None) -> Quantized:
     """Quantizes a float32 array block by block (see the module docstring).
 
     Args:
@@ -130,14 +130,22 @@ def encode(x: jax.Array, layout: Layout, fmt: Format, seed: jax.Array) -> Quanti
       fmt: :data:`UNSIGNED` or :data:`SIGNED`.
       seed: uint32 scalar keying the rounding (:func:`rmsprop_jax._dtypes.rounding_seed`);
         each element draws its bits from its index, as the 16-bit state does.
+      scale: The blocks' scales (the shape of :attr:`Quantized.scale`), each at least its
+        block's largest magnitude (larger magnitudes are clipped to it); default the
+        blocks' maxima, which are then stored exactly. An upper bound known without a
+        pass over ``x`` spares XLA:CPU a reduction that costs more than the whole step
+        (``benchmarks/NOTES.md``).
 
     Returns:
       The codes and the per-block scales.
     """
     blocked = _blocked(x, layout)
     magnitude = jnp.abs(blocked)
-    scale = jnp.max(magnitude, axis=_block_axes(layout), keepdims=True)
-    y = jnp.where(scale > 0, magnitude / jnp.where(scale > 0, scale, 1), 0)
+    if scale is None:
+        scale = jnp.max(magnitude, axis=_block_axes(layout), keepdims=True)
+    else:
+        scale = jnp.expand_dims(scale, _block_axes(layout))
+    y = jnp.where(scale > 0, jnp.minimum(magnitude / jnp.where(scale > 0, scale, 1), 1), 0)
     bits = _blocked(dtypes.random_bits(seed, x.shape), layout)
     code = _magnitude_code(y, bits, fmt)
     if fmt.signed:

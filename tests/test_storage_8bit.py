@@ -88,3 +88,19 @@ def test_jit_equals_eager_and_the_seed_changes_the_rounding():
     eager = roundtrip(x, jnp.uint32(5))
     np.testing.assert_array_equal(jax.jit(roundtrip)(x, jnp.uint32(5)), eager)
     assert not np.array_equal(roundtrip(x, jnp.uint32(6)), eager)
+
+
+def test_a_given_upper_bound_scale_is_kept_and_the_rounding_stays_unbiased():
+    x = np.full((1, 256), 0.3, np.float32)
+    bound = jnp.asarray([[2.0]], jnp.float32)  # above the block's largest entry
+    decoded = [
+        np.asarray(
+            s8.decode(s8.encode(jnp.asarray(x), "runs", s8.UNSIGNED, jnp.uint32(seed), bound), "runs", s8.UNSIGNED)
+        )
+        for seed in range(300)
+    ]
+    q = s8.encode(jnp.asarray(x), "runs", s8.UNSIGNED, jnp.uint32(0), bound)
+    np.testing.assert_array_equal(q.scale, bound)
+    assert abs(np.mean(decoded) / np.float32(0.3) - 1) < 3e-3
+    clipped = s8.decode(s8.encode(jnp.asarray(x) * 10, "runs", s8.UNSIGNED, jnp.uint32(0), bound), "runs", s8.UNSIGNED)
+    assert np.all(np.asarray(clipped) == 2.0)  # magnitudes above the bound are clipped to it
