@@ -63,3 +63,10 @@ def test_prototype_8bit_step_runs_at_tiny_size(tmp_path):
     assert set(report["over_optax"]) >= {"optax", "optax (A/A control)", "8-bit nu prototype"}
     assert report["hlo"]["8-bit nu prototype"]["argument_bytes"] < report["hlo"]["optax"]["argument_bytes"]
     assert all(math.isfinite(ms) and ms > 0 for ms in report["median_ms"].values())
+
+
+def test_centered_8bit_study_runs_at_tiny_size(tmp_path):
+    study = load_script("benchmarks/centered_8bit.py")
+    rows = study.main(["--steps", "30", "--out", str(tmp_path / "c.json")])
+    assert [(row["mean"], row["spread"]) for row in rows] == [(0.0, 1.0), (1.0, 1.0), (1.0, 0.1), (1.0, 0.01)]
+    assert all(math.isfinite(row["variance_form_step_max"]) for row in rows)
