@@ -39,8 +39,8 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from rmsprop_jax.demo.arguments import positive_float, whole_number_at_least
-from rmsprop_jax.demo.data import DEFAULT_STEPS, TRAIN_EXAMPLES, batch_indices, load_mnist1d, shift_signals
+from rmsprop_jax.demo.arguments import add_run_options, positive_float, whole_number_at_least
+from rmsprop_jax.demo.data import TRAIN_EXAMPLES, batch_indices, load_mnist1d, shift_signals
 from rmsprop_jax.demo.model import ConvNet
 from rmsprop_jax.demo.optimizers import DEFAULT_LEARNING_RATE, rmsprop_choice
 
@@ -99,22 +99,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python3 examples/data_parallel_mnist1d.py", description=__doc__.splitlines()[0]
     )
-    parser.add_argument(
-        "--steps",
-        type=whole_number_at_least(1),
-        default=DEFAULT_STEPS,
-        help=f"optimizer steps (default {DEFAULT_STEPS})",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=whole_number_at_least(1),
-        default=128,
-        help="global batch, a multiple of the device count (default 128)",
-    )
+    add_run_options(parser, batch_size=128, batch_size_help="global batch, a multiple of the device count")
     parser.add_argument("--lr", type=positive_float, default=DEFAULT_LEARNING_RATE, help="peak learning rate")
-    parser.add_argument(
-        "--seed", type=whole_number_at_least(0), default=0, help="initialization, batch order and augmentation"
-    )
     parser.add_argument("--log-every", type=whole_number_at_least(1), default=500, help="steps between printed losses")
     parser.add_argument("--out", type=Path, help="write the results as JSON here (process 0)")
     parser.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() first")

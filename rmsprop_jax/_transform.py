@@ -197,7 +197,8 @@ def _rms_transformation(
         ):
             seeds: tuple[jax.Array | None, jax.Array | None, jax.Array | None] = (None, None, None)
             if rounding:
-                seeds = tuple(dtypes.rounding_seed(_present(count), index, field) for field in range(3))  # pyright: ignore[reportAssignmentType]
+                nu_seed, mu_seed, trace_seed = (dtypes.rounding_seed(_present(count), index, f) for f in range(3))
+                seeds = (nu_seed, mu_seed, trace_seed)
             step = update_leaf(
                 config,
                 grad,

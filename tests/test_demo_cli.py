@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from rmsprop_jax.demo import cli, optimizers
+from rmsprop_jax.demo.data import DEFAULT_STEPS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -85,7 +86,7 @@ def test_default_run_reaches_the_accuracy_goal(tmp_path):
     run = run_demo(cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     metrics = json.loads((tmp_path / "demo_out" / "metrics.json").read_text())
-    assert metrics["steps"] == cli.DEFAULT_STEPS and metrics["seed"] == 0
+    assert metrics["steps"] == DEFAULT_STEPS and metrics["seed"] == 0
     assert metrics["test_accuracy"] >= 0.95
     assert "test accuracy" in run.stdout
 

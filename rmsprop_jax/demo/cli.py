@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rmsprop_jax.demo.arguments import positive_float, whole_number_at_least
-from rmsprop_jax.demo.data import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, MAX_SHIFT, TRAIN_EXAMPLES
+from rmsprop_jax.demo.arguments import add_run_options, positive_float, whole_number_at_least
+from rmsprop_jax.demo.data import DEFAULT_BATCH_SIZE, MAX_SHIFT, TRAIN_EXAMPLES
 from rmsprop_jax.demo.optimizers import CLIP_NORM, DEFAULT_LEARNING_RATE, OptimizerChoice, rmsprop_choice
 from rmsprop_jax.demo.run_directory import check_checkpoint_layout, check_same_run, check_writable
 from rmsprop_jax.presets import OPTIMIZERS as PRESETS
@@ -27,23 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Prints the test accuracy and the training time; writes metrics.json and PNG plots."
         ),
     )
-    parser.add_argument(
-        "--steps",
-        type=whole_number_at_least(1),
-        default=DEFAULT_STEPS,
-        help=f"optimizer steps (default {DEFAULT_STEPS})",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=whole_number_at_least(1),
-        default=DEFAULT_BATCH_SIZE,
-        help=f"examples per step, at most {TRAIN_EXAMPLES} (default {DEFAULT_BATCH_SIZE})",
-    )
-    parser.add_argument(
-        "--seed",
-        type=whole_number_at_least(0),
-        default=0,
-        help="seeds initialization, batch order and augmentation; the data itself is fixed (default 0)",
+    add_run_options(
+        parser, batch_size=DEFAULT_BATCH_SIZE, batch_size_help=f"examples per step, at most {TRAIN_EXAMPLES}"
     )
     parser.add_argument(
         "--lr",

@@ -16,12 +16,18 @@ DEFAULT_LEARNING_RATE = 1e-3
 CLIP_NORM = 1.0
 # The default RMSProp's options besides the learning rate.
 RMSPROP_OPTIONS: dict[str, Any] = {"decay": 0.99, "eps": 1e-8, "momentum": 0.9, "centered": False}
-# Baselines for --compare: each one's best peak learning rate on seed 0 from the grid
-# {3e-4, 1e-3, 3e-3, 1e-2} (Adam, also 3e-2) and {1e-2, 3e-2, 0.1, 0.3, 1.0} (SGD), README.
-BASELINES: dict[str, tuple[Callable[..., optax.GradientTransformation], float]] = {
-    "optax.adam": (optax.adam, 1e-2),
-    "optax.sgd": (lambda lr: optax.sgd(lr, momentum=0.9), 0.3),
+# Baselines for --compare: the factory, its best peak learning rate on seed 0 from the grid
+# {3e-4, 1e-3, 3e-3, 1e-2} (Adam, also 3e-2) and {1e-2, 3e-2, 0.1, 0.3, 1.0} (SGD), README,
+# and its other arguments.
+BASELINES: dict[str, tuple[Callable[..., optax.GradientTransformation], float, dict[str, Any]]] = {
+    "optax.adam": (optax.adam, 1e-2, {}),
+    "optax.sgd": (optax.sgd, 0.3, {"momentum": 0.9}),
 }
+
+
+def _as_arguments(options: dict[str, Any]) -> str:
+    """``{"momentum": 0.9}`` as written in a call: ``momentum=0.9``."""
+    return ", ".join(f"{name}={value}" for name, value in options.items())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +85,7 @@ def rmsprop_choice(preset: str | None, learning_rate: float | None, steps: int) 
             "rmsprop_jax.rmsprop",
             _with_clipping(tx),
             {"optimizer": "rmsprop_jax.rmsprop", **RMSPROP_OPTIONS} | _common_settings(peak, steps),
-            ", ".join(f"{name}={value}" for name, value in RMSPROP_OPTIONS.items()),
+            _as_arguments(RMSPROP_OPTIONS),
         )
     lr_name, default = preset_learning_rate(preset)
     peak = default if learning_rate is None else learning_rate
@@ -101,9 +107,9 @@ def baseline_choices(steps: int) -> list[OptimizerChoice]:
     return [
         OptimizerChoice(
             label,
-            _with_clipping(factory(lr_schedule(peak, steps))),
-            {"optimizer": label} | _common_settings(peak, steps),
-            "momentum=0.9" if label == "optax.sgd" else "",
+            _with_clipping(factory(lr_schedule(peak, steps), **options)),
+            {"optimizer": label, **options} | _common_settings(peak, steps),
+            _as_arguments(options),
         )
-        for label, (factory, peak) in BASELINES.items()
+        for label, (factory, peak, options) in BASELINES.items()
     ]

@@ -15,11 +15,10 @@ from rmsprop_jax.demo.optimizers import OptimizerChoice
 from rmsprop_jax.demo.train import TrainResult, train
 
 
-def train_with_progress(choice: OptimizerChoice, data: Dataset, **train_options: Any) -> TrainResult:
+def train_with_progress(choice: OptimizerChoice, data: Dataset, *, steps: int, **train_options: Any) -> TrainResult:
     """:func:`~rmsprop_jax.demo.train.train` with a tqdm bar showing the loss and running accuracy."""
     from tqdm.auto import tqdm
 
-    steps = train_options["steps"]
     with tqdm(total=steps, desc=choice.label, unit="step", dynamic_ncols=True) as bar:
 
         def on_log(step: int, loss: float, accuracy: float) -> None:
@@ -32,6 +31,7 @@ def train_with_progress(choice: OptimizerChoice, data: Dataset, **train_options:
             log_every=max(1, min(100, steps // 20)),
             eval_every=max(1, steps // 40),
             on_log=on_log,
+            steps=steps,
             **train_options,
         )
 

@@ -182,4 +182,3 @@ def train(
     history.train_seconds = time.perf_counter() - start
     model = nnx.merge(graphdef, params)
     return TrainResult(history=history, model=model, opt_state=opt_state, resumed_from=start_step)
-
