@@ -17,10 +17,11 @@ from rmsprop_jax import checkpoint as checkpoint
 from rmsprop_jax import clipping as clipping
 from rmsprop_jax import presets as presets
 from rmsprop_jax._state import RmsPropState
+from rmsprop_jax._state_views import convert_state, state_as_float32
 from rmsprop_jax._transform import rmsprop, scale_by_rms
 from rmsprop_jax._version import __version__
 
-__all__ = ["RmsPropState", "__version__", "rmsprop", "scale_by_rms"]
+__all__ = ["RmsPropState", "__version__", "convert_state", "rmsprop", "scale_by_rms", "state_as_float32"]
 
 #: The public submodules: everything else under ``rmsprop_jax`` is private.
 SUBMODULES = ("checkpoint", "clipping", "demo", "presets")

@@ -19,28 +19,35 @@ import jax
 import jax.numpy as jnp
 
 StateDtype = str | jax.typing.DTypeLike | None
-"""What ``state_dtype`` accepts: ``None``, a floating dtype, or its name."""
+"""What ``state_dtype`` accepts: ``None``, a floating dtype, its name, or ``"8bit"``."""
 
+ResolvedStateDtype = jnp.dtype | str | None
+"""A validated ``state_dtype``: ``None``, a floating dtype, or the string ``"8bit"``."""
+
+EIGHT_BIT = "8bit"  # block-wise 8-bit codes: rmsprop_jax._storage
 _STATE_DTYPES = ("float16", "bfloat16", "float32", "float64")
 _LOW_PRECISION = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
 
 
-def resolve_state_dtype(name: str, state_dtype: StateDtype) -> jnp.dtype | None:
-    """Turns ``state_dtype`` (``None``, a dtype, or its name) into a dtype.
+def resolve_state_dtype(name: str, state_dtype: StateDtype) -> ResolvedStateDtype:
+    """Turns ``state_dtype`` (``None``, a dtype, its name, or ``"8bit"``) into a dtype or ``"8bit"``.
 
     Raises:
-      ValueError: naming ``name``, for anything but float16, bfloat16, float32 or
-        float64, and for float64 while ``jax_enable_x64`` is off (JAX would store
-        float32 silently).
+      ValueError: naming ``name``, for anything but float16, bfloat16, float32,
+        float64 or ``"8bit"``, and for float64 while ``jax_enable_x64`` is off (JAX
+        would store float32 silently).
     """
     if state_dtype is None:
         return None
+    if isinstance(state_dtype, str) and state_dtype == EIGHT_BIT:
+        return EIGHT_BIT
     try:
         dtype = jnp.dtype(state_dtype)
     except TypeError:
         dtype = None
     if dtype is None or dtype.name not in _STATE_DTYPES:
-        raise ValueError(f"Invalid {name} value: {state_dtype!r} ({name} must be one of {', '.join(_STATE_DTYPES)})")
+        choices = ", ".join((*_STATE_DTYPES, repr(EIGHT_BIT)))
+        raise ValueError(f"Invalid {name} value: {state_dtype!r} ({name} must be one of {choices})")
     if dtype == jnp.float64 and not jax.config.read("jax_enable_x64"):
         raise ValueError(
             f"Invalid {name} value: {state_dtype!r} (float64 needs jax.config.update('jax_enable_x64', True))"
@@ -75,9 +82,9 @@ def cast(x: jax.Array, dtype: jax.typing.DTypeLike) -> jax.Array:
     return x if x.dtype == dtype else x.astype(dtype)
 
 
-def needs_stochastic_rounding(state_dtype: jnp.dtype | None) -> bool:
+def needs_stochastic_rounding(state_dtype: ResolvedStateDtype) -> bool:
     """Whether states stored in ``state_dtype`` lose precision against float32."""
-    return state_dtype is not None and state_dtype in _LOW_PRECISION
+    return state_dtype == EIGHT_BIT or (state_dtype is not None and state_dtype in _LOW_PRECISION)
 
 
 def _hash32(x: jax.Array) -> jax.Array:

@@ -9,7 +9,10 @@ One step, in this order:
 1. ``g = -g`` if ``maximize``.
 2. Coupled weight decay: ``g = g + weight_decay * p`` (PyTorch's ``weight_decay``).
 3. ``nu = decay * nu + (1 - decay) * |g|^2``; if ``centered``,
-   ``mu = decay * mu + (1 - decay) * g``.
+   ``mu = decay * mu + (1 - decay) * g``. Each is stored, and the rest of the step
+   uses ``nu`` as stored, but at least its new term: ``nu = max(nu, (1 - decay) * |g|^2)``
+   (a no-op in exact and in float32 arithmetic; with a lossy storage it bounds the
+   step, below).
 4. With ``bias_correction``, ``nu_hat = nu / (1 - decay^t)`` (and ``mu_hat``).
 5. ``v = nu_hat``, or ``max(nu_hat - |mu_hat|^2, 0)`` if ``centered`` (clamped:
    rounding can make the difference negative, which would give NaN).
@@ -24,11 +27,22 @@ One step, in this order:
    (``scale_by_rms``) ``u = s``.
 8. Decoupled weight decay: ``u = u - lr * weight_decay * p`` (AdamW, Keras, timm).
 
-Each new state entry is stored (in its storage dtype, stochastically rounded
-when that is 16-bit) as soon as it is computed, and the later steps use the
-stored value. With a float32 or wider state this changes nothing; with a 16-bit
-state the update is a function of the state as saved, and XLA need not keep a
-copy of the old state to compute it (so the step moves no more bytes than optax's).
+Each new state entry is stored (:mod:`rmsprop_jax._storage`: a float dtype, 16-bit
+ones stochastically rounded, or 8-bit block-wise codes) as soon as it is computed,
+and the later steps use the stored value. With a float32 or wider state this changes
+nothing; with a narrower one the update is a function of the state as saved, and XLA
+need not keep a copy of the old state to compute it. Because of step 3's bound,
+without momentum ``|u| <= lr / sqrt(1 - decay)`` whatever the storage rounded.
+
+Centered, with a lossy storage (8-bit codes): ``nu`` holds the variance itself,
+``nu = decay * nu + decay * (1 - decay) * |g - mu_old|^2`` (the same recursion as
+``E[g^2] - E[g]^2`` in exact arithmetic, bounded below by its new term in the same
+way), because the difference of two independently quantized averages cancels
+catastrophically when the gradient's mean dominates its spread
+(``benchmarks/NOTES.md``). Float states keep the frameworks' form, so their parity
+does not move. ``bias_correction`` would bring the subtraction back
+(``nu_hat - mu_hat^2`` differs from ``v / (1 - decay^t)``); the factories refuse
+that combination.
 """
 
 from __future__ import annotations
@@ -40,6 +54,7 @@ import jax
 import jax.numpy as jnp
 
 from rmsprop_jax import _dtypes as dtypes
+from rmsprop_jax._storage import Storage, Stored
 
 Scalar = float | jax.Array
 """A hyperparameter's value: a Python number, or an array (traced under ``inject_hyperparams``)."""
@@ -76,9 +91,17 @@ class LeafStep(NamedTuple):
     dtype and the new state entries in their storage dtypes."""
 
     update: jax.Array
-    nu: jax.Array
-    mu: jax.Array | None
-    trace: jax.Array | None
+    nu: Stored
+    mu: Stored | None
+    trace: Stored | None
+
+
+class LeafStorages(NamedTuple):
+    """How this leaf keeps each state array (``None`` for an array the configuration lacks)."""
+
+    nu: Storage
+    mu: Storage | None
+    trace: Storage | None
 
 
 def _scalar(value: jax.typing.ArrayLike) -> Scalar:
@@ -92,10 +115,11 @@ def _abs_sq(x: jax.Array) -> jax.Array:
     return (x.conj() * x).real if jnp.iscomplexobj(x) else x * x
 
 
-def _kept(value: jax.Array, storage: jnp.dtype, seed: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-    """``value`` as the state stores it: the stored array, and it back in ``value``'s dtype (exact)."""
-    stored = dtypes.store(value, storage, seed)
-    return stored, dtypes.cast(stored, value.dtype)
+def _average(
+    storage: Storage, stored: Stored, old: jax.Array, weight: Scalar, addend: jax.Array, seed: jax.Array | None
+) -> tuple[Stored, jax.Array]:
+    """``weight * old + addend`` as the state stores it: the stored array, and its value as stored."""
+    return storage.keep(addend + weight * old, seed, previous=stored, weight=weight, addend=addend)
 
 
 def _cautious(direction: jax.Array, g: jax.Array) -> jax.Array:
@@ -107,10 +131,11 @@ def _cautious(direction: jax.Array, g: jax.Array) -> jax.Array:
 def update_leaf(
     config: RmsConfig,
     grad: jax.Array,
-    nu: jax.Array,
-    mu: jax.Array | None,
-    trace: jax.Array | None,
+    nu: Stored,
+    mu: Stored | None,
+    trace: Stored | None,
     *,
+    storages: LeafStorages,
     param: jax.Array | None = None,
     learning_rate: jax.typing.ArrayLike | None = None,
     weight_decay: jax.typing.ArrayLike | None = None,
@@ -122,22 +147,23 @@ def update_leaf(
     Args:
       config: The configuration.
       grad: The gradient (any real or complex floating dtype).
-      nu: Second-moment state.
+      nu: Second-moment state, as stored (the variance when centered with a lossy storage).
       mu: First-moment state (``centered``), else ``None``.
       trace: Momentum buffer (``config.momentum`` set), else ``None``.
+      storages: How ``nu``, ``mu`` and ``trace`` are stored.
       param: The parameter; needed only with ``weight_decay``.
       learning_rate: The step's learning rate; ``None`` returns the scaled
         gradient without sign flip (``scale_by_rms``).
       weight_decay: This leaf's weight decay, ``None`` for none.
       count: The step number, from 1, for ``bias_correction``.
       rounding_seeds: Seeds of the stochastic rounding of ``nu``, ``mu`` and
-        ``trace`` into a 16-bit storage dtype (:func:`dtypes.rounding_seed`);
+        ``trace`` into a narrow storage (:func:`dtypes.rounding_seed`);
         ``None`` rounds to nearest.
 
     Returns:
       A :class:`LeafStep`: the update and the state entries as stored.
     """
-    compute = dtypes.compute_dtype(grad.dtype, nu.dtype)
+    compute = dtypes.compute_dtype(grad.dtype, storages.nu.dtype)
     weight_decay = None if weight_decay is None else _scalar(weight_decay)
     new_mu = new_trace = None
     g = dtypes.cast(grad, dtypes.like_param(grad.dtype, compute))
@@ -148,18 +174,31 @@ def update_leaf(
         assert param is not None, "weight decay needs the param"
         g = g + weight_decay * dtypes.cast(param, g.dtype)
 
-    new_nu, nu = _kept((1 - decay) * _abs_sq(g) + decay * dtypes.cast(nu, compute), nu.dtype, rounding_seeds[0])
-    nu_hat = nu
-    if config.bias_correction:
-        assert count is not None, "bias_correction needs the step count"
-        correction = (1 - decay**count).astype(compute)
-        nu_hat = nu / correction
-    variance = nu_hat
-    if config.centered:
-        assert mu is not None, "centered needs mu"
-        new_mu, mu = _kept((1 - decay) * g + decay * dtypes.cast(mu, g.dtype), mu.dtype, rounding_seeds[1])
-        mu_hat = mu / correction if config.bias_correction else mu
-        variance = jnp.maximum(nu_hat - _abs_sq(mu_hat), 0)
+    stores_variance = config.centered and storages.nu.lossy
+    if stores_variance:
+        assert mu is not None and storages.mu is not None, "centered needs mu"
+        assert not config.bias_correction, "the factories refuse bias_correction with a stored variance"
+        mu_old = storages.mu.load(mu, g.dtype)
+        term = decay * (1 - decay) * _abs_sq(g - mu_old)
+        new_nu, nu_kept = _average(storages.nu, nu, storages.nu.load(nu, compute), decay, term, rounding_seeds[0])
+        new_mu, _ = _average(storages.mu, mu, mu_old, decay, (1 - decay) * g, rounding_seeds[1])
+        variance = jnp.maximum(nu_kept, term)
+    else:
+        term = (1 - decay) * _abs_sq(g)
+        new_nu, nu_kept = _average(storages.nu, nu, storages.nu.load(nu, compute), decay, term, rounding_seeds[0])
+        nu_hat = jnp.maximum(nu_kept, term)
+        if config.bias_correction:
+            assert count is not None, "bias_correction needs the step count"
+            correction = (1 - decay**count).astype(compute)
+            nu_hat = nu_hat / correction
+        variance = nu_hat
+        if config.centered:
+            assert mu is not None and storages.mu is not None, "centered needs mu"
+            new_mu, mu_kept = _average(
+                storages.mu, mu, storages.mu.load(mu, g.dtype), decay, (1 - decay) * g, rounding_seeds[1]
+            )
+            mu_hat = mu_kept / correction if config.bias_correction else mu_kept
+            variance = jnp.maximum(nu_hat - _abs_sq(mu_hat), 0)
 
     if config.eps_in_sqrt:
         scaled = jax.lax.rsqrt(variance + config.eps) * g
@@ -177,12 +216,12 @@ def update_leaf(
         if config.momentum is None:
             update = -lr * scaled
         else:
-            assert trace is not None, "momentum needs the trace"
+            assert trace is not None and storages.trace is not None, "momentum needs the trace"
             step = lr * scaled if config.lr_in_momentum else scaled
-            new_trace, trace = _kept(
-                step + config.momentum * dtypes.cast(trace, g.dtype), trace.dtype, rounding_seeds[2]
+            new_trace, trace_kept = _average(
+                storages.trace, trace, storages.trace.load(trace, g.dtype), config.momentum, step, rounding_seeds[2]
             )
-            velocity = step + config.momentum * trace if config.nesterov else trace
+            velocity = step + config.momentum * trace_kept if config.nesterov else trace_kept
             if config.caution:
                 velocity = _cautious(velocity, g)
             update = -velocity if config.lr_in_momentum else -lr * velocity

@@ -1,4 +1,4 @@
-"""8-bit block-wise storage of one state array: encode and decode only (issue 12, not wired in yet).
+"""8-bit block-wise storage of one state array: the codec (encode and decode only).
 
 A quantized array is kept as ``uint8`` codes of the array's own shape (so the codes shard
 as the parameter does) and one float32 scale per block, the block's largest magnitude.
@@ -17,8 +17,12 @@ XLA:CPU). The block's largest entry is exact (it encodes to 1.0); rounding is un
 
 Blocks (:func:`block_layout`): 16 x 16 tiles over the last two axes when both extents are
 multiples of 16, else runs of 256 along the last axis when it is a multiple of 256; other
-shapes, and arrays under 4096 entries, are not quantized. The block grid follows from the
-shape alone, so it is the same eagerly, under ``jax.jit`` and on every mesh.
+shapes, and arrays under 4096 entries, are not quantized. Where the array's sharding is
+visible (a concrete array, or a tracer on a mesh with Explicit axes) the rule is applied to
+each shard's extents, so that no block crosses a shard boundary and the step needs no
+collective; under ``jax.jit`` on a mesh with Auto axes the sharding is invisible and the
+rule reads the global shape (collective-free for every sharding whose shards hold whole
+blocks). The layout of a stored array is read back from its codes' and scales' shapes.
 """
 
 from __future__ import annotations
@@ -28,12 +32,17 @@ from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import AxisType
+from jax.sharding import PartitionSpec as P
 
 from rmsprop_jax import _dtypes as dtypes
 
 MIN_SIZE = 4096  # smaller arrays keep a float32 state (their codes would save little)
 TILE = 16
 RUN = 256
+# Values and scales are clamped here (inf would poison a block), 2**126 rather than float32's largest
+# (~2**128): XLA:CPU computes x / scale as x * (1 / scale) and flushes a subnormal reciprocal to zero.
+LARGEST = 2.0**126
 
 Layout = Literal["tiles", "runs"]
 
@@ -77,24 +86,75 @@ class Quantized(NamedTuple):
     scale: jax.Array
 
 
-def block_layout(shape: tuple[int, ...]) -> Layout | None:
-    """How an array of ``shape`` is blocked: ``"tiles"``, ``"runs"``, or ``None`` (kept in float32)."""
+def block_layout(shape: tuple[int, ...], local_shape: tuple[int, ...] | None = None) -> Layout | None:
+    """How an array of ``shape`` is blocked: ``"tiles"``, ``"runs"``, or ``None`` (not quantized).
+
+    Args:
+      shape: The array's (global) shape.
+      local_shape: One shard's shape, where the sharding is known; the blocks must fit it.
+    """
     if math.prod(shape) < MIN_SIZE:
         return None
-    if len(shape) >= 2 and shape[-2] % TILE == 0 and shape[-1] % TILE == 0:
+    fit = shape if local_shape is None else local_shape
+    if len(fit) >= 2 and fit[-2] % TILE == 0 and fit[-1] % TILE == 0:
         return "tiles"
-    if len(shape) >= 1 and shape[-1] % RUN == 0:
+    if len(fit) >= 1 and fit[-1] % RUN == 0:
         return "runs"
     return None
 
 
+def shard_shape(x: jax.Array) -> tuple[int, ...] | None:
+    """One shard's shape where ``x``'s sharding can be seen, else ``None``."""
+    try:
+        sharding = jax.typeof(x).sharding
+        return tuple(sharding.shard_shape(x.shape))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def layout_of(q: Quantized) -> Layout:
+    """The layout a stored array was encoded with, read from its codes' and scales' shapes."""
+    shape, blocks = q.codes.shape, q.scale.shape
+    if len(shape) >= 2 and blocks == (*shape[:-2], shape[-2] // TILE, shape[-1] // TILE):
+        return "tiles"
+    return "runs"
+
+
+def _explicit_spec(x: jax.Array) -> tuple | None:
+    """``x``'s partition spec (one entry per axis) on a mesh with Explicit axes, else ``None``."""
+    sharding = jax.typeof(x).sharding
+    mesh = getattr(sharding, "mesh", None)
+    if mesh is None or not any(kind == AxisType.Explicit for kind in getattr(mesh, "axis_types", ())):
+        return None
+    spec = tuple(sharding.spec)
+    return spec + (None,) * (x.ndim - len(spec))
+
+
+def _reshape(x: jax.Array, shape: tuple[int, ...], spec: tuple | None) -> jax.Array:
+    """``x.reshape(shape)``; on an Explicit mesh with the output sharding spelled out, as JAX requires."""
+    if spec is None:
+        return x.reshape(shape)
+    return jax.lax.reshape(x, shape, out_sharding=P(*spec))
+
+
 def _blocked(x: jax.Array, layout: Layout) -> jax.Array:
     """``x`` with each block on its own axes: tiles ``(..., H/16, 16, W/16, 16)``, runs ``(..., W/256, 256)``."""
+    spec = _explicit_spec(x)
     if layout == "tiles":
         *lead, height, width = x.shape
-        return x.reshape(*lead, height // TILE, TILE, width // TILE, TILE)
+        blocked_spec = None if spec is None else (*spec[:-2], spec[-2], None, spec[-1], None)
+        return _reshape(x, (*lead, height // TILE, TILE, width // TILE, TILE), blocked_spec)
     *lead, width = x.shape
-    return x.reshape(*lead, width // RUN, RUN)
+    blocked_spec = None if spec is None else (*spec[:-1], spec[-1], None)
+    return _reshape(x, (*lead, width // RUN, RUN), blocked_spec)
+
+
+def _unblocked(x: jax.Array, layout: Layout, shape: tuple[int, ...]) -> jax.Array:
+    """The inverse of :func:`_blocked`."""
+    spec = _explicit_spec(x)
+    if spec is not None:
+        spec = (*spec[:-4], spec[-4], spec[-2]) if layout == "tiles" else (*spec[:-2], spec[-2])
+    return _reshape(x, shape, spec)
 
 
 def _block_axes(layout: Layout) -> tuple[int, ...]:
@@ -121,15 +181,25 @@ def _magnitude(code: jax.Array, fmt: Format) -> jax.Array:
     return jnp.where(code >= (1 << fmt.mantissa_bits), normal, code.astype(jnp.float32) * fmt.subnormal_step)
 
 
-def encode(x: jax.Array, layout: Layout, fmt: Format, seed: jax.Array, scale: jax.Array | None = None) -> Quantized:
+def block_maxima(x: jax.Array, layout: Layout) -> jax.Array:
+    """Each block's largest magnitude (the shape of :attr:`Quantized.scale`)."""
+    return jnp.max(jnp.abs(_blocked(x, layout)), axis=_block_axes(layout))
+
+
+def encode(
+    x: jax.Array, layout: Layout, fmt: Format, seed: jax.Array | None, scale: jax.Array | None = None
+) -> Quantized:
     """Quantizes a float32 array block by block (see the module docstring).
 
     Args:
-      x: Finite float32 values; non-negative for an unsigned ``fmt``.
+      x: float32 values; non-negative for an unsigned ``fmt``. Magnitudes beyond the
+        largest float32 (inf) are clamped to it first, so that the block's other entries
+        keep finite values.
       layout: From :func:`block_layout`.
       fmt: :data:`UNSIGNED` or :data:`SIGNED`.
       seed: uint32 scalar keying the rounding (:func:`rmsprop_jax._dtypes.rounding_seed`);
-        each element draws its bits from its index, as the 16-bit state does.
+        each element draws its bits from its index, as the 16-bit state does. ``None``
+        rounds to nearest (for comparisons: it stalls slowly moving averages).
       scale: The blocks' scales (the shape of :attr:`Quantized.scale`), each at least its
         block's largest magnitude (larger magnitudes are clipped to it); default the
         blocks' maxima, which are then stored exactly. An upper bound known without a
@@ -140,17 +210,21 @@ def encode(x: jax.Array, layout: Layout, fmt: Format, seed: jax.Array, scale: ja
       The codes and the per-block scales.
     """
     blocked = _blocked(x, layout)
-    magnitude = jnp.abs(blocked)
+    magnitude = jnp.minimum(jnp.abs(blocked), LARGEST)
     if scale is None:
         scale = jnp.max(magnitude, axis=_block_axes(layout), keepdims=True)
     else:
-        scale = jnp.expand_dims(scale, _block_axes(layout))
+        scale = jnp.expand_dims(jnp.minimum(scale, LARGEST), _block_axes(layout))
     y = jnp.where(scale > 0, jnp.minimum(magnitude / jnp.where(scale > 0, scale, 1), 1), 0)
-    bits = _blocked(dtypes.random_bits(seed, x.shape), layout)
+    if seed is None:  # round to nearest: half a code step in place of the random bits
+        shift = 23 - fmt.mantissa_bits
+        bits = jnp.full(blocked.shape, (1 << (shift - 1)) | 0x80000000, jnp.uint32)
+    else:
+        bits = _blocked(dtypes.random_bits(seed, x.shape), layout)
     code = _magnitude_code(y, bits, fmt)
     if fmt.signed:
         code = code | jnp.where(blocked < 0, 0x80, 0)
-    return Quantized(code.astype(jnp.uint8).reshape(x.shape), jnp.squeeze(scale, _block_axes(layout)))
+    return Quantized(_unblocked(code.astype(jnp.uint8), layout, x.shape), jnp.squeeze(scale, _block_axes(layout)))
 
 
 def decode(q: Quantized, layout: Layout, fmt: Format) -> jax.Array:
@@ -160,4 +234,4 @@ def decode(q: Quantized, layout: Layout, fmt: Format) -> jax.Array:
     if fmt.signed:
         value = jnp.where(code & 0x80, -value, value)
     scale = jnp.expand_dims(q.scale, _block_axes(layout))
-    return (value * scale).reshape(q.codes.shape)
+    return _unblocked(value * scale, layout, q.codes.shape)

@@ -16,9 +16,10 @@ import jax.numpy as jnp
 import optax
 
 from rmsprop_jax import _dtypes as dtypes
+from rmsprop_jax import _storage as storage
 from rmsprop_jax import _validation as validation
-from rmsprop_jax._dtypes import StateDtype
-from rmsprop_jax._leaf_update import RmsConfig, Scalar, update_leaf
+from rmsprop_jax._dtypes import ResolvedStateDtype, StateDtype
+from rmsprop_jax._leaf_update import LeafStorages, RmsConfig, Scalar, update_leaf
 from rmsprop_jax._state import RmsPropState
 
 MaskOrFn: TypeAlias = Any | Callable[[optax.Params], Any] | None
@@ -27,7 +28,7 @@ MaskOrFn: TypeAlias = Any | Callable[[optax.Params], Any] | None
 
 def _check_config(
     config: RmsConfig, initial_scale: Scalar, state_dtype: StateDtype, names: Mapping[str, str]
-) -> jnp.dtype | None:
+) -> ResolvedStateDtype:
     """Validates what every factory shares; returns the resolved state dtype.
 
     Errors name each argument as ``names`` maps it (a preset's own names), else as
@@ -68,7 +69,15 @@ def _check_config(
             f"Invalid {name('eps')} value: 0.0 (centered needs {name('eps')} > 0: the variance estimate of a "
             "constant gradient is exactly 0, and g / 0 has no finite value)"
         )
-    return dtypes.resolve_state_dtype(name("state_dtype"), state_dtype)
+    resolved = dtypes.resolve_state_dtype(name("state_dtype"), state_dtype)
+    if resolved == dtypes.EIGHT_BIT and config.centered and config.bias_correction:
+        raise ValueError(
+            f"Invalid {name('bias_correction')} value: True (with {name('centered')}=True and "
+            f"{name('state_dtype')}='8bit' the state keeps the variance itself, and bias correction would "
+            "subtract two corrected averages again, the cancellation the stored variance avoids: use a "
+            "float state_dtype, or centered without bias_correction)"
+        )
+    return resolved
 
 
 def _present(count: jax.Array | None) -> jax.Array:
@@ -108,24 +117,43 @@ def _decayed_leaves(mask: MaskOrFn, params: optax.Params, num_leaves: int) -> li
     return flags
 
 
-def _zeros_sharded_like(param: jax.Array) -> jax.Array:
-    """Zeros shaped like ``param`` that keep its sharding, eagerly and under ``jax.jit``.
+def _state_tree(params: optax.Params, fill: Scalar, signed: bool, state_dtype: ResolvedStateDtype) -> optax.Updates:
+    return jax.tree.map(lambda p: storage.initial(p, fill, signed, state_dtype), params)
 
-    They are computed from ``param`` (``|param * 0|``, with the NaN of ``inf * 0`` and
-    ``nan * 0`` replaced) so that XLA's sharding propagation gives them ``param``'s
-    sharding. A constant such as ``jnp.zeros_like`` has no input to propagate from:
-    under ``jax.jit`` on a mesh with Auto axes it lands on one device. The result is
-    real (``abs``), exactly +0 everywhere.
-    """
-    zero = jnp.abs(param * 0)
-    return jnp.where(jnp.isnan(zero), jnp.zeros((), zero.dtype), zero)
+
+def _refuse_unsupported_params(params: optax.Params, state_dtype: ResolvedStateDtype) -> None:
+    """The 8-bit state refuses complex params and optax's ``tree_map_params`` placeholder, by name."""
+    if state_dtype != dtypes.EIGHT_BIT:
+        return
+    if type(params).__name__ == "_ParamsPlaceholder":
+        raise ValueError(
+            "optax.tree_map_params cannot map an 8-bit RMSProp state: its leaves are uint8 codes and "
+            "float32 block scales, not arrays shaped like the params. Map "
+            "rmsprop_jax.state_as_float32(state) instead, or convert the state with "
+            "rmsprop_jax.convert_state(state, like) to a float state_dtype first."
+        )
+    for path, param in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if jnp.iscomplexobj(param):
+            raise ValueError(
+                f"Invalid state_dtype value: '8bit' for the complex param {jax.tree_util.keystr(path) or '<root>'} "
+                f"({param.dtype}): the 8-bit state stores real codes; use state_dtype=None, 'float32' or "
+                "'bfloat16' for complex params (optax.multi_transform can give them their own optimizer)"
+            )
+
+
+def _leaf_storages(nu: storage.Stored, mu: storage.Stored | None, trace: storage.Stored | None) -> LeafStorages:
+    return LeafStorages(
+        storage.storage_of(nu, signed=False),
+        None if mu is None else storage.storage_of(mu, signed=True),
+        None if trace is None else storage.storage_of(trace, signed=True),
+    )
 
 
 def _rms_transformation(
     config: RmsConfig,
     *,
     initial_scale: Scalar,
-    state_dtype: jnp.dtype | None,
+    state_dtype: ResolvedStateDtype,
     learning_rate: optax.ScalarOrSchedule | None = None,
     weight_decay: optax.ScalarOrSchedule = 0.0,
     weight_decay_mask: MaskOrFn = None,
@@ -135,19 +163,13 @@ def _rms_transformation(
     has_count = config.bias_correction or rounding or callable(learning_rate) or callable(weight_decay)
     applies_weight_decay = not (isinstance(weight_decay, (int, float)) and weight_decay == 0)
 
-    def leaf_state(param: jax.Array, fill: Scalar, real: bool) -> jax.Array:
-        storage = dtypes.real_state_dtype(param.dtype, state_dtype)
-        dtype = storage if real else dtypes.like_param(param.dtype, storage)
-        return (_zeros_sharded_like(param) + fill).astype(dtype)
-
     def init_fn(params: optax.Params) -> RmsPropState:
+        _refuse_unsupported_params(params, state_dtype)
         return RmsPropState(
             count=jnp.zeros([], jnp.int32) if has_count else None,
-            nu=jax.tree.map(lambda p: leaf_state(p, initial_scale, real=True), params),
-            mu=jax.tree.map(lambda p: leaf_state(p, 0, real=False), params) if config.centered else None,
-            trace=(
-                jax.tree.map(lambda p: leaf_state(p, 0, real=False), params) if config.momentum is not None else None
-            ),
+            nu=_state_tree(params, initial_scale, False, state_dtype),
+            mu=_state_tree(params, 0, True, state_dtype) if config.centered else None,
+            trace=_state_tree(params, 0, True, state_dtype) if config.momentum is not None else None,
         )
 
     def update_fn(
@@ -158,15 +180,15 @@ def _rms_transformation(
     ) -> tuple[optax.Updates, RmsPropState]:
         del extra_args
         grads, treedef = jax.tree.flatten(updates)
-        state_treedef = jax.tree.structure(state.nu)
+        state_treedef = jax.tree.structure(state.nu, is_leaf=storage.is_stored_leaf)
         if treedef != state_treedef:
             raise _structure_error("gradient", state_treedef, treedef)
         nus = treedef.flatten_up_to(state.nu)
         for index, (grad, nu) in enumerate(zip(grads, nus, strict=True)):
-            if jnp.shape(grad) != nu.shape:
+            if jnp.shape(grad) != storage.shape_of(nu):
                 raise ValueError(
                     f"Gradient leaf {_leaf_path(updates, index)} has shape {jnp.shape(grad)} but its "
-                    f"optimizer state has shape {nu.shape} (nothing is broadcast)."
+                    f"optimizer state has shape {storage.shape_of(nu)} (nothing is broadcast)."
                 )
         mus = treedef.flatten_up_to(state.mu) if config.centered else [None] * len(grads)
         traces = treedef.flatten_up_to(state.trace) if config.momentum is not None else [None] * len(grads)
@@ -205,6 +227,7 @@ def _rms_transformation(
                 nu,
                 mu,
                 trace,
+                storages=_leaf_storages(nu, mu, trace),
                 param=param,
                 learning_rate=lr,
                 weight_decay=step_weight_decay if decayed else None,
@@ -355,11 +378,18 @@ def rmsprop(
         and the learning rate multiplies the buffer (PyTorch). The two differ
         only when the learning rate changes over time.
       maximize: Whether to maximize the objective (negate the gradient first).
-      state_dtype: Storage dtype of the state (a floating dtype or its name,
-        e.g. ``"bfloat16"``). ``None``: float32 for float16/bfloat16 params, else
-        the param's dtype. A 16-bit state is written with stochastic rounding.
-        Under :func:`optax.inject_hyperparams` pass a dtype object in
-        ``static_args`` (it is callable) or give its name.
+      state_dtype: Storage of the state: a floating dtype or its name (e.g.
+        ``"bfloat16"``), or ``"8bit"``. ``None``: float32 for float16/bfloat16
+        params, else the param's dtype. A 16-bit state is written with
+        stochastic rounding. ``"8bit"`` keeps every state array of a leaf with at
+        least 4096 entries as ``uint8`` codes plus one float32 scale per 16 x 16
+        tile (or run of 256), about 1.02 bytes per entry, stochastically rounded
+        (smaller leaves, and shapes whose shards no block fits, keep the default
+        dtype; complex params are refused; centered keeps the variance itself
+        and refuses ``bias_correction``). Read any state with
+        :func:`rmsprop_jax.state_as_float32`; change it mid-run with
+        :func:`rmsprop_jax.convert_state`. Under :func:`optax.inject_hyperparams`
+        pass a dtype object in ``static_args`` (it is callable) or give its name.
       caution: Whether to apply the momentum direction only where its sign
         agrees with the gradient, rescaled to keep its mean magnitude
         (Cautious Optimizers; needs ``momentum``). timm's ``caution``.

@@ -13,6 +13,7 @@ import optax
 
 from rmsprop_jax import _validation as validation
 from rmsprop_jax import clipping
+from rmsprop_jax._dtypes import StateDtype
 from rmsprop_jax._leaf_update import RmsConfig, Scalar
 from rmsprop_jax._transform import build_rmsprop
 
@@ -36,6 +37,8 @@ def pytorch(
     momentum: float = 0,
     centered: bool = False,
     maximize: bool = False,
+    *,
+    state_dtype: StateDtype = None,
 ) -> optax.GradientTransformationExtraArgs:
     """``torch.optim.RMSprop``: eps outside the root, lr outside the momentum buffer.
 
@@ -56,6 +59,9 @@ def pytorch(
       momentum: Momentum factor in ``[0, 1)``; 0 keeps no buffer.
       centered: Whether to normalise by the variance estimate.
       maximize: Whether to maximize the objective.
+      state_dtype: Storage of the optimizer state, as in :func:`rmsprop_jax.rmsprop`:
+        ``None`` (float32 for 16-bit params), a float dtype or its name, or
+        ``"8bit"`` (block-wise 8-bit codes).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -79,7 +85,9 @@ def pytorch(
         lr_in_momentum=False,
         maximize=maximize,
     )
-    return build_rmsprop(config, {"learning_rate": "lr", "decay": "alpha"}, lr, weight_decay=weight_decay)
+    return build_rmsprop(
+        config, {"learning_rate": "lr", "decay": "alpha"}, lr, weight_decay=weight_decay, state_dtype=state_dtype
+    )
 
 
 def keras(
@@ -92,6 +100,8 @@ def keras(
     clipnorm: float | None = None,
     clipvalue: float | None = None,
     global_clipnorm: float | None = None,
+    *,
+    state_dtype: StateDtype = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Keras 3 ``keras.optimizers.RMSprop``: epsilon inside the root, lr inside momentum.
 
@@ -113,6 +123,9 @@ def keras(
       clipnorm: Positive maximum norm of each variable's gradient, or ``None``.
       clipvalue: Positive maximum absolute gradient entry, or ``None``.
       global_clipnorm: Positive maximum global norm of the gradients, or ``None``.
+      state_dtype: Storage of the optimizer state, as in :func:`rmsprop_jax.rmsprop`:
+        ``None`` (float32 for 16-bit params), a float dtype or its name, or
+        ``"8bit"`` (block-wise 8-bit codes).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`; a chain of the
@@ -156,6 +169,7 @@ def keras(
         {"decay": "rho", "eps": "epsilon"},
         learning_rate,
         weight_decay=0.0 if weight_decay is None else weight_decay,
+        state_dtype=state_dtype,
     )
     if not chosen:
         return step
@@ -175,6 +189,8 @@ def tensorflow_v1(
     momentum: float = 0.0,
     epsilon: float = 1e-10,
     centered: bool = False,
+    *,
+    state_dtype: StateDtype = None,
 ) -> optax.GradientTransformationExtraArgs:
     """``tf.compat.v1.train.RMSPropOptimizer``: accumulator from 1, eps inside the root.
 
@@ -188,6 +204,9 @@ def tensorflow_v1(
         the same result).
       epsilon: Non-negative term added to the average inside the root.
       centered: Whether to normalise by the variance estimate.
+      state_dtype: Storage of the optimizer state, as in :func:`rmsprop_jax.rmsprop`:
+        ``None`` (float32 for 16-bit params), a float dtype or its name, or
+        ``"8bit"`` (block-wise 8-bit codes).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -206,7 +225,7 @@ def tensorflow_v1(
     config = RmsConfig(
         decay=decay, eps=epsilon, eps_in_sqrt=True, centered=centered, momentum=momentum_or_none(momentum)
     )
-    return build_rmsprop(config, {"eps": "epsilon"}, learning_rate, initial_scale=1.0)
+    return build_rmsprop(config, {"eps": "epsilon"}, learning_rate, initial_scale=1.0, state_dtype=state_dtype)
 
 
 def timm(
@@ -223,6 +242,7 @@ def timm(
     foreach: bool | None = None,
     *,
     max_lr: float | None = None,
+    state_dtype: StateDtype = None,
 ) -> optax.GradientTransformationExtraArgs:
     """timm 1.0.x ``RMSpropTF``: TF-style RMSProp in PyTorch.
 
@@ -252,6 +272,9 @@ def timm(
       max_lr: timm's snapshot of the constructor ``lr``, needed (positive) only
         for ``corrected_weight_decay`` with a schedule; with a float ``lr`` it
         is that ``lr``.
+      state_dtype: Storage of the optimizer state, as in :func:`rmsprop_jax.rmsprop`:
+        ``None`` (float32 for 16-bit params), a float dtype or its name, or
+        ``"8bit"`` (block-wise 8-bit codes).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -298,6 +321,7 @@ def timm(
         lr,
         initial_scale=1.0,
         weight_decay=decay_coefficient,
+        state_dtype=state_dtype,
     )
 
 
@@ -308,4 +332,3 @@ def _corrected_decay(schedule: optax.Schedule, weight_decay: float, max_lr: floa
         return weight_decay * jnp.asarray(schedule(count)) / max_lr
 
     return coefficient
-

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import optax
 
+from rmsprop_jax._dtypes import StateDtype
 from rmsprop_jax._transform import rmsprop
 
 
-def hinton2012(learning_rate: optax.ScalarOrSchedule, decay: float = 0.9) -> optax.GradientTransformationExtraArgs:
+def hinton2012(
+    learning_rate: optax.ScalarOrSchedule, decay: float = 0.9, *, state_dtype: StateDtype = None
+) -> optax.GradientTransformationExtraArgs:
     """RMSProp as introduced in Hinton's Coursera lecture 6e (2012).
 
     "Divide the learning rate for a weight by a running average of the magnitudes
@@ -18,6 +21,9 @@ def hinton2012(learning_rate: optax.ScalarOrSchedule, decay: float = 0.9) -> opt
     Args:
       learning_rate: A float or an optax schedule.
       decay: Decay of the mean square, in ``[0, 1]`` (0.9 in the lecture).
+      state_dtype: Storage of the optimizer state, as in :func:`rmsprop_jax.rmsprop`:
+        ``None`` (float32 for 16-bit params), a float dtype or its name, or
+        ``"8bit"`` (block-wise 8-bit codes).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -35,7 +41,7 @@ def hinton2012(learning_rate: optax.ScalarOrSchedule, decay: float = 0.9) -> opt
       Lecture 6e: rmsprop
       <https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf>`_, 2012.
     """
-    return rmsprop(learning_rate, decay=decay, eps=0.0)
+    return rmsprop(learning_rate, decay=decay, eps=0.0, state_dtype=state_dtype)
 
 
 def graves2013(
@@ -43,6 +49,8 @@ def graves2013(
     decay: float = 0.95,
     momentum: float = 0.9,
     eps: float = 1e-4,
+    *,
+    state_dtype: StateDtype = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Centered RMSProp with momentum from Graves (2013), eqs. 38-41.
 
@@ -56,6 +64,9 @@ def graves2013(
       decay: The averages' decay ``a`` (0.95).
       momentum: The momentum ``b`` (0.9), in ``[0, 1)``.
       eps: Positive term inside the root (1e-4).
+      state_dtype: Storage of the optimizer state, as in :func:`rmsprop_jax.rmsprop`:
+        ``None`` (float32 for 16-bit params), a float dtype or its name, or
+        ``"8bit"`` (block-wise 8-bit codes).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -70,7 +81,14 @@ def graves2013(
       <https://arxiv.org/abs/1308.0850>`_, 2013, section 4, eqs. 38-41.
     """
     return rmsprop(
-        learning_rate, decay=decay, eps=eps, eps_in_sqrt=True, centered=True, momentum=momentum, lr_in_momentum=True
+        learning_rate,
+        decay=decay,
+        eps=eps,
+        eps_in_sqrt=True,
+        centered=True,
+        momentum=momentum,
+        lr_in_momentum=True,
+        state_dtype=state_dtype,
     )
 
 
@@ -78,6 +96,8 @@ def dqn2015(
     learning_rate: optax.ScalarOrSchedule = 2.5e-4,
     decay: float = 0.95,
     eps: float = 0.01,
+    *,
+    state_dtype: StateDtype = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Centered RMSProp of the Nature DQN (Mnih et al. 2015), as in NeuralQLearner.lua.
 
@@ -90,6 +110,9 @@ def dqn2015(
       learning_rate: A float or an optax schedule (2.5e-4).
       decay: The averages' decay (0.95).
       eps: Positive term inside the root (0.01).
+      state_dtype: Storage of the optimizer state, as in :func:`rmsprop_jax.rmsprop`:
+        ``None`` (float32 for 16-bit params), a float dtype or its name, or
+        ``"8bit"`` (block-wise 8-bit codes).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -104,4 +127,4 @@ def dqn2015(
       <https://www.nature.com/articles/nature14236>`_, Nature 518, 2015;
       DeepMind's ``dqn/NeuralQLearner.lua`` (``qLearnMinibatch``).
     """
-    return rmsprop(learning_rate, decay=decay, eps=eps, eps_in_sqrt=True, centered=True)
+    return rmsprop(learning_rate, decay=decay, eps=eps, eps_in_sqrt=True, centered=True, state_dtype=state_dtype)

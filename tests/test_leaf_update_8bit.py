@@ -1,0 +1,190 @@
+"""The step with an 8-bit state: no stalling, the update bound, the centered form, no NaN, parity."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from helpers import hard_gradients
+
+import rmsprop_jax
+from rmsprop_jax import _dtypes as dtypes
+from rmsprop_jax import _storage_8bit as codec
+
+SHAPE = (16, 256)  # 4096 entries: quantized in 16 x 16 tiles
+
+
+def _run(tx: optax.GradientTransformation, grads: jax.Array, params: jax.Array | None = None) -> tuple:
+    """Scans ``tx`` over a stack of gradients; returns the final params, state and every update."""
+    params = jnp.zeros(grads.shape[1:], jnp.float32) if params is None else params
+
+    def step(carry: tuple, g: jax.Array) -> tuple:
+        p, state = carry
+        updates, state = tx.update(g, state, p)
+        return (optax.apply_updates(p, updates), state), updates
+
+    (params, state), updates = jax.lax.scan(step, (params, tx.init(params)), grads)
+    return params, state, updates
+
+
+def _dropping_gradients(steps: int, drop_at: int) -> jax.Array:
+    """One entry per 16 x 16 tile keeps |g| = 1 (its block's maximum stays put); the others
+    have |g| = 0.1 with random signs and fall to 0.01 at ``drop_at``."""
+    rng = np.random.default_rng(0)
+    signs = np.where(rng.random((steps, *SHAPE)) < 0.5, -1.0, 1.0)
+    size = np.where(np.arange(steps)[:, None, None] < drop_at, 0.1, 0.01) * np.ones(SHAPE)
+    size[:, ::16, ::16] = 1.0
+    return jnp.asarray(signs * size, jnp.float32)
+
+
+def _dropped_ratio(monkeypatch: pytest.MonkeyPatch | None) -> float:
+    grads = _dropping_gradients(3000, 1000)
+    if monkeypatch is not None:  # every rounding seed None: round to nearest
+        monkeypatch.setattr(dtypes, "rounding_seed", lambda *args: None)
+    _, state8, _ = _run(rmsprop_jax.scale_by_rms(decay=0.999, state_dtype="8bit"), grads)
+    _, state32, _ = _run(rmsprop_jax.scale_by_rms(decay=0.999), grads)
+    dropped = np.ones(SHAPE, bool)
+    dropped[::16, ::16] = False
+    nu8 = np.asarray(rmsprop_jax.state_as_float32(state8).nu)[dropped]
+    return float(np.mean(nu8) / np.mean(np.asarray(state32.nu)[dropped]))
+
+
+@pytest.mark.slow
+def test_stochastic_rounding_follows_a_10x_gradient_drop_at_decay_0_999():
+    assert abs(_dropped_ratio(None) - 1) < 0.05
+
+
+@pytest.mark.slow
+def test_the_same_drop_stalls_with_nearest_rounding(monkeypatch):
+    """The control: round-to-nearest freezes the average near its old value."""
+    assert _dropped_ratio(monkeypatch) > 2
+
+
+def _mixed_gradients(steps: int) -> jax.Array:
+    """The tests' jumping gradients, with one block holding 1e-3 beside 1e6 (nu spans 18 decades)."""
+    grads = np.stack(hard_gradients(steps, SHAPE, seed=3))
+    grads[:, :16, :16] = np.where(np.arange(256).reshape(16, 16) % 2, 1e-3, 1e6)
+    return jnp.asarray(grads)
+
+
+@pytest.mark.parametrize("decay", [0.9, 0.99, 0.999])
+def test_update_never_exceeds_lr_over_sqrt_one_minus_decay(decay):
+    lr = 0.01
+    _, _, updates = _run(rmsprop_jax.rmsprop(lr, decay=decay, state_dtype="8bit"), _mixed_gradients(60))
+    bound = lr / np.sqrt(1 - decay)
+    assert np.all(np.isfinite(updates))
+    assert float(np.max(np.abs(updates))) <= bound * (1 + 1e-5)
+
+
+def test_without_the_bound_the_small_entries_beside_large_ones_would_step_further():
+    """What the bound guards against: their decoded nu is 0 (below the block's smallest code)."""
+    tx = rmsprop_jax.rmsprop(0.01, decay=0.9, state_dtype="8bit")
+    _, state, _ = _run(tx, _mixed_gradients(5))
+    nu = np.asarray(rmsprop_jax.state_as_float32(state).nu)
+    small = nu[:16, :16][np.arange(256).reshape(16, 16) % 2 == 1]
+    assert np.all(small == 0)  # so g / sqrt(nu + eps) would be 0.01 * 1e-3 / 1e-4 = 0.1, above 0.01 / sqrt(0.1)
+
+
+def _centered_problem(steps: int = 500) -> jax.Array:
+    """Gradients whose mean (1) dominates their spread (0.1)."""
+    rng = np.random.default_rng(1)
+    return jnp.asarray(1.0 + 0.1 * rng.standard_normal((steps, *SHAPE)), jnp.float32)
+
+
+def _naive_8bit_steps(grads: jax.Array, decay: float, eps: float) -> np.ndarray:
+    """|g| / sqrt(E[g^2] - E[g]^2 + eps) with E[g^2] and E[g] each kept in the 8-bit codes."""
+    layout = codec.block_layout(SHAPE)
+
+    def step(carry: tuple, inputs: tuple) -> tuple:
+        nu, mu = carry
+        g, t = inputs
+        seed = t.astype(jnp.uint32) * 2
+        nu = codec.decode(
+            codec.encode(decay * nu + (1 - decay) * g * g, layout, codec.UNSIGNED, seed), layout, codec.UNSIGNED
+        )
+        mu = codec.decode(
+            codec.encode(decay * mu + (1 - decay) * g, layout, codec.SIGNED, seed + 1), layout, codec.SIGNED
+        )
+        return (nu, mu), jnp.abs(g) / jnp.sqrt(jnp.maximum(nu - mu * mu, 0) + eps)
+
+    zeros = jnp.zeros(SHAPE, jnp.float32)
+    _, steps = jax.lax.scan(step, (zeros, zeros), (grads, jnp.arange(grads.shape[0])))
+    return np.asarray(steps)
+
+
+def test_centered_8bit_keeps_the_variance_where_the_naive_form_cancels():
+    decay, eps, grads = 0.95, 1e-8, _centered_problem()
+    scaled32 = np.asarray(_run(rmsprop_jax.scale_by_rms(decay=decay, eps=eps, centered=True), grads)[2])
+    scaled8 = np.asarray(
+        _run(rmsprop_jax.scale_by_rms(decay=decay, eps=eps, centered=True, state_dtype="8bit"), grads)[2]
+    )
+    naive = _naive_8bit_steps(grads, decay, eps)
+    late = slice(100, None)  # after the averages have settled
+    ratio8 = np.abs(scaled8[late]) / np.abs(scaled32[late])
+    naive_ratio = naive[late] / np.abs(scaled32[late])
+    assert np.max(naive_ratio) > 100  # the problem makes the naive 8-bit form diverge
+    assert np.max(ratio8) < 2 and 0.5 < np.median(ratio8) < 1.5
+
+
+def test_centered_8bit_with_bias_correction_is_refused():
+    with pytest.raises(ValueError, match="bias_correction.*8bit"):
+        rmsprop_jax.rmsprop(0.1, centered=True, bias_correction=True, state_dtype="8bit")
+    rmsprop_jax.rmsprop(0.1, centered=True, bias_correction=True, state_dtype="bfloat16")  # float states keep it
+
+
+@pytest.mark.parametrize("variant", [{}, {"momentum": 0.9}, {"centered": True, "momentum": 0.9}])
+@pytest.mark.parametrize(
+    "case",
+    ["zeros", "tiny", "mixed", "zero blocks", "overflowing square"],
+)
+def test_no_nan_and_no_block_contaminated(variant, case):
+    rng = np.random.default_rng(2)
+    g = rng.standard_normal(SHAPE).astype(np.float32)
+    if case == "zeros":
+        g[:] = 0
+    elif case == "tiny":
+        g[:] = 1e-30
+    elif case == "mixed":
+        g[:16, :16] = np.where(rng.random((16, 16)) < 0.5, 1e-20, 1e10)
+    elif case == "zero blocks":
+        g[:16, :] = 0
+    else:
+        g[0, 0] = 1e20  # its square overflows float32
+    grads = jnp.asarray(np.stack([g] * 5 + [rng.standard_normal(SHAPE).astype(np.float32)] * 5))
+    params, state, updates = _run(rmsprop_jax.rmsprop(0.01, state_dtype="8bit", **variant), grads)
+    view = rmsprop_jax.state_as_float32(state)
+    for leaf in (params, updates, *jax.tree.leaves(state)):
+        assert np.all(np.isfinite(np.asarray(leaf))), case
+    for leaf in jax.tree.leaves(view):  # centered: E[g^2] = var + E[g]^2 of a 1e20 gradient is inf in float32
+        assert not np.any(np.isnan(np.asarray(leaf))), case
+    if case == "overflowing square":
+        nu = np.asarray(view.nu)
+        assert nu[0, 0] > 1e37  # clamped at 2**126 (8.5e37), decaying
+        assert np.all(nu[:16, :16].ravel()[1:] < 1e30)  # the block's other entries hold finite values
+
+
+def _relative_difference(a: jax.Array, b: jax.Array) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.mean(np.abs(a - b)) / np.mean(np.abs(b)))
+
+
+def _parity(**variant: object) -> float:
+    grads = jnp.asarray(np.stack(hard_gradients(60, (64, 256))))
+    start = jnp.asarray(np.random.default_rng(4).standard_normal((64, 256)), jnp.float32)
+    p8 = _run(rmsprop_jax.rmsprop(1e-3, state_dtype="8bit", **variant), grads, start)[0]
+    p32 = _run(rmsprop_jax.rmsprop(1e-3, **variant), grads, start)[0]
+    return _relative_difference(p8, p32)
+
+
+def test_60_steps_of_jumping_gradients_stay_within_1e_3_of_the_float32_state():
+    """Mean |p8 - p32| over mean |p32| (the issue's <= 1e-3; README reports it and the movement's)."""
+    assert _parity() <= 1e-3
+
+
+def test_with_momentum_the_difference_is_the_buffers_rounding_noise():
+    """Reported in README: the buffer's 8-bit noise (a few % per entry, unbiased) enters each
+    step directly rather than through a square root, so the figure is larger than plain's."""
+    plain, momentum = _parity(), _parity(momentum=0.9)
+    assert plain < momentum < 0.01
