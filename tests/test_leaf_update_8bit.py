@@ -101,16 +101,13 @@ def _quantized(x: jax.Array, fmt: codec.Format, seed: jax.Array) -> jax.Array:
 
 def _naive_8bit_steps(grads: jax.Array, decay: float, eps: float) -> np.ndarray:
     """|g| / sqrt(E[g^2] - E[g]^2 + eps) with E[g^2] and E[g] each kept in the 8-bit codes."""
+
     def step(carry: tuple, inputs: tuple) -> tuple:
         nu, mu = carry
         g, t = inputs
         seed = t.astype(jnp.uint32) * 2
-        nu = codec.decode(
-            codec.encode(decay * nu + (1 - decay) * g * g, layout, codec.UNSIGNED, seed), layout, codec.UNSIGNED
-        )
-        mu = codec.decode(
-            codec.encode(decay * mu + (1 - decay) * g, layout, codec.SIGNED, seed + 1), layout, codec.SIGNED
-        )
+        nu = _quantized(decay * nu + (1 - decay) * g * g, codec.UNSIGNED, seed)
+        mu = _quantized(decay * mu + (1 - decay) * g, codec.SIGNED, seed + 1)
         return (nu, mu), jnp.abs(g) / jnp.sqrt(jnp.maximum(nu - mu * mu, 0) + eps)
 
     zeros = jnp.zeros(SHAPE, jnp.float32)
