@@ -33,7 +33,7 @@ def _float32(stored: storage.Stored, signed: bool, widest: bool) -> jax.Array:
 
 def _view(state: RmsPropState, widest: bool = False) -> RmsPropState:
     def leaves(field: str) -> list[storage.Stored]:
-        return jax.tree.leaves(getattr(state, field), is_leaf=storage.is_stored_leaf)
+        return [storage.as_stored(x) for x in jax.tree.leaves(getattr(state, field), is_leaf=storage.is_stored_leaf)]
 
     treedef = jax.tree.structure(state.nu, is_leaf=storage.is_stored_leaf)
     nus = leaves("nu")
@@ -54,7 +54,9 @@ def _view(state: RmsPropState, widest: bool = False) -> RmsPropState:
         mu=None if state.mu is None else jax.tree.unflatten(treedef, mu_view),
         trace=None
         if trace is None
-        else jax.tree.map(lambda t: _float32(t, True, widest), trace, is_leaf=storage.is_stored_leaf),
+        else jax.tree.map(
+            lambda t: _float32(storage.as_stored(t), True, widest), trace, is_leaf=storage.is_stored_leaf
+        ),
     )
 
 
@@ -112,7 +114,7 @@ def _converted(source: RmsPropState, like: RmsPropState) -> RmsPropState:
     count = source.count if source.count is not None else like.count
     count = None if like.count is None else count
     seed_count = jnp.zeros([], jnp.int32) if count is None else count
-    targets = {
+    targets = {  # as_stored: see _storage.as_stored
         field: treedef.flatten_up_to(getattr(like, field)) for field in _FIELDS if getattr(like, field) is not None
     }
     values = {field: treedef.flatten_up_to(getattr(view, field)) for field in targets}

@@ -20,6 +20,7 @@ Which storage a leaf gets (:func:`initial`):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import ClassVar
 
 import jax
@@ -91,9 +92,23 @@ class BlockStorage:
 Storage = FloatStorage | BlockStorage
 
 
+def _is_quantized_mapping(x: object) -> bool:
+    """A :class:`Quantized` that a framework rebuilt as a mapping (Flax NNX under ``nnx.jit`` does)."""
+    return isinstance(x, Mapping) and set(x.keys()) == set(Quantized._fields)
+
+
 def is_stored_leaf(x: object) -> bool:
     """``is_leaf`` for state trees: a :class:`Quantized` array is one leaf of the params' tree."""
-    return isinstance(x, Quantized)
+    return isinstance(x, Quantized) or _is_quantized_mapping(x)
+
+
+def as_stored(x: object) -> Stored:
+    """A state tree's leaf (under :func:`is_stored_leaf`) as a :class:`Quantized` or an array."""
+    if _is_quantized_mapping(x):
+        assert isinstance(x, Mapping)
+        return Quantized(x["codes"], x["scale"])
+    assert isinstance(x, (Quantized, jax.Array)) or hasattr(x, "shape"), type(x)
+    return x  # pyright: ignore[reportReturnType]
 
 
 def shape_of(stored: Stored) -> tuple[int, ...]:

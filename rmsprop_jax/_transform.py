@@ -183,15 +183,23 @@ def _rms_transformation(
         state_treedef = jax.tree.structure(state.nu, is_leaf=storage.is_stored_leaf)
         if treedef != state_treedef:
             raise _structure_error("gradient", state_treedef, treedef)
-        nus = treedef.flatten_up_to(state.nu)
+        nus = [storage.as_stored(nu) for nu in treedef.flatten_up_to(state.nu)]
         for index, (grad, nu) in enumerate(zip(grads, nus, strict=True)):
             if jnp.shape(grad) != storage.shape_of(nu):
                 raise ValueError(
                     f"Gradient leaf {_leaf_path(updates, index)} has shape {jnp.shape(grad)} but its "
                     f"optimizer state has shape {storage.shape_of(nu)} (nothing is broadcast)."
                 )
-        mus = treedef.flatten_up_to(state.mu) if config.centered else [None] * len(grads)
-        traces = treedef.flatten_up_to(state.trace) if config.momentum is not None else [None] * len(grads)
+        mus = (
+            [storage.as_stored(mu) for mu in treedef.flatten_up_to(state.mu)]
+            if config.centered
+            else [None] * len(grads)
+        )
+        traces = (
+            [storage.as_stored(trace) for trace in treedef.flatten_up_to(state.trace)]
+            if config.momentum is not None
+            else [None] * len(grads)
+        )
 
         decays = [False] * len(grads)
         param_leaves: list[Any] = [None] * len(grads)

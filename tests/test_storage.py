@@ -1,0 +1,91 @@
+"""Which leaves the 8-bit state quantizes, its bytes per parameter, and what it refuses."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import rmsprop_jax
+from rmsprop_jax import _storage_8bit as codec
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "layout"),
+    [
+        ((256, 512), jnp.float32, "tiles"),
+        ((64, 64), jnp.bfloat16, "tiles"),
+        ((3, 64, 64), jnp.float16, "tiles"),
+        ((4096,), jnp.float32, "runs"),
+        ((24, 512), jnp.float32, "runs"),
+        ((8, 16), jnp.float32, None),  # under 4096 entries
+        ((100, 100), jnp.float32, None),  # no block fits
+        ((4097,), jnp.float32, None),
+    ],
+)
+def test_the_documented_rule_decides_which_leaves_are_quantized(shape, dtype, layout):
+    state = rmsprop_jax.rmsprop(0.1, momentum=0.9, centered=True, state_dtype="8bit").init(jnp.zeros(shape, dtype))
+    for stored in (state.nu, state.mu, state.trace):
+        if layout is None:  # the default policy's dtype: float32 (also for 16-bit params)
+            assert isinstance(stored, jax.Array) and stored.dtype == jnp.float32 and stored.shape == shape
+        else:
+            assert isinstance(stored, codec.Quantized)
+            assert stored.codes.dtype == jnp.uint8 and stored.codes.shape == shape
+            assert codec.layout_of(stored) == layout
+
+
+def _bytes_per_param(state: rmsprop_jax.RmsPropState, params: dict) -> float:
+    fields = [state.nu, state.mu, state.trace]
+    state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(fields))
+    return state_bytes / sum(p.size for p in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize(
+    ("variant", "float32_bytes", "limit"),
+    [({}, 4, 1.02), ({"momentum": 0.9}, 8, 2.04), ({"momentum": 0.9, "centered": True}, 12, 3.06)],
+)
+def test_bytes_per_parameter_of_float32_leaves_of_at_least_4096_entries(variant, float32_bytes, limit):
+    params = {"kernel": jnp.zeros((256, 512)), "embedding": jnp.zeros((4096,)), "proj": jnp.zeros((24, 512))}
+    eight = _bytes_per_param(rmsprop_jax.rmsprop(0.1, state_dtype="8bit", **variant).init(params), params)
+    full = _bytes_per_param(rmsprop_jax.rmsprop(0.1, **variant).init(params), params)
+    assert full == float32_bytes
+    assert eight <= limit
+
+
+def test_complex_params_are_refused_by_name():
+    tx = rmsprop_jax.rmsprop(0.1, state_dtype="8bit")
+    with pytest.raises(ValueError, match=r"complex param \['z'\].*use state_dtype=None"):
+        tx.init({"w": jnp.zeros((64, 64)), "z": jnp.zeros((64, 64), jnp.complex64)})
+
+
+def test_tree_map_params_raises_and_names_the_view():
+    tx = rmsprop_jax.rmsprop(0.1, state_dtype="8bit")
+    state = tx.init({"w": jnp.zeros((64, 64))})
+    with pytest.raises(ValueError, match="state_as_float32"):
+        optax.tree_map_params(tx, lambda p: p, state)
+
+
+def test_tree_map_params_still_works_on_float_states():
+    tx = rmsprop_jax.rmsprop(0.1, state_dtype="bfloat16")
+    state = tx.init({"w": jnp.zeros((64, 64))})
+    mapped = optax.tree_map_params(tx, lambda p: p.astype(jnp.float32), state)
+    assert mapped.nu["w"].dtype == jnp.float32
+
+
+def test_an_unknown_state_dtype_lists_8bit():
+    with pytest.raises(ValueError, match=r"Invalid state_dtype value: 'int8'.*'8bit'"):
+        rmsprop_jax.rmsprop(0.1, state_dtype="int8")
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
+def test_16_and_32_bit_params_train_with_an_8bit_state(dtype):
+    tx = rmsprop_jax.rmsprop(0.01, momentum=0.9, state_dtype="8bit")
+    params = {"w": jnp.full((64, 64), 3.0, dtype)}
+    state = tx.init(params)
+    for _ in range(100):
+        updates, state = tx.update(jax.tree.map(lambda p: 2 * (p - 1), params), state, params)
+        params = optax.apply_updates(params, updates)
+    assert params["w"].dtype == dtype
+    np.testing.assert_allclose(np.asarray(params["w"], np.float32), 1.0, atol=0.1)
