@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +30,9 @@ import optax
 
 from rmsprop_jax import _storage_8bit as s8
 from rmsprop_jax._dtypes import rounding_seed
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite beside this script, however it is run
+import suite
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LR, DECAY, EPS = 1e-3, 0.99, 1e-8
@@ -86,16 +89,8 @@ def _arrays(leaves: int, side: int, seed: int) -> list[jax.Array]:
 
 
 def hlo_summary(tx: optax.GradientTransformation, params: list, grads: list) -> dict[str, int]:
-    """Fusions, and bytes of the parameters and outputs, of the compiled step."""
-    compiled = _step(tx).lower(params, tx.init(params), grads).compile()
-    text = compiled.as_text()
-    analysis = compiled.memory_analysis()
-    return {
-        "fusions": len(re.findall(r"^\s*\S+ = \S+ fusion\(", text, re.M)),
-        "copies": len(re.findall(r"^\s*\S+ = \S+ copy\(", text, re.M)),
-        "argument_bytes": int(analysis.argument_size_in_bytes),
-        "output_bytes": int(analysis.output_size_in_bytes),
-    }
+    """Fusions, copies, and bytes of the parameters and outputs, of the compiled step."""
+    return suite.hlo_summary(_step(tx).lower(params, tx.init(params), grads).compile())
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

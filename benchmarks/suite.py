@@ -36,6 +36,7 @@ import json
 import os
 import platform
 import random
+import re
 import socket
 import statistics
 import time
@@ -68,10 +69,17 @@ class Case:
     total: int
     leaves: int
     dtype: str = "float32"
+    state: str = "default"  # or "8bit": rmsprop_jax's state_dtype="8bit", leaves shaped (1024, n)
 
     @property
     def label(self) -> str:
-        return f"{self.variant}, {self.leaves} x {self.total // self.leaves:,} {self.dtype}"
+        label = f"{self.variant}, {self.leaves} x {self.total // self.leaves:,} {self.dtype}"
+        return label if self.state == "default" else f"{label}, {self.state} state"
+
+    @property
+    def shape(self) -> Callable[[int], tuple[int, ...]]:
+        """A leaf's shape from its size: 1-D, or (1024, n) for the 8-bit state's 16 x 16 tiles."""
+        return (lambda size: (1024, size // 1024)) if self.state == "8bit" else (lambda size: (size,))
 
 
 def full_cases(gpu: bool) -> list[Case]:
@@ -82,13 +90,19 @@ def full_cases(gpu: bool) -> list[Case]:
     cases += [Case("plain", 16 * m, leaves) for leaves in (1, 256, 4096)]
     cases += [Case(variant, 16 * m, 16) for variant in ("momentum", "centered+momentum", "nesterov")]
     cases += [Case(variant, 16 * m, 16, "bfloat16") for variant in ("plain", "centered+momentum")]
+    cases += [Case(variant, 16 * 2**20, 16, state="8bit") for variant in ("plain", "centered+momentum")]
     if gpu:
         cases += [Case(variant, 256 * m, 16) for variant in ("momentum", "centered+momentum")]
     return cases
 
 
 def quick_cases() -> list[Case]:
-    return [Case("plain", 4096, 1), Case("centered+momentum", 4096, 4), Case("plain", 4096, 4, "bfloat16")]
+    return [
+        Case("plain", 4096, 1),
+        Case("centered+momentum", 4096, 4),
+        Case("plain", 4096, 4, "bfloat16"),
+        Case("centered+momentum", 4 * 8192, 4, state="8bit"),
+    ]
 
 
 def _leaf_sizes(case: Case) -> list[int]:
@@ -110,10 +124,14 @@ def _jax_step(tx: optax.GradientTransformation) -> Callable:
 
 def jax_contenders(case: Case) -> dict[str, optax.GradientTransformation]:
     """Like with like: 16-bit params get our 16-bit state against optax's (its only option),
-    and our default float32 state on its own row."""
+    and our default float32 state on its own row; the 8-bit state is timed against optax's
+    float32 state (optax has no 8-bit one), with our float32 state on its own row."""
     kwargs = {"decay": DECAY, "eps": EPS, **VARIANTS[case.variant]}
     contenders = {"optax": optax.rmsprop(LR, **kwargs), CONTROL: optax.rmsprop(LR, **kwargs)}
-    if case.dtype == "float32":
+    if case.state == "8bit":
+        contenders["rmsprop_jax"] = rmsprop_jax.rmsprop(LR, state_dtype="8bit", **kwargs)
+        contenders["rmsprop_jax (float32 state)"] = rmsprop_jax.rmsprop(LR, **kwargs)
+    elif case.dtype == "float32":
         contenders["rmsprop_jax"] = rmsprop_jax.rmsprop(LR, **kwargs)
     else:
         contenders["rmsprop_jax"] = rmsprop_jax.rmsprop(LR, state_dtype=case.dtype, **kwargs)
@@ -121,9 +139,23 @@ def jax_contenders(case: Case) -> dict[str, optax.GradientTransformation]:
     return contenders
 
 
-def _arrays(sizes: list[int], dtype: str, seed: int) -> list[jax.Array]:
+def _arrays(
+    sizes: list[int], dtype: str, seed: int, shape: Callable[[int], tuple[int, ...]] = lambda n: (n,)
+) -> list[jax.Array]:
     keys = jax.random.split(jax.random.key(seed), len(sizes))
-    return [jax.random.normal(k, (n,), jnp.float32).astype(dtype) for k, n in zip(keys, sizes, strict=True)]
+    return [jax.random.normal(k, shape(n), jnp.float32).astype(dtype) for k, n in zip(keys, sizes, strict=True)]
+
+
+def hlo_summary(compiled: Any) -> dict[str, int]:
+    """Fusions, copies, and bytes of the arguments and outputs of a compiled step."""
+    text = compiled.as_text()
+    analysis = compiled.memory_analysis()
+    return {
+        "fusions": len(re.findall(r"^\s*\S+ = \S+ fusion\(", text, re.M)),
+        "copies": len(re.findall(r"^\s*\S+ = \S+ copy\(", text, re.M)),
+        "argument_bytes": int(analysis.argument_size_in_bytes),
+        "output_bytes": int(analysis.output_size_in_bytes),
+    }
 
 
 def pass_bandwidth(sizes: list[int], dtype: str, repeats: int) -> float:
@@ -207,13 +239,17 @@ def measure_case(case: Case, repeats: int, torch_device: str | None) -> dict[str
     sizes = _leaf_sizes(case)
     itemsize = jnp.dtype(case.dtype).itemsize
     bandwidth = pass_bandwidth(sizes, case.dtype, repeats)
-    state_itemsize = itemsize  # like with like: the floor of a state in the params' dtype
+    # Like with like: the floor of a state in the params' dtype, or in 8-bit codes plus a float32 scale per 256.
+    state_itemsize = 1 + 4 / 256 if case.state == "8bit" else itemsize
     floor_bytes = case.total * (3 * itemsize + 2 * STATE_ARRAYS[case.variant] * state_itemsize)
     timers: dict[str, Callable[[], float]] = {}
-    grads = _arrays(sizes, case.dtype, 3)
+    hlo: dict[str, dict[str, int]] = {}
+    grads = _arrays(sizes, case.dtype, 3, case.shape)
     for label, tx in jax_contenders(case).items():
         step = _jax_step(tx)
-        params = _arrays(sizes, case.dtype, 4)
+        params = _arrays(sizes, case.dtype, 4, case.shape)
+        if case.state == "8bit" and label != CONTROL:
+            hlo[label] = hlo_summary(step.lower(params, tx.init(params), grads).compile())
         carry = [jax.block_until_ready(step(params, tx.init(params), grads))]  # warm-up (compiles)
 
         def timer(step: Callable = step, carry: list = carry) -> float:
@@ -250,6 +286,7 @@ def measure_case(case: Case, repeats: int, torch_device: str | None) -> dict[str
         "ours_over_optax": ours / theirs,
         "optax_over_optax": control / theirs,
         "ours_over_floor": ours / (1e3 * floor),
+        **({"hlo": hlo} if hlo else {}),
     }
 
 
@@ -279,17 +316,18 @@ def compile_times(
 
 
 def state_bytes_per_param(size: int) -> list[dict[str, Any]]:
-    """Optimizer state bytes per parameter, float32 and bfloat16 params (torch: on the CPU)."""
+    """Optimizer state bytes per parameter: float32 and bfloat16 params, and float32 params with
+    our 8-bit state (``size`` entries: one leaf, runs of 256). Torch: on the CPU."""
     rows = []
-    for dtype in ("float32", "bfloat16"):
+    for dtype, state_kind in (("float32", "default"), ("bfloat16", "default"), ("float32", "8bit")):
         for variant in VARIANTS:
-            row: dict[str, Any] = {"variant": variant, "dtype": dtype}
-            for label, tx in jax_contenders(Case(variant, size, 1, dtype)).items():
+            row: dict[str, Any] = {"variant": variant, "dtype": dtype if state_kind == "default" else "float32, 8bit"}
+            for label, tx in jax_contenders(Case(variant, size, 1, dtype, state_kind)).items():
                 if label == CONTROL:
                     continue
                 state = tx.init([jnp.zeros((size,), dtype)])
                 row[label] = sum(x.nbytes for x in jax.tree.leaves(state) if x.size > 1) / size
-            if _torch_device() is not None and variant != "nesterov":
+            if _torch_device() is not None and variant != "nesterov" and state_kind == "default":
                 run = TorchContender(Case(variant, size, 1, dtype), foreach=True, device="cpu")
                 run.step()
                 row["torch"] = run.state_bytes() / size
@@ -329,6 +367,12 @@ def markdown(report: dict[str, Any]) -> str:
         if "rmsprop_jax (float32 state)" in row["times"]:
             lines.append(
                 f"| ... our default float32 state | {cell(row, 'rmsprop_jax (float32 state)')} | | | | | | | |"
+            )
+        for label, counts in row.get("hlo", {}).items():
+            lines.append(
+                f"| ... HLO of {label}: {counts['fusions']} fusions, {counts['copies']} copies, "
+                f"{counts['argument_bytes'] / 1e6:.0f} MB in, {counts['output_bytes'] / 1e6:.0f} MB out "
+                "| | | | | | | | |"
             )
     if report.get("copy_bandwidth_gbs"):
         lines += ["", f"Device-to-device copy bandwidth: {report['copy_bandwidth_gbs']:.0f} GB/s (read + write)."]
@@ -375,7 +419,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def run(cases: list[Case], repeats: int, compile_leaves: list[int], out_dir: Path) -> dict[str, Any]:
+def run(cases: list[Case], repeats: int, compile_leaves: list[int], out_dir: Path, suffix: str = "") -> dict[str, Any]:
     """Runs everything and writes ``<host>-<date>.json``, ``.md`` and ``.png`` into ``out_dir``."""
     torch_device = _torch_device()
     try:
@@ -398,7 +442,7 @@ def run(cases: list[Case], repeats: int, compile_leaves: list[int], out_dir: Pat
     }
     report: dict[str, Any] = {"meta": meta, "step_time": [], "compile": [], "state_bytes": []}
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"{meta['host']}-{meta['date']}"
+    stem = out_dir / f"{meta['host']}-{meta['date']}{suffix}"
 
     def write() -> None:  # after every part, so that an interrupted run keeps what it measured
         stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
@@ -431,12 +475,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per contender (default 15)")
     parser.add_argument("--compile-leaves", type=int, nargs="+", default=[256, 4096], help="leaf counts to compile")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument(
+        "--only", default=None, help="measure only the step-time cases whose label contains this text (e.g. 8bit)"
+    )
+    parser.add_argument("--suffix", default="", help="appended to the result files' names")
     args = parser.parse_args()
     gpu = jax.default_backend() == "gpu"
     if args.quick:
-        report = run(quick_cases(), 3, [2, 4], args.out)
+        report = run(quick_cases(), 3, [2, 4], args.out, args.suffix)
     else:
-        report = run(full_cases(gpu), args.repeats, args.compile_leaves, args.out)
+        cases = [case for case in full_cases(gpu) if args.only is None or args.only in case.label]
+        report = run(cases, args.repeats, args.compile_leaves, args.out, args.suffix)
     print(markdown(report))
 
 

@@ -54,10 +54,7 @@ import jax
 import jax.numpy as jnp
 
 from rmsprop_jax import _dtypes as dtypes
-from rmsprop_jax._storage import Storage, Stored
-
-Scalar = float | jax.Array
-"""A hyperparameter's value: a Python number, or an array (traced under ``inject_hyperparams``)."""
+from rmsprop_jax._storage import Scalar, Storage, Stored
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,6 +34,9 @@ from rmsprop_jax._storage_8bit import Quantized
 Stored = jax.Array | Quantized
 """One state array as the state keeps it."""
 
+Scalar = float | jax.Array
+"""A hyperparameter's value: a Python number, or an array (traced under ``inject_hyperparams``)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class FloatStorage:
@@ -49,7 +52,7 @@ class FloatStorage:
         return dtypes.cast(stored, compute)
 
     def keep(
-        self, value: jax.Array, seed: jax.Array | None, *, previous: Stored, weight: object, addend: jax.Array
+        self, value: jax.Array, seed: jax.Array | None, *, previous: Stored, weight: Scalar, addend: jax.Array
     ) -> tuple[Stored, jax.Array]:
         del previous, weight, addend
         stored = dtypes.store(value, self.dtype, seed)
@@ -81,7 +84,7 @@ class BlockStorage:
         return dtypes.cast(codec.decode(stored, self.layout, self.fmt), compute)
 
     def keep(
-        self, value: jax.Array, seed: jax.Array | None, *, previous: Stored, weight: object, addend: jax.Array
+        self, value: jax.Array, seed: jax.Array | None, *, previous: Stored, weight: Scalar, addend: jax.Array
     ) -> tuple[Stored, jax.Array]:
         assert isinstance(previous, Quantized)
         bound = weight * previous.scale + codec.block_maxima(dtypes.cast(addend, jnp.float32), self.layout)
@@ -141,7 +144,7 @@ def zeros_sharded_like(param: jax.Array) -> jax.Array:
     return jnp.where(jnp.isnan(zero), jnp.zeros((), zero.dtype), zero)
 
 
-def initial(param: jax.Array, fill: object, signed: bool, state_dtype: jnp.dtype | str | None) -> Stored:
+def initial(param: jax.Array, fill: Scalar, signed: bool, state_dtype: jnp.dtype | str | None) -> Stored:
     """A state array for ``param`` holding ``fill`` everywhere, in the storage ``state_dtype`` gives it.
 
     ``signed``: ``mu`` or the momentum buffer (complex for complex params), else ``nu`` (real).

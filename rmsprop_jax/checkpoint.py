@@ -110,13 +110,26 @@ def save(path: str | Path, item: Any) -> None:
     checkpointer.wait_until_finished()
 
 
+def _storage_differs(problem: str) -> bool:
+    """Whether a mismatch line is one that another ``state_dtype`` makes (8-bit codes, or a dtype)."""
+    key = problem.split(":", 1)[0]
+    return key.endswith(("/codes", "/scale")) or ": dtype " in problem
+
+
 def _checked(where: str | Path, saved: Any, target: Any) -> Any:
     """``target`` as shape-dtype structs, after refusing any mismatch with ``saved``."""
     import orbax.checkpoint as ocp
 
     problems = mismatches(saved, target)
     if problems:
-        raise ValueError(f"the checkpoint at {where} does not match the target:\n  " + "\n  ".join(problems))
+        message = f"the checkpoint at {where} does not match the target:\n  " + "\n  ".join(problems)
+        if any(_storage_differs(line) for line in problems):
+            message += (
+                "\nThe optimizer state looks saved with another state_dtype (8-bit codes and scales, or another "
+                "float dtype): restore into an optimizer built with the checkpoint's state_dtype, then move the "
+                "state with rmsprop_jax.convert_state(restored_state, new_tx.init(params))."
+            )
+        raise ValueError(message)
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
 
 

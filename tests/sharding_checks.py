@@ -26,6 +26,7 @@ from jax.sharding import PartitionSpec as P
 
 import rmsprop_jax
 from rmsprop_jax import presets
+from rmsprop_jax._storage_8bit import Quantized
 
 COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "collective-permute", "all-to-all")
 SCHEDULE = optax.linear_schedule(1e-2, 1e-3, 10)
@@ -42,6 +43,18 @@ OPTIMIZERS = {
     "presets.tensorflow_v1": lambda: presets.tensorflow_v1(1e-2, momentum=0.9),
     "presets.timm": lambda: presets.timm(lr=1e-2, momentum=0.9, weight_decay=1e-3, decoupled_decay=True),
     "presets.optax": lambda: presets.optax(1e-2, momentum=0.9, centered=True),
+}
+EIGHT_BIT = {  # params large enough to be quantized (tests/test_storage.py has the rule)
+    "8bit plain": lambda: rmsprop_jax.rmsprop(1e-2, state_dtype="8bit"),
+    "8bit momentum": lambda: rmsprop_jax.rmsprop(1e-2, momentum=0.9, state_dtype="8bit"),
+    "8bit centered+momentum": lambda: rmsprop_jax.rmsprop(1e-2, centered=True, momentum=0.9, state_dtype="8bit"),
+    "8bit presets.pytorch": lambda: presets.pytorch(lr=1e-2, momentum=0.9, weight_decay=1e-3, state_dtype="8bit"),
+}
+LAYOUTS_8BIT = {  # (w (256, 512), b (4096,), n (4096, 16)): n's shards are narrower than a tile under TP and 2-D
+    "data-parallel": (P(), P(), P()),
+    "fsdp": (P("data", None), P("data"), P("data", None)),
+    "tensor-parallel": (P(None, "model"), P("model"), P(None, "model")),
+    "2d": (P("data", "model"), P("model"), P("data", "model")),
 }
 LAYOUTS = {  # (w spec, b spec): data-parallel (replicated), FSDP, tensor-parallel
     "data-parallel": (P(), P()),
@@ -63,6 +76,16 @@ def params_on(mesh: jax.sharding.Mesh | None, layout: str) -> dict[str, jax.Arra
     }
 
 
+def params_8bit_on(mesh: jax.sharding.Mesh | None, layout: str) -> dict[str, jax.Array]:
+    rng = np.random.default_rng(1)
+    shapes = {"w": (256, 512), "b": (4096,), "n": (4096, 16)}
+    params = {name: jnp.asarray(rng.standard_normal(shape), jnp.float32) for name, shape in shapes.items()}
+    if mesh is None:
+        return params
+    specs = dict(zip(shapes, LAYOUTS_8BIT[layout], strict=True))
+    return {name: jax.device_put(p, NamedSharding(mesh, specs[name])) for name, p in params.items()}
+
+
 def grad_fn(params: dict[str, jax.Array], step: jax.Array) -> dict[str, jax.Array]:
     return jax.tree.map(lambda p: jnp.sin(3.0 * p + step) * (1.0 + p * p), params)
 
@@ -80,6 +103,10 @@ def state_matches(state: object, params: dict[str, jax.Array]) -> bool:
             continue
         for name, leaf in tree.items():
             param = params[name]
+            if isinstance(leaf, Quantized):  # codes shaped like the param; scales blocked along its axes
+                scale = leaf.scale if isinstance(leaf.scale, jax.sharding.Sharding) else leaf.scale.sharding
+                ok &= _spec(scale, param.ndim) == _spec(param.sharding, param.ndim)
+                leaf = leaf.codes
             sharding = leaf if isinstance(leaf, jax.sharding.Sharding) else leaf.sharding
             if isinstance(sharding.mesh, jax.sharding.AbstractMesh):  # from eval_shape: compare layouts
                 ok &= sharding.mesh.shape == param.sharding.mesh.shape and _spec(sharding, param.ndim) == _spec(
@@ -90,16 +117,18 @@ def state_matches(state: object, params: dict[str, jax.Array]) -> bool:
     return bool(ok)
 
 
-def run_steps(tx: optax.GradientTransformation, params: dict[str, jax.Array], steps: int = 5) -> dict:
+def run_steps(
+    tx: optax.GradientTransformation, params: dict[str, jax.Array], steps: int = 5, state: object = None
+) -> tuple[dict, object]:
     @jax.jit
     def step(params: dict, state: object, i: jax.Array) -> tuple:
         updates, state = tx.update(grad_fn(params, i), state, params)
         return optax.apply_updates(params, updates), state
 
-    state = tx.init(params)
+    state = tx.init(params) if state is None else state
     for i in range(steps):
         params, state = step(params, state, jnp.float32(i))
-    return params
+    return params, state
 
 
 def checkpoints() -> list[dict]:
@@ -109,8 +138,11 @@ def checkpoints() -> list[dict]:
     out = []
     for axis_type in (AxisType.Auto, AxisType.Explicit):
         mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(axis_type,) * 2)
-        for layout in ("fsdp", "2d"):
-            tx = rmsprop_jax.rmsprop(optax.cosine_decay_schedule(1e-2, 10), momentum=0.9, centered=True)
+        for layout, state_dtype in (("fsdp", None), ("2d", None), ("fsdp", "8bit"), ("2d", "8bit")):
+            tx = rmsprop_jax.rmsprop(
+                optax.cosine_decay_schedule(1e-2, 10), momentum=0.9, centered=True, state_dtype=state_dtype
+            )
+            make_params = params_on if state_dtype is None else params_8bit_on
 
             @jax.jit
             def step(params: dict, state: object, i: jax.Array, tx: optax.GradientTransformation = tx) -> tuple:
@@ -118,7 +150,7 @@ def checkpoints() -> list[dict]:
                 return optax.apply_updates(params, updates), state
 
             with jax.set_mesh(mesh), tempfile.TemporaryDirectory() as directory:
-                params = params_on(mesh, layout)
+                params = make_params(mesh, layout)
                 full = (params, tx.init(params))
                 for i in range(9):
                     full = step(*full, jnp.float32(i))
@@ -143,6 +175,7 @@ def checkpoints() -> list[dict]:
                 {
                     "axis_type": str(axis_type),
                     "layout": layout,
+                    "state_dtype": str(state_dtype),
                     "shardings_kept": shardings_kept,
                     "bit_identical": identical,
                 }
@@ -211,14 +244,17 @@ def nnx_partitioning() -> dict[str, bool]:
 def main() -> None:
     assert len(jax.devices()) == 8
     results = []
+    cases = [(name, make, params_on) for name, make in OPTIMIZERS.items()]
+    cases += [(name, make, params_8bit_on) for name, make in EIGHT_BIT.items()]
     for axis_type in (AxisType.Auto, AxisType.Explicit):
         mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(axis_type,) * 2)
         for layout in LAYOUTS:
-            for name, make in OPTIMIZERS.items():
+            for name, make, make_params in cases:
                 tx = make()
-                params = params_on(mesh, layout)
+                params = make_params(mesh, layout)
                 with jax.set_mesh(mesh):
-                    eager = state_matches(tx.init(params), params)
+                    init_state = tx.init(params)
+                    eager = state_matches(init_state, params)
                     jitted = state_matches(jax.jit(tx.init)(params), params)
                     abstract = jax.tree.map(
                         lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=p.sharding), params
@@ -232,11 +268,22 @@ def main() -> None:
                         params, tx.init(params), grad_fn(params, jnp.float32(0))
                     )
                     hlo = compiled.compile().as_text()
-                    sharded = run_steps(tx, params)
-                single = run_steps(make(), params_on(None, layout))
+                    sharded = run_steps(tx, params, state=init_state)
+                # The same initial state on one device (the sharded init chose each leaf's storage).
+                on_one_device = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), init_state)
+                single = run_steps(make(), make_params(None, layout), state=on_one_device)
                 difference = max(
-                    float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                    float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
                     for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(single), strict=True)
+                )
+                bit_identical = all(
+                    np.array_equal(np.asarray(a), np.asarray(b))
+                    for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(single), strict=True)
+                )
+                quantized = sorted(
+                    key
+                    for key, leaf in init_state.nu.items()
+                    if isinstance(leaf, Quantized)  # type: ignore[union-attr]
                 )
                 results.append(
                     {
@@ -248,6 +295,8 @@ def main() -> None:
                         "abstract_init_keeps_sharding": abstract_ok,
                         "collectives": sorted({c for c in COLLECTIVES if re.search(rf"\b{c}(-start)?\(", hlo)}),
                         "max_difference": difference,
+                        "bit_identical": bit_identical,
+                        "quantized": quantized,
                     }
                 )
     # The check can fail: global-norm clipping needs its one reduction.

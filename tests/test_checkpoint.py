@@ -154,3 +154,36 @@ def test_a_manager_without_the_standard_handler_is_told_what_to_pass(tmp_path):
     manager.wait_until_finished()
     with pytest.raises(ValueError, match=r"item_handlers=orbax\.checkpoint\.StandardCheckpointHandler"):
         checkpoint.restore(ocp.CheckpointManager(tmp_path / "run"), PARAMS)
+
+
+PARAMS_8BIT = {"w": jnp.asarray(np.random.default_rng(0).standard_normal((64, 128)), jnp.float32), "b": jnp.zeros(16)}
+
+
+@pytest.mark.parametrize("variant", [{}, {"momentum": 0.9, "centered": True}], ids=["plain", "centered+momentum"])
+def test_an_8bit_state_resumes_bit_identically(variant, tmp_path):
+    def make() -> optax.GradientTransformation:
+        return rmsprop_jax.rmsprop(optax.cosine_decay_schedule(1e-2, 20), state_dtype="8bit", **variant)
+
+    tx = make()
+    full = _steps(tx, PARAMS_8BIT, tx.init(PARAMS_8BIT), 0, 20)
+    params, state = _steps(tx, PARAMS_8BIT, tx.init(PARAMS_8BIT), 0, 8)
+    assert state.nu["w"].codes.dtype == jnp.uint8
+    checkpoint.save(tmp_path / "step8", {"params": params, "opt_state": state})
+    restored = checkpoint.restore(tmp_path / "step8", {"params": PARAMS_8BIT, "opt_state": make().init(PARAMS_8BIT)})
+    resumed = _steps(tx, restored["params"], restored["opt_state"], 8, 20)
+    jax.tree.map(np.testing.assert_array_equal, resumed, full)
+
+
+def test_restoring_an_8bit_state_into_a_float32_one_names_the_mismatch_and_the_converter(tmp_path):
+    eight_bit = rmsprop_jax.rmsprop(1e-3, momentum=0.9, state_dtype="8bit")
+    state = _steps(eight_bit, PARAMS_8BIT, eight_bit.init(PARAMS_8BIT), 0, 3)[1]
+    checkpoint.save(tmp_path / "ckpt", state)
+    float32 = rmsprop_jax.rmsprop(1e-3, momentum=0.9)
+    with pytest.raises(ValueError, match="nu/w/codes: in the checkpoint, not in the target") as error:
+        checkpoint.restore(tmp_path / "ckpt", float32.init(PARAMS_8BIT))
+    assert "rmsprop_jax.convert_state" in str(error.value)
+    # What the message says to do: restore as saved, then convert.
+    restored = checkpoint.restore(tmp_path / "ckpt", eight_bit.init(PARAMS_8BIT))
+    converted = rmsprop_jax.convert_state(restored, float32.init(PARAMS_8BIT))
+    assert converted.nu["w"].dtype == jnp.float32
+    np.testing.assert_array_equal(converted.nu["w"], rmsprop_jax.state_as_float32(state).nu["w"])

@@ -6,8 +6,10 @@ import json
 import subprocess
 import sys
 
+import jax.numpy as jnp
 import pytest
 
+from rmsprop_jax._storage_8bit import Quantized
 from rmsprop_jax.demo import cli, optimizers
 from rmsprop_jax.demo.data import DEFAULT_STEPS
 
@@ -31,6 +33,7 @@ def run_demo(*args: str, cwd=None) -> subprocess.CompletedProcess:
         (["--lr", "0"], "argument --lr: must be a positive finite number"),
         (["--lr", "inf"], "argument --lr: must be a positive finite number"),
         (["--preset", "adam"], "argument --preset: invalid choice"),
+        (["--state-dtype", "int8"], "argument --state-dtype: invalid choice"),
         (["--preset", "tensorflow_v1"], "preset 'tensorflow_v1' has no default learning rate; give one with --lr"),
         (["--unknown"], "unrecognized arguments: --unknown"),
     ],
@@ -59,7 +62,7 @@ def test_unwritable_out_dir_is_bad_input_without_traceback(tmp_path):
 
 def test_help_explains_every_option():
     help_text = cli.build_parser().format_help()
-    for option in ("--steps", "--batch-size", "--seed", "--lr", "--out", "--preset", "--compare"):
+    for option in ("--steps", "--batch-size", "--seed", "--lr", "--out", "--preset", "--compare", "--state-dtype"):
         assert option in help_text
 
 
@@ -89,6 +92,25 @@ def test_default_run_reaches_the_accuracy_goal(tmp_path):
     assert metrics["steps"] == DEFAULT_STEPS and metrics["seed"] == 0
     assert metrics["test_accuracy"] >= 0.95
     assert "test accuracy" in run.stdout
+
+
+@pytest.mark.slow
+def test_a_default_run_with_an_8bit_state_reaches_the_accuracy_goal(tmp_path, capsys):
+    """One seed of README's 8-bit table, with a loose bound (float32 reaches 0.977-0.985)."""
+    assert cli.main(["--state-dtype", "8bit", "--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["optimizer"]["state_dtype"] == "8bit"
+    assert metrics["test_accuracy"] >= 0.95
+
+
+@pytest.mark.parametrize("preset", [None, "pytorch"])
+def test_state_dtype_reaches_the_optimizer_and_the_legend(preset, tmp_path):
+    args = ["--steps", "4", "--batch-size", "16", "--state-dtype", "8bit", "--out", str(tmp_path)]
+    _, choice = cli.parse_args([*args, *(["--preset", preset] if preset else [])])
+    assert choice.settings["state_dtype"] == "8bit"
+    assert "state_dtype='8bit'" in choice.title
+    params = {"w": jnp.zeros((64, 64))}
+    assert isinstance(choice.tx.init(params)[1].nu["w"], Quantized)
 
 
 def test_checkpoint_dir_saves_and_a_second_run_resumes(tmp_path, capsys):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 import rmsprop_jax
 
-PUBLIC_NAMES = ["RmsPropState", "__version__", "rmsprop", "scale_by_rms"]
+PUBLIC_NAMES = ["RmsPropState", "__version__", "convert_state", "rmsprop", "scale_by_rms", "state_as_float32"]
 PUBLIC_SUBMODULES = ("checkpoint", "clipping", "demo", "presets")
 
 

@@ -11,7 +11,13 @@ from typing import Any
 
 from rmsprop_jax.demo.arguments import add_run_options, positive_float, whole_number_at_least
 from rmsprop_jax.demo.data import DEFAULT_BATCH_SIZE, MAX_SHIFT, TRAIN_EXAMPLES
-from rmsprop_jax.demo.optimizers import CLIP_NORM, DEFAULT_LEARNING_RATE, OptimizerChoice, rmsprop_choice
+from rmsprop_jax.demo.optimizers import (
+    CLIP_NORM,
+    DEFAULT_LEARNING_RATE,
+    STATE_DTYPES,
+    OptimizerChoice,
+    rmsprop_choice,
+)
 from rmsprop_jax.demo.run_directory import check_checkpoint_layout, check_same_run, check_writable
 from rmsprop_jax.presets import OPTIMIZERS as PRESETS
 
@@ -43,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="train with a framework or paper preset and its defaults (rmsprop_jax.presets); "
         "tensorflow_v1, optax and hinton2012 have no default learning rate and need --lr",
+    )
+    parser.add_argument(
+        "--state-dtype",
+        choices=STATE_DTYPES,
+        default="float32",
+        help="storage of the optimizer state: float32 (default), bfloat16 (stochastic rounding) or 8bit "
+        "(block-wise codes for leaves of at least 4096 entries; README, '8-bit state')",
     )
     parser.add_argument(
         "--out",
@@ -93,7 +106,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Optimize
         except OSError as error:
             parser.error(f"argument {option}: cannot write to {str(directory)!r}: {error.strerror or error}")
     try:
-        choice = rmsprop_choice(args.preset, args.lr, args.steps)
+        choice = rmsprop_choice(args.preset, args.lr, args.steps, args.state_dtype)
     except ValueError as error:
         parser.error(str(error))
     if args.checkpoint_dir is not None:

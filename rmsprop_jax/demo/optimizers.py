@@ -27,7 +27,9 @@ BASELINES: dict[str, tuple[Callable[..., optax.GradientTransformation], float, d
 
 def _as_arguments(options: dict[str, Any]) -> str:
     """``{"momentum": 0.9}`` as written in a call: ``momentum=0.9``."""
-    return ", ".join(f"{name}={value}" for name, value in options.items())
+    return ", ".join(
+        f"{name}={value!r}" if isinstance(value, str) else f"{name}={value}" for name, value in options.items()
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,34 +74,62 @@ def preset_learning_rate(name: str) -> tuple[str, float | None]:
     return first.name, None if first.default is inspect.Parameter.empty else first.default
 
 
-def rmsprop_choice(preset: str | None, learning_rate: float | None, steps: int) -> OptimizerChoice:
+STATE_DTYPES = ("float32", "bfloat16", "8bit")  # --state-dtype: rmsprop_jax.rmsprop's state_dtype
+
+
+def rmsprop_choice(
+    preset: str | None,
+    learning_rate: float | None,
+    steps: int,
+    state_dtype: str = "float32",
+    options: dict[str, Any] | None = None,
+) -> OptimizerChoice:
     """The demo's RMSProp: the default configuration, or a preset with its own defaults.
+
+    Args:
+      preset: A name in :data:`rmsprop_jax.presets.OPTIMIZERS`, or ``None`` for
+        :func:`rmsprop_jax.rmsprop` with :data:`RMSPROP_OPTIONS`.
+      learning_rate: The schedule's peak, or ``None`` for the default.
+      steps: The training steps (the schedule's length).
+      state_dtype: The optimizer state's storage, one of :data:`STATE_DTYPES`.
+      options: Without a preset, :func:`rmsprop_jax.rmsprop`'s options in place of
+        :data:`RMSPROP_OPTIONS` (``benchmarks/demo_8bit.py`` trains plain, momentum
+        and centered RMSProp this way).
 
     Raises:
       ValueError: When the preset has no default learning rate and none is given.
     """
+    stored = {} if state_dtype == "float32" else {"state_dtype": state_dtype}
     if preset is None:
         peak = DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
-        tx = rmsprop_jax.rmsprop(lr_schedule(peak, steps), **RMSPROP_OPTIONS)
+        chosen = RMSPROP_OPTIONS if options is None else options
+        tx = rmsprop_jax.rmsprop(lr_schedule(peak, steps), **chosen, state_dtype=state_dtype)
         return OptimizerChoice(
             "rmsprop_jax.rmsprop",
             _with_clipping(tx),
-            {"optimizer": "rmsprop_jax.rmsprop", **RMSPROP_OPTIONS} | _common_settings(peak, steps),
-            _as_arguments(RMSPROP_OPTIONS),
+            {"optimizer": "rmsprop_jax.rmsprop", **chosen, "state_dtype": state_dtype} | _common_settings(peak, steps),
+            _as_arguments({**chosen, **stored}),
         )
     lr_name, default = preset_learning_rate(preset)
     peak = default if learning_rate is None else learning_rate
     if peak is None:
         raise ValueError(f"preset {preset!r} has no default learning rate; give one with --lr")
     constructor = getattr(presets, preset)
-    tx = constructor(lr_schedule(peak, steps))
+    tx = constructor(lr_schedule(peak, steps), state_dtype=state_dtype)
     defaults = {
         name: parameter.default
         for name, parameter in inspect.signature(constructor).parameters.items()
-        if name != lr_name and parameter.default is not inspect.Parameter.empty
+        if name not in (lr_name, "state_dtype") and parameter.default is not inspect.Parameter.empty
     }
-    settings = {"optimizer": f"rmsprop_jax.presets.{preset}", "learning_rate_argument": lr_name, **defaults}
-    return OptimizerChoice(f"presets.{preset}", _with_clipping(tx), settings | _common_settings(peak, steps))
+    settings = {
+        "optimizer": f"rmsprop_jax.presets.{preset}",
+        "learning_rate_argument": lr_name,
+        **defaults,
+        "state_dtype": state_dtype,
+    }
+    return OptimizerChoice(
+        f"presets.{preset}", _with_clipping(tx), settings | _common_settings(peak, steps), _as_arguments(stored)
+    )
 
 
 def baseline_choices(steps: int) -> list[OptimizerChoice]:
