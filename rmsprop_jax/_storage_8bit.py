@@ -32,6 +32,7 @@ from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import core
 from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
 
@@ -106,8 +107,9 @@ def block_layout(shape: tuple[int, ...], local_shape: tuple[int, ...] | None = N
 def shard_shape(x: jax.Array) -> tuple[int, ...] | None:
     """One shard's shape where ``x``'s sharding can be seen, else ``None``."""
     try:
-        sharding = jax.typeof(x).sharding
-        return tuple(sharding.shard_shape(x.shape))
+        if isinstance(x, jax.Array) and not isinstance(x, core.Tracer):
+            return tuple(x.sharding.shard_shape(x.shape))  # a concrete array's placement, on any mesh
+        return tuple(jax.typeof(x).sharding.shard_shape(x.shape))  # what a tracer shows (Explicit axes)
     except (AttributeError, TypeError, ValueError):
         return None
 

@@ -68,3 +68,17 @@ def test_readme_demo_figures_are_the_results_file():
     quickstart = " ".join(text.split("## Quickstart", 1)[1].split("\n## ", 1)[0].split())
     assert f"test accuracy {low:.3f}-{high:.3f} over seeds 0-2" in quickstart
     assert f"{min(seconds):.1f}-{max(seconds):.1f} s of training" in quickstart
+
+
+def test_readme_8bit_snippet_prints_what_it_says():
+    code = _python_block_after("## 8-bit state")
+    _, printed = _run(code)
+    claimed = [line.split("# ", 1)[1].split(":")[0] for line in code.splitlines() if line.startswith("print(")]
+    assert printed.strip().splitlines() == claimed
+
+
+def test_readme_8bit_demo_table_is_the_results_files():
+    demo_8bit = load_script("benchmarks/demo_8bit.py")
+    results = json.loads(demo_8bit.RESULTS.read_text())
+    assert demo_8bit.markdown(results) in README.read_text()
+    assert results["seeds"] == [0, 1, 2] and set(results["runs"]) == {"plain", "momentum", "centered"}
