@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+
+import jax
+import jax.numpy as jnp
 import optax
 import pytest
 
+import rmsprop_jax
 from rmsprop_jax import presets
+from rmsprop_jax._storage_8bit import Quantized
 
 CASES = [
     (presets.pytorch, {"lr": -0.1}, "lr"),
@@ -74,3 +80,23 @@ def test_every_preset_accepts_an_optax_schedule():
         presets.dqn2015(schedule),
     ):
         assert tx.init({"w": optax.tree.zeros_like({"w": 0.0})["w"]}) is not None
+
+
+@pytest.mark.parametrize("name", presets.OPTIMIZERS)
+def test_every_preset_takes_a_keyword_only_8bit_state_dtype(name):
+    constructor = getattr(presets, name)
+    parameter = inspect.signature(constructor).parameters["state_dtype"]
+    assert parameter.kind is inspect.Parameter.KEYWORD_ONLY and parameter.default is None
+    needs_lr = next(iter(inspect.signature(constructor).parameters.values())).default is inspect.Parameter.empty
+    tx = constructor(*([1e-3] if needs_lr else []), state_dtype="8bit")
+    params = {"w": jnp.ones((64, 64)), "b": jnp.ones(8)}
+    states = [
+        s
+        for s in jax.tree.leaves(tx.init(params), is_leaf=lambda x: isinstance(x, rmsprop_jax.RmsPropState))
+        if isinstance(s, rmsprop_jax.RmsPropState)
+    ]
+    assert len(states) == 1 and isinstance(states[0].nu["w"], Quantized)
+    updates, _ = tx.update(params, tx.init(params), params)
+    assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
+    with pytest.raises(ValueError, match="Invalid state_dtype value: 'int4'"):
+        constructor(*([1e-3] if needs_lr else []), state_dtype="int4")
