@@ -113,10 +113,19 @@ def _abs_sq(x: jax.Array) -> jax.Array:
 
 
 def _average(
-    storage: Storage, stored: Stored, old: jax.Array, weight: Scalar, addend: jax.Array, seed: jax.Array | None
-) -> tuple[Stored, jax.Array]:
-    """``weight * old + addend`` as the state stores it: the stored array, and its value as stored."""
-    return storage.keep(addend + weight * old, seed, previous=stored, weight=weight, addend=addend)
+    storage: Storage,
+    stored: Stored,
+    old: jax.Array,
+    weight: Scalar,
+    addend: tuple[Scalar | None, jax.Array],
+    seed: jax.Array | None,
+) -> tuple[Stored, jax.Array, jax.Array]:
+    """``weight * old + factor * term`` (``addend = (factor, term)``, ``factor`` non-negative or
+    ``None`` for 1) as the state stores it: the stored array, its value as stored, and the added term."""
+    factor, term = addend
+    added = term if factor is None else factor * term
+    stored, kept = storage.keep(added + weight * old, seed, previous=stored, weight=weight, addend=addend)
+    return stored, kept, added
 
 
 def _cautious(direction: jax.Array, g: jax.Array) -> jax.Array:
@@ -176,13 +185,20 @@ def update_leaf(
         assert mu is not None and storages.mu is not None, "centered needs mu"
         assert not config.bias_correction, "the factories refuse bias_correction with a stored variance"
         mu_old = storages.mu.load(mu, g.dtype)
-        term = decay * (1 - decay) * _abs_sq(g - mu_old)
-        new_nu, nu_kept = _average(storages.nu, nu, storages.nu.load(nu, compute), decay, term, rounding_seeds[0])
-        new_mu, _ = _average(storages.mu, mu, mu_old, decay, (1 - decay) * g, rounding_seeds[1])
+        new_nu, nu_kept, term = _average(
+            storages.nu,
+            nu,
+            storages.nu.load(nu, compute),
+            decay,
+            (decay * (1 - decay), _abs_sq(g - mu_old)),
+            rounding_seeds[0],
+        )
+        new_mu, _, _ = _average(storages.mu, mu, mu_old, decay, (1 - decay, g), rounding_seeds[1])
         variance = jnp.maximum(nu_kept, term)
     else:
-        term = (1 - decay) * _abs_sq(g)
-        new_nu, nu_kept = _average(storages.nu, nu, storages.nu.load(nu, compute), decay, term, rounding_seeds[0])
+        new_nu, nu_kept, term = _average(
+            storages.nu, nu, storages.nu.load(nu, compute), decay, (1 - decay, _abs_sq(g)), rounding_seeds[0]
+        )
         nu_hat = jnp.maximum(nu_kept, term)
         if config.bias_correction:
             assert count is not None, "bias_correction needs the step count"
@@ -191,8 +207,8 @@ def update_leaf(
         variance = nu_hat
         if config.centered:
             assert mu is not None and storages.mu is not None, "centered needs mu"
-            new_mu, mu_kept = _average(
-                storages.mu, mu, storages.mu.load(mu, g.dtype), decay, (1 - decay) * g, rounding_seeds[1]
+            new_mu, mu_kept, _ = _average(
+                storages.mu, mu, storages.mu.load(mu, g.dtype), decay, (1 - decay, g), rounding_seeds[1]
             )
             mu_hat = mu_kept / correction if config.bias_correction else mu_kept
             variance = jnp.maximum(nu_hat - _abs_sq(mu_hat), 0)
@@ -215,8 +231,13 @@ def update_leaf(
         else:
             assert trace is not None and storages.trace is not None, "momentum needs the trace"
             step = lr * scaled if config.lr_in_momentum else scaled
-            new_trace, trace_kept = _average(
-                storages.trace, trace, storages.trace.load(trace, g.dtype), config.momentum, step, rounding_seeds[2]
+            new_trace, trace_kept, _ = _average(
+                storages.trace,
+                trace,
+                storages.trace.load(trace, g.dtype),
+                config.momentum,
+                (None, step),
+                rounding_seeds[2],
             )
             velocity = step + config.momentum * trace_kept if config.nesterov else trace_kept
             if config.caution:

@@ -4,7 +4,7 @@ The step's arithmetic (:mod:`rmsprop_jax._leaf_update`) sees every state array t
 :class:`FloatStorage` or a :class:`BlockStorage`: ``load`` returns the stored values in
 the compute dtype, ``keep`` stores a new value and returns it as stored. Neither computes
 anything of the step: ``keep`` is told how the new value was formed
-(``weight * old + addend``) only so that the 8-bit storage can bound each block's scale
+(``weight * old + factor * term``) only so that the 8-bit storage can bound each block's scale
 without a reduction over the new value (``benchmarks/NOTES.md``: on XLA:CPU that
 reduction costs more than the whole step).
 
@@ -37,6 +37,10 @@ Stored = jax.Array | Quantized
 Scalar = float | jax.Array
 """A hyperparameter's value: a Python number, or an array (traced under ``inject_hyperparams``)."""
 
+Addend = tuple[Scalar | None, jax.Array]
+"""What a moving average adds to ``weight * old``: ``(factor, term)``, meaning ``factor * term``
+(``factor`` non-negative, ``None`` for 1)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class FloatStorage:
@@ -52,7 +56,7 @@ class FloatStorage:
         return dtypes.cast(stored, compute)
 
     def keep(
-        self, value: jax.Array, seed: jax.Array | None, *, previous: Stored, weight: Scalar, addend: jax.Array
+        self, value: jax.Array, seed: jax.Array | None, *, previous: Stored, weight: Scalar, addend: Addend
     ) -> tuple[Stored, jax.Array]:
         del previous, weight, addend
         stored = dtypes.store(value, self.dtype, seed)
@@ -63,7 +67,7 @@ class FloatStorage:
 class BlockStorage:
     """A state array kept as 8-bit codes and one float32 scale per block (:mod:`_storage_8bit`).
 
-    ``keep`` bounds each block's new scale by ``weight * old scale + max |addend|``, an
+    ``keep`` bounds each block's new scale by ``weight * old scale + factor * max |term|``, an
     upper bound of every new entry (each old entry is at most its old scale), so the
     encode needs no pass over the new value; the scale is then not the exact block
     maximum but at most that bound (the codes' relative precision does not depend on it).
@@ -84,10 +88,14 @@ class BlockStorage:
         return dtypes.cast(codec.decode(stored, self.layout, self.fmt), compute)
 
     def keep(
-        self, value: jax.Array, seed: jax.Array | None, *, previous: Stored, weight: Scalar, addend: jax.Array
+        self, value: jax.Array, seed: jax.Array | None, *, previous: Stored, weight: Scalar, addend: Addend
     ) -> tuple[Stored, jax.Array]:
         assert isinstance(previous, Quantized)
-        bound = weight * previous.scale + codec.block_maxima(dtypes.cast(addend, jnp.float32), self.layout)
+        factor, term = addend
+        # The factor multiplies the block maxima, not the term: a maximum over an input (g) costs XLA:CPU
+        # a fused reduction, over a computed array a materialized one (benchmarks/NOTES.md).
+        term_maxima = codec.block_maxima(dtypes.cast(term, jnp.float32), self.layout)
+        bound = weight * previous.scale + (term_maxima if factor is None else factor * term_maxima)
         stored = codec.encode(dtypes.cast(value, jnp.float32), self.layout, self.fmt, seed, scale=bound)
         return stored, self.load(stored, value.dtype)
 
