@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 
 from rmsprop_jax import _dtypes as dtypes
-from rmsprop_jax._storage import Scalar, Storage, Stored
+from rmsprop_jax._storage import Addend, Scalar, Storage, Stored
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,15 +117,19 @@ def _average(
     stored: Stored,
     old: jax.Array,
     weight: Scalar,
-    addend: tuple[Scalar | None, jax.Array],
+    addend: Addend,
     seed: jax.Array | None,
 ) -> tuple[Stored, jax.Array, jax.Array]:
-    """``weight * old + factor * term`` (``addend = (factor, term)``, ``factor`` non-negative or
-    ``None`` for 1) as the state stores it: the stored array, its value as stored, and the added term."""
-    factor, term = addend
-    added = term if factor is None else factor * term
+    """``weight * old + factor * term`` as the state stores it: the stored array, its value as
+    stored, and the added ``factor * term``."""
+    added = addend.term if addend.factor is None else addend.factor * addend.term
     stored, kept = storage.keep(added + weight * old, seed, previous=stored, weight=weight, addend=addend)
     return stored, kept, added
+
+
+def _squared(factor: Scalar, x: jax.Array) -> Addend:
+    """``factor * |x|^2`` as a moving average's addend."""
+    return Addend(factor, _abs_sq(x), root=x)
 
 
 def _cautious(direction: jax.Array, g: jax.Array) -> jax.Array:
@@ -190,14 +194,14 @@ def update_leaf(
             nu,
             storages.nu.load(nu, compute),
             decay,
-            (decay * (1 - decay), _abs_sq(g - mu_old)),
+            _squared(decay * (1 - decay), g - mu_old),
             rounding_seeds[0],
         )
-        new_mu, _, _ = _average(storages.mu, mu, mu_old, decay, (1 - decay, g), rounding_seeds[1])
+        new_mu, _, _ = _average(storages.mu, mu, mu_old, decay, Addend(1 - decay, g), rounding_seeds[1])
         variance = jnp.maximum(nu_kept, term)
     else:
         new_nu, nu_kept, term = _average(
-            storages.nu, nu, storages.nu.load(nu, compute), decay, (1 - decay, _abs_sq(g)), rounding_seeds[0]
+            storages.nu, nu, storages.nu.load(nu, compute), decay, _squared(1 - decay, g), rounding_seeds[0]
         )
         nu_hat = jnp.maximum(nu_kept, term)
         if config.bias_correction:
@@ -208,7 +212,7 @@ def update_leaf(
         if config.centered:
             assert mu is not None and storages.mu is not None, "centered needs mu"
             new_mu, mu_kept, _ = _average(
-                storages.mu, mu, storages.mu.load(mu, g.dtype), decay, (1 - decay, g), rounding_seeds[1]
+                storages.mu, mu, storages.mu.load(mu, g.dtype), decay, Addend(1 - decay, g), rounding_seeds[1]
             )
             mu_hat = mu_kept / correction if config.bias_correction else mu_kept
             variance = jnp.maximum(nu_hat - _abs_sq(mu_hat), 0)
@@ -236,7 +240,7 @@ def update_leaf(
                 trace,
                 storages.trace.load(trace, g.dtype),
                 config.momentum,
-                (None, step),
+                Addend(None, step),
                 rounding_seeds[2],
             )
             velocity = step + config.momentum * trace_kept if config.nesterov else trace_kept

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,9 +37,15 @@ Stored = jax.Array | Quantized
 Scalar = float | jax.Array
 """A hyperparameter's value: a Python number, or an array (traced under ``inject_hyperparams``)."""
 
-Addend = tuple[Scalar | None, jax.Array]
-"""What a moving average adds to ``weight * old``: ``(factor, term)``, meaning ``factor * term``
-(``factor`` non-negative, ``None`` for 1)."""
+
+class Addend(NamedTuple):
+    """What a moving average adds to ``weight * old``: ``factor * term``."""
+
+    factor: Scalar | None
+    """Non-negative, or ``None`` for 1."""
+    term: jax.Array
+    root: jax.Array | None = None
+    """Where ``term`` is ``|root|^2``: the array it was squared from, else ``None``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,13 +97,16 @@ class BlockStorage:
         self, value: jax.Array, seed: jax.Array | None, *, previous: Stored, weight: Scalar, addend: Addend
     ) -> tuple[Stored, jax.Array]:
         assert isinstance(previous, Quantized)
-        factor, term = addend
-        # The factor multiplies the block maxima, not the term: a maximum over an input (g) costs XLA:CPU
-        # a fused reduction, over a computed array a materialized one (benchmarks/NOTES.md).
-        term_maxima = codec.block_maxima(dtypes.cast(term, jnp.float32), self.layout)
-        bound = weight * previous.scale + (term_maxima if factor is None else factor * term_maxima)
-        stored = codec.encode(dtypes.cast(value, jnp.float32), self.layout, self.fmt, seed, scale=bound)
-        return stored, self.load(stored, value.dtype)
+        # max |factor * term| per block, taken over the input the term came from where there is one:
+        # XLA:CPU fuses a reduction over an input (g) and materializes one over a computed array that
+        # the step also uses, at a measured 1.5x the whole step's time (benchmarks/NOTES.md).
+        if addend.root is None:
+            maxima = codec.block_maxima(dtypes.cast(addend.term, jnp.float32), self.layout)
+        else:
+            maxima = jnp.square(codec.block_maxima(dtypes.cast(jnp.abs(addend.root), jnp.float32), self.layout))
+        bound = weight * previous.scale + (maxima if addend.factor is None else addend.factor * maxima)
+        stored, kept = codec.encode_with_value(dtypes.cast(value, jnp.float32), self.layout, self.fmt, seed, bound)
+        return stored, dtypes.cast(kept, value.dtype)
 
 
 Storage = FloatStorage | BlockStorage

@@ -104,3 +104,19 @@ def test_a_given_upper_bound_scale_is_kept_and_the_rounding_stays_unbiased():
     assert abs(np.mean(decoded) / np.float32(0.3) - 1) < 3e-3
     clipped = s8.decode(s8.encode(jnp.asarray(x) * 10, "runs", s8.UNSIGNED, jnp.uint32(0), bound), "runs", s8.UNSIGNED)
     assert np.all(np.asarray(clipped) == 2.0)  # magnitudes above the bound are clipped to it
+
+
+@pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS)
+@pytest.mark.parametrize("seed", [None, 3])
+def test_the_value_encode_returns_is_what_the_codes_decode_to_bit_for_bit(fmt, seed):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((32, 256)) * np.exp(rng.uniform(-40, 10, (32, 256)))
+    x[0, :16] = 0
+    x = x if fmt.signed else np.abs(x)
+    bound = jnp.asarray(np.abs(x).reshape(2, 16, 16, 16).max(axis=(1, 3)) * 1.7, jnp.float32)
+    for scale in (None, bound):
+        q, value = s8.encode_with_value(
+            jnp.asarray(x, jnp.float32), "tiles", fmt, None if seed is None else jnp.uint32(seed), scale
+        )
+        decoded = s8.decode(q, "tiles", fmt)
+        np.testing.assert_array_equal(np.asarray(value).view(np.uint32), np.asarray(decoded).view(np.uint32))
