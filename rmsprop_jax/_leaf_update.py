@@ -132,6 +132,21 @@ def _squared(factor: Scalar, x: jax.Array) -> Addend:
     return Addend(factor, _abs_sq(x), root=x)
 
 
+def _step_bound(config: RmsConfig, lr: Scalar) -> Scalar | None:
+    """A bound of ``|lr * s|`` (``|s|`` without ``lr_in_momentum``) known before the step, or ``None``.
+
+    Step 3's floor ``nu >= (1 - decay) * |g|^2`` (also after bias correction, which only
+    divides by ``1 - decay^t <= 1``) gives ``|s| <= 1 / sqrt(1 - decay)``, for either eps
+    placement. Not for ``centered`` (the variance can be far below ``|g|^2``), nor for a decay
+    that may be 1 (traced, or 1 itself).
+    """
+    decay = config.decay
+    if config.centered or not isinstance(decay, (int, float)) or decay >= 1:
+        return None
+    bound = (1 - decay) ** -0.5
+    return bound * jnp.abs(lr) if config.lr_in_momentum else bound
+
+
 def _cautious(direction: jax.Array, g: jax.Array) -> jax.Array:
     """Cautious optimizers (Liang et al. 2024): zero the entries that disagree with g."""
     agrees = ((direction.conj() * g).real > 0).astype(jnp.finfo(direction.dtype).dtype)
@@ -240,7 +255,7 @@ def update_leaf(
                 trace,
                 storages.trace.load(trace, g.dtype),
                 config.momentum,
-                Addend(None, step),
+                Addend(None, step, bound=_step_bound(config, lr)),
                 rounding_seeds[2],
             )
             velocity = step + config.momentum * trace_kept if config.nesterov else trace_kept

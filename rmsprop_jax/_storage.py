@@ -46,6 +46,8 @@ class Addend(NamedTuple):
     term: jax.Array
     root: jax.Array | None = None
     """Where ``term`` is ``|root|^2``: the array it was squared from, else ``None``."""
+    bound: Scalar | None = None
+    """An upper bound of ``|term|`` known without looking at it, else ``None``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +102,9 @@ class BlockStorage:
         # max |factor * term| per block, taken over the input the term came from where there is one:
         # XLA:CPU fuses a reduction over an input (g) and materializes one over a computed array that
         # the step also uses, at a measured 1.5x the whole step's time (benchmarks/NOTES.md).
-        if addend.root is None:
+        if addend.bound is not None:
+            maxima = addend.bound
+        elif addend.root is None:
             maxima = codec.block_maxima(dtypes.cast(addend.term, jnp.float32), self.layout)
         else:
             maxima = jnp.square(codec.block_maxima(dtypes.cast(jnp.abs(addend.root), jnp.float32), self.layout))
