@@ -241,7 +241,7 @@ def encode_with_value(
         bits = _blocked(dtypes.random_bits(seed, x.shape), layout)
     code, value = _magnitude_code(y, bits, fmt)
     if fmt.signed:
-        code = code | jnp.where(blocked < 0, 0x80, 0)
+        code = code | jnp.where(blocked < 0, jnp.int32(0x80), jnp.int32(0))  # int32: under x64 a bare 0x80 is int64
         value = jnp.where(blocked < 0, -value, value)
     quantized = Quantized(_unblocked(code.astype(jnp.uint8), layout, x.shape), jnp.squeeze(scale, _block_axes(layout)))
     return quantized, _unblocked(value * scale, layout, x.shape)

@@ -89,3 +89,16 @@ def test_16_and_32_bit_params_train_with_an_8bit_state(dtype):
         params = optax.apply_updates(params, updates)
     assert params["w"].dtype == dtype
     np.testing.assert_allclose(np.asarray(params["w"], np.float32), 1.0, atol=0.1)
+
+
+def test_float64_params_train_with_an_8bit_state_and_keep_float64_updates():
+    with jax.enable_x64(True):
+        tx = rmsprop_jax.rmsprop(0.01, momentum=0.9, state_dtype="8bit")
+        params = {"w": jnp.full((64, 64), 3.0, jnp.float64), "b": jnp.full(8, 3.0, jnp.float64)}
+        state = tx.init(params)
+        assert isinstance(state.nu["w"], codec.Quantized) and state.nu["b"].dtype == jnp.float64  # small: default
+        for _ in range(100):
+            updates, state = tx.update(jax.tree.map(lambda p: 2 * (p - 1), params), state, params)
+            params = optax.apply_updates(params, updates)
+        assert updates["w"].dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(params["w"]), 1.0, atol=0.1)
