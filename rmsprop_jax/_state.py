@@ -15,13 +15,19 @@ class RmsPropState(NamedTuple):
     configuration does not use are ``None`` (an empty pytree), so a state's tree
     structure tells which variant built it.
 
+    With ``state_dtype="8bit"`` each quantized leaf of ``nu``, ``mu`` and ``trace`` is a
+    ``Quantized(codes, scale)`` pair (``uint8`` codes shaped like the param, one float32
+    scale per block) instead of an array; :func:`rmsprop_jax.state_as_float32` reads any
+    state back as float32 arrays in the params' structure.
+
     Attributes:
       count: Number of updates applied so far (``int32`` scalar, saturating).
         Present only where it is needed: with ``bias_correction``, with a schedule
-        as learning rate, or with a 16-bit ``state_dtype`` (it keys the
+        as learning rate, or with a 16-bit or 8-bit ``state_dtype`` (it keys the
         stochastic rounding). Otherwise ``None``.
       nu: Exponential moving average of the squared gradient, ``E[g^2]``
-        (``|g|^2`` for complex gradients), one real array per parameter.
+        (``|g|^2`` for complex gradients), one real array per parameter. For a
+        centered 8-bit leaf it holds the variance ``E[g^2] - E[g]^2`` itself.
       mu: Exponential moving average of the gradient, ``E[g]``, when
         ``centered=True``; otherwise ``None``.
       trace: Momentum buffer when ``momentum`` is not ``None``; otherwise

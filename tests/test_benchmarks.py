@@ -24,12 +24,17 @@ def test_suite_runs_at_tiny_size_and_writes_json_markdown_and_plot(tmp_path):
         assert {"rmsprop_jax", "optax", "torch foreach=True", "torch foreach=False"} <= set(row["times"])
         for value in (row["floor_ms"], row["ours_over_optax"], row["ours_over_floor"]):
             assert math.isfinite(value) and value > 0
-    bf16 = report["step_time"][-1]
+    bf16, eight_bit = report["step_time"][-2:]
     assert "rmsprop_jax (float32 state)" in bf16["times"]  # the default state's cost on its own row
+    assert "rmsprop_jax (float32 state)" in eight_bit["times"]
+    hlo = eight_bit["hlo"]  # the 8-bit rows count the compiled HLO: fewer argument bytes than optax's
+    assert hlo["rmsprop_jax"]["argument_bytes"] < hlo["optax"]["argument_bytes"]
     assert {(r["variant"], r["leaves"]) for r in report["compile"]} == {("plain", 2), ("centered+momentum", 2)}
     state = {(r["variant"], r["dtype"]): r for r in report["state_bytes"]}
     assert state[("plain", "float32")]["rmsprop_jax"] == 4 == state[("plain", "float32")]["torch"]
     assert state[("centered+momentum", "bfloat16")]["rmsprop_jax"] == 6
+    assert state[("plain", "float32, 8bit")]["rmsprop_jax"] <= 1.02
+    assert state[("centered+momentum", "float32, 8bit")]["rmsprop_jax"] <= 3.06
     assert "| case |" in next(tmp_path.glob("*.md")).read_text()
 
 
@@ -70,3 +75,13 @@ def test_centered_8bit_study_runs_at_tiny_size(tmp_path):
     rows = study.main(["--steps", "30", "--out", str(tmp_path / "c.json")])
     assert [(row["mean"], row["spread"]) for row in rows] == [(0.0, 1.0), (1.0, 1.0), (1.0, 0.1), (1.0, 0.01)]
     assert all(math.isfinite(row["variance_form_step_max"]) for row in rows)
+
+
+def test_demo_8bit_comparison_runs_at_tiny_size(tmp_path):
+    demo_8bit = load_script("benchmarks/demo_8bit.py")
+    results = demo_8bit.main(
+        ["--seeds", "0", "--steps", "20", "--variants", "plain", "--out", str(tmp_path / "d.json")]
+    )
+    assert set(results["runs"]["plain"]) == {"float32", "8bit"}
+    assert "| plain | 8bit |" in demo_8bit.markdown(results)
+    assert 0 <= demo_8bit.largest_gap(results) <= 1
