@@ -127,9 +127,9 @@ def _average(
     return stored, kept, added
 
 
-def _squared(factor: Scalar, x: jax.Array) -> Addend:
-    """``factor * |x|^2`` as a moving average's addend."""
-    return Addend(factor, _abs_sq(x), root=x)
+def _squared(factor: Scalar, x: jax.Array, *bounds: Stored) -> Addend:
+    """``factor * |x|^2`` as a moving average's addend; ``|x| <= |g| + sum |bounds|`` where given."""
+    return Addend(factor, _abs_sq(x), roots=bounds or (x,))
 
 
 def _step_bound(config: RmsConfig, lr: Scalar) -> Scalar | None:
@@ -209,7 +209,7 @@ def update_leaf(
             nu,
             storages.nu.load(nu, compute),
             decay,
-            _squared(decay * (1 - decay), g - mu_old),
+            _squared(decay * (1 - decay), g - mu_old, g, mu),
             rounding_seeds[0],
         )
         new_mu, _, _ = _average(storages.mu, mu, mu_old, decay, Addend(1 - decay, g), rounding_seeds[1])

@@ -44,8 +44,9 @@ class Addend(NamedTuple):
     factor: Scalar | None
     """Non-negative, or ``None`` for 1."""
     term: jax.Array
-    root: jax.Array | None = None
-    """Where ``term`` is ``|root|^2``: the array it was squared from, else ``None``."""
+    roots: tuple[Stored, ...] = ()
+    """Where ``term`` is ``|root|^2``: arrays whose magnitudes sum to at least ``|root|``
+    (``g``, or ``g`` and the stored ``mu`` for ``g - mu``), else empty."""
     bound: Scalar | None = None
     """An upper bound of ``|term|`` known without looking at it, else ``None``."""
 
@@ -104,10 +105,16 @@ class BlockStorage:
         # the step also uses, at a measured 1.5x the whole step's time (benchmarks/NOTES.md).
         if addend.bound is not None:
             maxima = addend.bound
-        elif addend.root is None:
+        elif not addend.roots:
             maxima = codec.block_maxima(dtypes.cast(addend.term, jnp.float32), self.layout)
-        else:
-            maxima = jnp.square(codec.block_maxima(dtypes.cast(jnp.abs(addend.root), jnp.float32), self.layout))
+        else:  # a stored root's scale bounds it per block (same leaf, same layout); an array's maxima do
+            root_maxima = [
+                root.scale
+                if isinstance(root, Quantized)
+                else codec.block_maxima(dtypes.cast(jnp.abs(root), jnp.float32), self.layout)
+                for root in addend.roots
+            ]
+            maxima = jnp.square(sum(root_maxima[1:], root_maxima[0]))
         bound = weight * previous.scale + (maxima if addend.factor is None else addend.factor * maxima)
         stored, kept = codec.encode_with_value(dtypes.cast(value, jnp.float32), self.layout, self.fmt, seed, bound)
         return stored, dtypes.cast(kept, value.dtype)
