@@ -114,8 +114,10 @@ def _converted(source: RmsPropState, like: RmsPropState) -> RmsPropState:
     count = source.count if source.count is not None else like.count
     count = None if like.count is None else count
     seed_count = jnp.zeros([], jnp.int32) if count is None else count
-    targets = {  # as_stored: see _storage.as_stored
-        field: treedef.flatten_up_to(getattr(like, field)) for field in _FIELDS if getattr(like, field) is not None
+    targets = {
+        field: [storage.as_stored(x) for x in treedef.flatten_up_to(getattr(like, field))]
+        for field in _FIELDS
+        if getattr(like, field) is not None
     }
     values = {field: treedef.flatten_up_to(getattr(view, field)) for field in targets}
 
