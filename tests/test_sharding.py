@@ -27,7 +27,7 @@ def _failures(report, key, good):
 @pytest.mark.slow
 def test_the_checks_cover_both_axis_types_every_layout_and_every_optimizer(report):
     cases = {(r["axis_type"], r["layout"], r["optimizer"]) for r in report["results"]}
-    assert len(cases) == len(report["results"]) == 2 * 4 * (12 + 4)
+    assert len(cases) == len(report["results"]) == 2 * 4 * (12 + 2)
 
 
 @pytest.mark.slow
@@ -61,13 +61,13 @@ def test_sharded_results_equal_single_device_results(report):
 @pytest.mark.slow
 def test_8bit_states_equal_one_device_bit_for_bit(report):
     eight_bit = [r for r in report["results"] if r["optimizer"].startswith("8bit")]
-    assert len(eight_bit) == 2 * 4 * 4
+    assert len(eight_bit) == 2 * 4 * 2
     assert [(r["axis_type"], r["layout"], r["optimizer"]) for r in eight_bit if not r["bit_identical"]] == []
 
 
 @pytest.mark.slow
 def test_8bit_blocks_fit_each_shard_where_init_sees_the_sharding(report):
-    """w and b are quantized on every layout; n (4096, 16) is too, unless its shards are 4 columns
+    """w and b are quantized on every layout; n (256, 16) is too, unless its shards are 4 columns
     wide (tensor-parallel, 2-D): no tile fits them, so it keeps float32 and no block crosses a shard."""
     for r in report["results"]:
         if r["optimizer"].startswith("8bit"):
