@@ -61,14 +61,19 @@ def test_vmap_over_a_batch_of_models_equals_each_model_alone():
 def test_chain_and_inject_hyperparams_with_the_state_dtype_by_name():
     tx = optax.chain(
         optax.clip_by_global_norm(1.0),
-        optax.inject_hyperparams(rmsprop_jax.rmsprop)(learning_rate=0.1, decay=0.9, state_dtype="8bit"),
+        # decay traced: the buffer's scale bound falls back to a reduction over the step
+        optax.inject_hyperparams(rmsprop_jax.rmsprop)(learning_rate=0.1, decay=0.9, momentum=0.5, state_dtype="8bit"),
     )
     params = _params()
     state = tx.init(params)
     step = jax.jit(tx.update)
     updates, state = step(_grads(params, 0), state, params)
     assert isinstance(state[1].inner_state.nu["w"], codec.Quantized)
+    reference = optax.chain(optax.clip_by_global_norm(1.0), rmsprop_jax.rmsprop(0.1, decay=0.9, momentum=0.5))
+    want, _ = reference.update(_grads(params, 0), reference.init(params), params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0.2, atol=1e-3), updates, want)
     state[1].hyperparams["learning_rate"] = jnp.asarray(0.0)
+    state[1].hyperparams["momentum"] = jnp.asarray(0.0)
     updates, state = step(_grads(params, 1), state, params)
     assert all(float(jnp.max(jnp.abs(u))) == 0 for u in jax.tree.leaves(updates))
 
