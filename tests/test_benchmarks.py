@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 from helpers import load_script
+
+import rmsprop_jax
 
 
 def _load_suite():
@@ -85,3 +90,25 @@ def test_demo_8bit_comparison_runs_at_tiny_size(tmp_path):
     assert set(results["runs"]["plain"]) == {"float32", "8bit"}
     assert "| plain | 8bit |" in demo_8bit.markdown(results)
     assert 0 <= demo_8bit.largest_gap(results) <= 1
+
+
+def test_packing_prototype_runs_at_tiny_size_and_matches_the_per_leaf_step(tmp_path):
+    prototype = load_script("benchmarks/packing_prototype.py")
+    rows = prototype.main(
+        ["--trees", "6x64", "--variants", "plain", "--repeats", "2", "--out", str(tmp_path / "p.json")]
+    )
+    assert [row["variant"] for row in rows] == ["plain"]
+    assert all(math.isfinite(ms) and ms > 0 for ms in rows[0]["median_ms"].values())
+    # The groundwork's premise: the elementwise step on stacked leaves equals the per-leaf step bit for bit.
+    params = [jnp.linspace(-1.0, 1.0, 64) * (i + 1) for i in range(6)] + [jnp.ones(8)]
+    per_leaf = rmsprop_jax.rmsprop(1e-2, centered=True, momentum=0.9)
+    packed = prototype.stacked(rmsprop_jax.rmsprop(1e-2, centered=True, momentum=0.9), cap=4)
+    runs = []
+    for tx in (per_leaf, packed):
+        p, state = params, tx.init(params)
+        for step in range(5):
+            updates, state = jax.jit(tx.update)([jnp.sin(3 * x + step) for x in p], state, p)
+            p = optax.apply_updates(p, updates)
+        runs.append(p)
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
