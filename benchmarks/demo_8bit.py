@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # demo_accuracy beside this script
-from demo_accuracy import machine
+from demo_accuracy import machine, measured_on
 
 from rmsprop_jax.demo.optimizers import RMSPROP_OPTIONS
 
@@ -50,11 +50,9 @@ def markdown(results: dict) -> str:
                 + " | ".join(f"{runs[s]['test_accuracy']:.3f}" for s in seeds)
                 + f" | **{means[state]:.3f}** | {difference} |"
             )
-    m = results["machine"]
     rows += [
         "",
-        f"Measured {results['date']} on {m['cores']} cores of an {m['processor']} ({m['backend']}); "
-        f"{results['steps']} steps of batch {results['batch_size']}, peak learning rates "
+        f"{measured_on(results)}; {results['steps']} steps of batch {results['batch_size']}, peak learning rates "
         + ", ".join(f"{v} {lr:g}" for v, lr in results["learning_rates"].items())
         + ".",
     ]

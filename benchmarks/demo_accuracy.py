@@ -71,11 +71,14 @@ def markdown(results: dict) -> str:
     machine = results["machine"]
     versions = ", ".join(f"{name} {version}" for name, version in machine["versions"].items())
     rows.append("")
-    rows.append(
-        f"Measured {results['date']} on {machine['cores']} cores of an {machine['processor']} ({machine['backend']}), "
-        f"Python {machine['python']}, {versions}; train time includes compilation."
-    )
+    rows.append(f"{measured_on(results)}, Python {machine['python']}, {versions}; train time includes compilation.")
     return "\n".join(rows)
+
+
+def measured_on(results: dict) -> str:
+    """Where and when a results file was measured, as its tables' footnotes begin."""
+    machine = results["machine"]
+    return f"Measured {results['date']} on {machine['cores']} cores of an {machine['processor']} ({machine['backend']})"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, object]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import time
@@ -90,21 +89,8 @@ def measure(leaves: int, size: int, variant: str, cap: int, repeats: int) -> dic
         start = time.perf_counter()
         step.lower(params, tx.init(params), grads).compile()
         compile_s[label] = time.perf_counter() - start
-        carry = [jax.block_until_ready(step(params, tx.init(params), grads))]
-
-        def timer(step: Callable = step, carry: list = carry) -> float:
-            begin = time.perf_counter()
-            carry[0] = jax.block_until_ready(step(*carry[0], grads))
-            return time.perf_counter() - begin
-
-        timers[label] = timer
-    times: dict[str, list[float]] = {label: [] for label in timers}
-    order = list(timers)
-    shuffler = random.Random(0)
-    for _ in range(repeats):
-        shuffler.shuffle(order)
-        for label in order:
-            times[label].append(timers[label]())
+        timers[label] = suite.donated_timer(step, params, tx.init(params), grads)
+    times = suite.interleaved(timers, repeats)
     medians = {label: 1e3 * statistics.median(samples) for label, samples in times.items()}
     return {
         "leaves": leaves,

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -115,21 +113,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         hlo[label] = hlo_summary(tx, _arrays(args.leaves, args.side, 2), grads)
         step = _step(tx)
         params = _arrays(args.leaves, args.side, 2)
-        carry = [jax.block_until_ready(step(params, tx.init(params), grads))]
-
-        def timer(step: Callable = step, carry: list = carry) -> float:
-            start = time.perf_counter()
-            carry[0] = jax.block_until_ready(step(*carry[0], grads))
-            return time.perf_counter() - start
-
-        timers[label] = timer
-    times: dict[str, list[float]] = {label: [] for label in timers}
-    order = list(timers)
-    shuffler = random.Random(0)
-    for _ in range(args.repeats):
-        shuffler.shuffle(order)
-        for label in order:
-            times[label].append(timers[label]())
+        timers[label] = suite.donated_timer(step, params, tx.init(params), grads)
+    times = suite.interleaved(timers, args.repeats)
     medians = {label: 1e3 * statistics.median(samples) for label, samples in times.items()}
     spreads = {label: 1e3 * (max(samples) - min(samples)) for label, samples in times.items()}
     report = {

@@ -76,10 +76,9 @@ class Case:
         label = f"{self.variant}, {self.leaves} x {self.total // self.leaves:,} {self.dtype}"
         return label if self.state == "default" else f"{label}, {self.state} state"
 
-    @property
-    def shape(self) -> Callable[[int], tuple[int, ...]]:
+    def leaf_shape(self, size: int) -> tuple[int, ...]:
         """A leaf's shape from its size: 1-D, or (1024, n) for the 8-bit state's 16 x 16 tiles."""
-        return (lambda size: (1024, size // 1024)) if self.state == "8bit" else (lambda size: (size,))
+        return (1024, size // 1024) if self.state == "8bit" else (size,)
 
 
 def full_cases(gpu: bool) -> list[Case]:
@@ -224,6 +223,33 @@ class TorchContender:
         )
 
 
+def donated_timer(step: Callable, params: Any, state: Any, grads: Any) -> Callable[[], float]:
+    """A timer of one donated ``step(params, state, grads)`` call, after one warm-up call (it compiles).
+
+    Each call feeds the previous call's outputs back in, as a training loop does.
+    """
+    carry = [jax.block_until_ready(step(params, state, grads))]
+
+    def timer() -> float:
+        start = time.perf_counter()
+        carry[0] = jax.block_until_ready(step(*carry[0], grads))
+        return time.perf_counter() - start
+
+    return timer
+
+
+def interleaved(timers: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Every timer's samples, ``repeats`` rounds each in a fresh random order (no position bias)."""
+    times: dict[str, list[float]] = {label: [] for label in timers}
+    order = list(timers)
+    shuffler = random.Random(0)
+    for _ in range(repeats):
+        shuffler.shuffle(order)
+        for label in order:
+            times[label].append(timers[label]())
+    return times
+
+
 def _torch_device() -> str | None:
     try:
         import torch
@@ -244,32 +270,19 @@ def measure_case(case: Case, repeats: int, torch_device: str | None) -> dict[str
     floor_bytes = case.total * (3 * itemsize + 2 * STATE_ARRAYS[case.variant] * state_itemsize)
     timers: dict[str, Callable[[], float]] = {}
     hlo: dict[str, dict[str, int]] = {}
-    grads = _arrays(sizes, case.dtype, 3, case.shape)
+    grads = _arrays(sizes, case.dtype, 3, case.leaf_shape)
     for label, tx in jax_contenders(case).items():
         step = _jax_step(tx)
-        params = _arrays(sizes, case.dtype, 4, case.shape)
+        params = _arrays(sizes, case.dtype, 4, case.leaf_shape)
         if case.state == "8bit" and label != CONTROL:
             hlo[label] = hlo_summary(step.lower(params, tx.init(params), grads).compile())
-        carry = [jax.block_until_ready(step(params, tx.init(params), grads))]  # warm-up (compiles)
-
-        def timer(step: Callable = step, carry: list = carry) -> float:
-            start = time.perf_counter()
-            carry[0] = jax.block_until_ready(step(*carry[0], grads))
-            return time.perf_counter() - start
-
-        timers[label] = timer
+        timers[label] = donated_timer(step, params, tx.init(params), grads)
     if torch_device is not None and case.variant != "nesterov":  # torch's RMSprop has no Nesterov
         for foreach in (True, False):
             run = TorchContender(case, foreach, torch_device)
             run.step()  # warm-up
             timers[f"torch foreach={foreach}"] = run.step
-    times: dict[str, list[float]] = {label: [] for label in timers}
-    order = list(timers)
-    shuffler = random.Random(0)
-    for _ in range(repeats):  # interleaved, in a fresh random order every round (no position bias)
-        shuffler.shuffle(order)
-        for label in order:
-            times[label].append(timers[label]())
+    times = interleaved(timers, repeats)
     results = {}
     for label, samples in times.items():
         median, spread = _median_spread(samples)

@@ -115,9 +115,7 @@ def _converted(source: RmsPropState, like: RmsPropState) -> RmsPropState:
     count = None if like.count is None else count
     seed_count = jnp.zeros([], jnp.int32) if count is None else count
     targets = {
-        field: [storage.as_stored(x) for x in treedef.flatten_up_to(getattr(like, field))]
-        for field in _FIELDS
-        if getattr(like, field) is not None
+        field: storage.leaves_of(treedef, getattr(like, field)) for field in _FIELDS if getattr(like, field) is not None
     }
     values = {field: treedef.flatten_up_to(getattr(view, field)) for field in targets}
 
@@ -126,11 +124,7 @@ def _converted(source: RmsPropState, like: RmsPropState) -> RmsPropState:
             raise _structure_error(
                 f"leaf {index} has shape {value.shape} in the state, {storage.shape_of(target)} in like"
             )
-        seed = dtypes.rounding_seed(seed_count, index, field)
-        if isinstance(target, codec.Quantized):
-            fmt = codec.SIGNED if field else codec.UNSIGNED
-            return codec.encode(value.astype(jnp.float32), codec.layout_of(target), fmt, seed)
-        return dtypes.store(value, target.dtype, seed)
+        return storage.storage_of(target, signed=field > 0).store(value, dtypes.rounding_seed(seed_count, index, field))
 
     out: dict[str, list[storage.Stored]] = {}
     for field_index, field in enumerate(_FIELDS):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,11 +64,15 @@ class FloatStorage:
         assert not isinstance(stored, Quantized)
         return dtypes.cast(stored, compute)
 
+    def store(self, value: jax.Array, seed: jax.Array | None) -> jax.Array:
+        """``value`` stored afresh (16-bit dtypes stochastically rounded when ``seed`` is given)."""
+        return dtypes.store(value, self.dtype, seed)
+
     def keep(
         self, value: jax.Array, seed: jax.Array | None, *, previous: Stored, weight: Scalar, addend: Addend
     ) -> tuple[Stored, jax.Array]:
         del previous, weight, addend
-        stored = dtypes.store(value, self.dtype, seed)
+        stored = self.store(value, seed)
         return stored, dtypes.cast(stored, value.dtype)
 
 
@@ -95,6 +99,10 @@ class BlockStorage:
     def load(self, stored: Stored, compute: jnp.dtype) -> jax.Array:
         assert isinstance(stored, Quantized)
         return dtypes.cast(codec.decode(stored, self.layout, self.fmt), compute)
+
+    def store(self, value: jax.Array, seed: jax.Array | None) -> Stored:
+        """``value`` stored afresh, each block's scale its exact maximum."""
+        return codec.encode(dtypes.cast(value, jnp.float32), self.layout, self.fmt, seed)
 
     def keep(
         self, value: jax.Array, seed: jax.Array | None, *, previous: Stored, weight: Scalar, addend: Addend
@@ -152,6 +160,11 @@ def dtype_of(stored: Stored) -> jnp.dtype:
     return jnp.dtype(jnp.float32) if isinstance(stored, Quantized) else jnp.dtype(stored.dtype)
 
 
+def leaves_of(treedef: Any, tree: object) -> list[Stored]:
+    """A state field's stored arrays, one per leaf of the params' ``treedef``."""
+    return [as_stored(x) for x in treedef.flatten_up_to(tree)]
+
+
 def storage_of(stored: Stored, signed: bool) -> Storage:
     """The storage that wrote ``stored`` (``signed``: ``mu`` or the momentum buffer)."""
     if isinstance(stored, Quantized):
@@ -180,8 +193,9 @@ def initial(param: jax.Array, fill: Scalar, signed: bool, state_dtype: jnp.dtype
     if state_dtype == EIGHT_BIT:
         layout = codec.block_layout(tuple(param.shape), codec.shard_shape(param))
         if layout is not None:
-            value = (zeros_sharded_like(param).astype(jnp.float32) + fill).astype(jnp.float32)
-            return codec.encode(value, layout, codec.SIGNED if signed else codec.UNSIGNED, jnp.uint32(0))
+            block = BlockStorage(layout, codec.SIGNED if signed else codec.UNSIGNED)
+            filled = (zeros_sharded_like(param).astype(jnp.float32) + fill).astype(jnp.float32)
+            return block.store(filled, jnp.uint32(0))
         state_dtype = None
     assert not isinstance(state_dtype, str)
     storage = dtypes.real_state_dtype(param.dtype, state_dtype)

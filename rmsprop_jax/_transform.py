@@ -183,23 +183,15 @@ def _rms_transformation(
         state_treedef = jax.tree.structure(state.nu, is_leaf=storage.is_stored_leaf)
         if treedef != state_treedef:
             raise _structure_error("gradient", state_treedef, treedef)
-        nus = [storage.as_stored(nu) for nu in treedef.flatten_up_to(state.nu)]
+        nus = storage.leaves_of(treedef, state.nu)
         for index, (grad, nu) in enumerate(zip(grads, nus, strict=True)):
             if jnp.shape(grad) != storage.shape_of(nu):
                 raise ValueError(
                     f"Gradient leaf {_leaf_path(updates, index)} has shape {jnp.shape(grad)} but its "
                     f"optimizer state has shape {storage.shape_of(nu)} (nothing is broadcast)."
                 )
-        mus = (
-            [storage.as_stored(mu) for mu in treedef.flatten_up_to(state.mu)]
-            if config.centered
-            else [None] * len(grads)
-        )
-        traces = (
-            [storage.as_stored(trace) for trace in treedef.flatten_up_to(state.trace)]
-            if config.momentum is not None
-            else [None] * len(grads)
-        )
+        mus = storage.leaves_of(treedef, state.mu) if config.centered else [None] * len(grads)
+        traces = storage.leaves_of(treedef, state.trace) if config.momentum is not None else [None] * len(grads)
 
         decays = [False] * len(grads)
         param_leaves: list[Any] = [None] * len(grads)
