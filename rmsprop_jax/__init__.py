@@ -16,12 +16,22 @@ import types
 from rmsprop_jax import checkpoint as checkpoint
 from rmsprop_jax import clipping as clipping
 from rmsprop_jax import presets as presets
+from rmsprop_jax._packing import PackingPlan
 from rmsprop_jax._state import RmsPropState
-from rmsprop_jax._state_views import convert_state, state_as_float32
+from rmsprop_jax._state_views import convert_state, packing_plan, state_as_float32
 from rmsprop_jax._transform import rmsprop, scale_by_rms
 from rmsprop_jax._version import __version__
 
-__all__ = ["RmsPropState", "__version__", "convert_state", "rmsprop", "scale_by_rms", "state_as_float32"]
+__all__ = [
+    "PackingPlan",
+    "RmsPropState",
+    "__version__",
+    "convert_state",
+    "packing_plan",
+    "rmsprop",
+    "scale_by_rms",
+    "state_as_float32",
+]
 
 #: The public submodules: everything else under ``rmsprop_jax`` is private.
 SUBMODULES = ("checkpoint", "clipping", "demo", "presets")
@@ -30,6 +40,7 @@ _LAZY_SUBMODULES = ("demo",)  # needs flax and matplotlib: imported on first acc
 
 # Classes report the path users import them from (reprs, pickles, docs).
 RmsPropState.__module__ = __name__
+PackingPlan.__module__ = __name__
 
 
 def __getattr__(name: str) -> types.ModuleType:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -96,13 +97,20 @@ def _hash32(x: jax.Array) -> jax.Array:
     return x ^ (x >> 16)
 
 
-def rounding_seed(count: jax.Array, leaf: int, field: int) -> jax.Array:
+def rounding_seed(count: jax.Array, leaf: int | Sequence[int], field: int) -> jax.Array:
     """The uint32 seed of one stored state array at one step.
 
     Distinct for each step ``count``, leaf index and state field (``0``: nu,
-    ``1``: mu, ``2``: trace), so no two roundings share random bits.
+    ``1``: mu, ``2``: trace), so no two roundings share random bits. Given a sequence
+    of leaf indices (a packed group's members), one seed per leaf, each equal to that
+    leaf's own seed: a packed state draws the same bits as the per-leaf one.
     """
-    stream = _hash32(jnp.uint32((leaf * 3 + field) & 0xFFFFFFFF) ^ jnp.uint32(0x5BD1E995))
+    streams = (
+        [(index * 3 + field) & 0xFFFFFFFF for index in leaf]
+        if isinstance(leaf, Sequence)
+        else ((leaf * 3 + field) & 0xFFFFFFFF)
+    )
+    stream = _hash32(jnp.asarray(streams, jnp.uint32) ^ jnp.uint32(0x5BD1E995))
     return _hash32(jnp.asarray(count).astype(jnp.uint32) ^ stream)
 
 

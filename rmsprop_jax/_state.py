@@ -7,6 +7,8 @@ from typing import NamedTuple
 import jax
 import optax
 
+from rmsprop_jax._packing import Packed
+
 
 class RmsPropState(NamedTuple):
     """State of :func:`rmsprop_jax.rmsprop` and :func:`rmsprop_jax.scale_by_rms`.
@@ -19,6 +21,11 @@ class RmsPropState(NamedTuple):
     ``Quantized(codes, scale)`` pair (``uint8`` codes shaped like the param, one float32
     scale per block) instead of an array; :func:`rmsprop_jax.state_as_float32` reads any
     state back as float32 arrays in the params' structure.
+
+    With ``pack_small_leaves=True`` each of ``nu``, ``mu`` and ``trace`` is a ``Packed``
+    node instead: one array per group of small same-shape leaves, stacked on a new
+    leading axis (:func:`rmsprop_jax.packing_plan` shows the groups; the view above
+    reads it per leaf).
 
     Attributes:
       count: Number of updates applied so far (``int32`` scalar, saturating).
@@ -37,6 +44,6 @@ class RmsPropState(NamedTuple):
     """
 
     count: jax.Array | None
-    nu: optax.Updates
-    mu: optax.Updates | None
-    trace: optax.Updates | None
+    nu: optax.Updates | Packed
+    mu: optax.Updates | Packed | None
+    trace: optax.Updates | Packed | None

@@ -11,8 +11,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import core
 
 from rmsprop_jax import _dtypes as dtypes
+from rmsprop_jax import _packing as packing
 from rmsprop_jax import _storage as storage
 from rmsprop_jax import _storage_8bit as codec
 from rmsprop_jax._state import RmsPropState
@@ -31,7 +33,20 @@ def _float32(stored: storage.Stored, signed: bool, widest: bool) -> jax.Array:
     return storage.storage_of(stored, signed).load(stored, dtypes.like_param(stored_dtype, real) if signed else real)
 
 
+def _per_leaf(state: RmsPropState) -> RmsPropState:
+    """``state`` with each packed field unstacked into the params' structure (as stored)."""
+
+    def field(tree: Any) -> Any:
+        if isinstance(tree, packing.Packed):
+            return jax.tree.unflatten(tree.plan.treedef, packing.unpack(tree))
+        return tree
+
+    return RmsPropState(count=state.count, nu=field(state.nu), mu=field(state.mu), trace=field(state.trace))
+
+
 def _view(state: RmsPropState, widest: bool = False) -> RmsPropState:
+    state = _per_leaf(state)
+
     def leaves(field: str) -> list[storage.Stored]:
         return [storage.as_stored(x) for x in jax.tree.leaves(getattr(state, field), is_leaf=storage.is_stored_leaf)]
 
@@ -73,10 +88,12 @@ def state_as_float32(state: Any) -> Any:
 
     Args:
       state: An optimizer state: an ``RmsPropState``, or any pytree holding some
-        (``optax.chain``'s tuple, ``optax.inject_hyperparams``' state, ...).
+        (``optax.chain``'s tuple, ``optax.inject_hyperparams``' state, ...), per
+        leaf or packed (``pack_small_leaves=True``).
 
     Returns:
-      The same tree with each ``RmsPropState`` replaced by its float32 view.
+      The same tree with each ``RmsPropState`` replaced by its float32 view, per
+      leaf in the params' structure.
 
     Example:
       >>> import jax.numpy as jnp
@@ -100,6 +117,8 @@ def _structure_error(problem: str) -> ValueError:
 
 
 def _converted(source: RmsPropState, like: RmsPropState) -> RmsPropState:
+    packed_like = like
+    like = _per_leaf(like)
     for field in _FIELDS:
         if (getattr(source, field) is None) != (getattr(like, field) is None):
             raise _structure_error(
@@ -137,12 +156,26 @@ def _converted(source: RmsPropState, like: RmsPropState) -> RmsPropState:
                 value = jnp.maximum(value - (mu.conj() * mu).real, 0)  # the 8-bit centered state keeps the variance
             stored.append(store(field_index, index, value, target))
         out[field] = stored
-    return RmsPropState(
-        count=count,
-        nu=jax.tree.unflatten(treedef, out["nu"]),
-        mu=jax.tree.unflatten(treedef, out["mu"]) if "mu" in out else None,
-        trace=jax.tree.unflatten(treedef, out["trace"]) if "trace" in out else None,
-    )
+
+    def rebuilt(field: str) -> Any:
+        if field not in out:
+            return None
+        target = getattr(packed_like, field)
+        if not isinstance(target, packing.Packed):
+            return jax.tree.unflatten(treedef, out[field])
+        repacked = packing.pack(target.plan, out[field])  # placed where like's groups are
+        return packing.Packed(
+            target.plan, [_placed_like(a, b) for a, b in zip(repacked.groups, target.groups, strict=True)]
+        )
+
+    return RmsPropState(count=count, nu=rebuilt("nu"), mu=rebuilt("mu"), trace=rebuilt("trace"))
+
+
+def _placed_like(value: Any, like: Any) -> Any:
+    """``value`` on ``like``'s devices and sharding where ``like`` is a concrete array."""
+    if isinstance(like, jax.Array) and not isinstance(like, core.Tracer):
+        return jax.device_put(value, like.sharding)
+    return value
 
 
 def convert_state(state: Any, like: Any) -> Any:
@@ -152,9 +185,11 @@ def convert_state(state: Any, like: Any) -> Any:
     :func:`state_as_float32` reads it and written in the storage of the matching state
     in ``like`` (usually ``new_tx.init(params)`` for the optimizer built with the new
     ``state_dtype``): float dtypes (16-bit ones stochastically rounded), or 8-bit
-    codes with block scales. The step count is kept (``like``'s where ``state`` has
-    none); the rest of the tree comes from ``state``. Use it to resume a checkpoint with
-    another ``state_dtype``: restore into the old optimizer's state, convert, continue.
+    codes with block scales, and in its layout: per leaf, or packed as ``like``'s
+    groups say (``pack_small_leaves``; a packed ``state`` is read per leaf). The step
+    count is kept (``like``'s where ``state`` has none); the rest of the tree comes from
+    ``state``. Use it to resume a checkpoint with another ``state_dtype`` or layout:
+    restore into the old optimizer's state, convert, continue.
 
     Args:
       state: The optimizer state to convert (any tree holding ``RmsPropState``s).
@@ -187,3 +222,48 @@ def convert_state(state: Any, like: Any) -> Any:
         if "convert_state" in str(error):
             raise
         raise _structure_error(f"the optimizer state trees differ ({error})") from None
+
+
+def packing_plan(state: Any) -> packing.PackingPlan:
+    """Which leaf of the params sits in which stacked group of an RMSProp state.
+
+    With ``pack_small_leaves=True``, ``init`` keeps the state of small same-shape leaves
+    stacked in groups; this shows the grouping. Build the state without memory with
+    ``jax.eval_shape(tx.init, params)``. A per-leaf state gives one group per leaf.
+
+    Args:
+      state: An optimizer state holding exactly one :class:`rmsprop_jax.RmsPropState`
+        (a chain's or ``inject_hyperparams``' state will do).
+
+    Returns:
+      A :class:`rmsprop_jax.PackingPlan`: ``groups`` (leaf indices per group), ``paths``
+      and ``shapes`` (per leaf); ``str(plan)`` lists each group's leaves.
+
+    Raises:
+      ValueError: ``state`` holds no ``RmsPropState`` or several.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import rmsprop_jax
+      >>> params = {"b1": jnp.zeros(64), "b2": jnp.zeros(64), "w": jnp.zeros((256, 256))}
+      >>> tx = rmsprop_jax.rmsprop(1e-3, momentum=0.9, pack_small_leaves=True)
+      >>> print(rmsprop_jax.packing_plan(jax.eval_shape(tx.init, params)))
+      group 0: 2 leaves of shape (64,): ['b1'], ['b2']
+      group 1: per leaf, shape (256, 256): ['w']
+    """
+    states = [s for s in jax.tree.leaves(state, is_leaf=_is_state) if _is_state(s)]
+    if len(states) != 1:
+        raise ValueError(
+            f"packing_plan needs a state holding exactly one RmsPropState; this one holds {len(states)} "
+            "(pass the RmsPropState you mean)"
+        )
+    (found,) = states
+    if isinstance(found.nu, packing.Packed):
+        return found.nu.plan
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(found.nu, is_leaf=storage.is_stored_leaf)
+    return packing.PackingPlan(
+        treedef,
+        tuple(jax.tree_util.keystr(path) or "<root>" for path, _ in with_paths),
+        tuple(storage.shape_of(storage.as_stored(leaf)) for _, leaf in with_paths),
+        tuple((index,) for index in range(len(with_paths))),
+    )

@@ -16,6 +16,7 @@ restores its latest step (or ``step=``) with the same checks.
 from __future__ import annotations
 
 import numbers
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +111,12 @@ def save(path: str | Path, item: Any) -> None:
     checkpointer.wait_until_finished()
 
 
+def _layout_differs(problem: str) -> bool:
+    """Whether a mismatch line names a packed group (``.../group3``) of ``pack_small_leaves``."""
+    key = problem.split(":", 1)[0]
+    return any(re.fullmatch(r"group\d+", part) for part in key.split("/"))
+
+
 def _storage_differs(problem: str) -> bool:
     """Whether a mismatch line is one that another ``state_dtype`` makes (8-bit codes, or a dtype)."""
     key = problem.split(":", 1)[0]
@@ -123,7 +130,14 @@ def _checked(where: str | Path, saved: Any, target: Any) -> Any:
     problems = mismatches(saved, target)
     if problems:
         message = f"the checkpoint at {where} does not match the target:\n  " + "\n  ".join(problems)
-        if any(_storage_differs(line) for line in problems):
+        if any(_layout_differs(line) for line in problems):
+            message += (
+                "\nThe packed layout differs: the checkpoint and the target keep the optimizer state in different "
+                "layouts (pack_small_leaves on in one and off in the other, or other groups). Restore into an "
+                "optimizer built as the checkpoint's was (same pack_small_leaves, params and mask), then move the "
+                "state with rmsprop_jax.convert_state(restored_state, new_tx.init(params))."
+            )
+        elif any(_storage_differs(line) for line in problems):
             message += (
                 "\nThe optimizer state looks saved with another state_dtype (8-bit codes and scales, or another "
                 "float dtype): restore into an optimizer built with the checkpoint's state_dtype, then move the "

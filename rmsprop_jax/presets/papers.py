@@ -9,7 +9,11 @@ from rmsprop_jax._transform import rmsprop
 
 
 def hinton2012(
-    learning_rate: optax.ScalarOrSchedule, decay: float = 0.9, *, state_dtype: StateDtype = None
+    learning_rate: optax.ScalarOrSchedule,
+    decay: float = 0.9,
+    *,
+    state_dtype: StateDtype = None,
+    pack_small_leaves: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """RMSProp as introduced in Hinton's Coursera lecture 6e (2012).
 
@@ -24,6 +28,9 @@ def hinton2012(
       state_dtype: Storage of the optimizer state, as in :func:`rmsprop_jax.rmsprop`:
         ``None`` (float32 for 16-bit params), a float dtype or its name, or
         ``"8bit"`` (block-wise 8-bit codes).
+      pack_small_leaves: Whether to keep the state of small same-shape leaves
+        stacked in groups, as in :func:`rmsprop_jax.rmsprop` (same results, faster
+        steps and compiles with many small leaves).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -41,7 +48,7 @@ def hinton2012(
       Lecture 6e: rmsprop
       <https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf>`_, 2012.
     """
-    return rmsprop(learning_rate, decay=decay, eps=0.0, state_dtype=state_dtype)
+    return rmsprop(learning_rate, decay=decay, eps=0.0, state_dtype=state_dtype, pack_small_leaves=pack_small_leaves)
 
 
 def graves2013(
@@ -51,6 +58,7 @@ def graves2013(
     eps: float = 1e-4,
     *,
     state_dtype: StateDtype = None,
+    pack_small_leaves: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """Centered RMSProp with momentum from Graves (2013), eqs. 38-41.
 
@@ -67,6 +75,9 @@ def graves2013(
       state_dtype: Storage of the optimizer state, as in :func:`rmsprop_jax.rmsprop`:
         ``None`` (float32 for 16-bit params), a float dtype or its name, or
         ``"8bit"`` (block-wise 8-bit codes).
+      pack_small_leaves: Whether to keep the state of small same-shape leaves
+        stacked in groups, as in :func:`rmsprop_jax.rmsprop` (same results, faster
+        steps and compiles with many small leaves).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -89,6 +100,7 @@ def graves2013(
         momentum=momentum,
         lr_in_momentum=True,
         state_dtype=state_dtype,
+        pack_small_leaves=pack_small_leaves,
     )
 
 
@@ -98,6 +110,7 @@ def dqn2015(
     eps: float = 0.01,
     *,
     state_dtype: StateDtype = None,
+    pack_small_leaves: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """Centered RMSProp of the Nature DQN (Mnih et al. 2015), as in NeuralQLearner.lua.
 
@@ -113,6 +126,9 @@ def dqn2015(
       state_dtype: Storage of the optimizer state, as in :func:`rmsprop_jax.rmsprop`:
         ``None`` (float32 for 16-bit params), a float dtype or its name, or
         ``"8bit"`` (block-wise 8-bit codes).
+      pack_small_leaves: Whether to keep the state of small same-shape leaves
+        stacked in groups, as in :func:`rmsprop_jax.rmsprop` (same results, faster
+        steps and compiles with many small leaves).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -127,4 +143,12 @@ def dqn2015(
       <https://www.nature.com/articles/nature14236>`_, Nature 518, 2015;
       DeepMind's ``dqn/NeuralQLearner.lua`` (``qLearnMinibatch``).
     """
-    return rmsprop(learning_rate, decay=decay, eps=eps, eps_in_sqrt=True, centered=True, state_dtype=state_dtype)
+    return rmsprop(
+        learning_rate,
+        decay=decay,
+        eps=eps,
+        eps_in_sqrt=True,
+        centered=True,
+        state_dtype=state_dtype,
+        pack_small_leaves=pack_small_leaves,
+    )

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from rmsprop_jax._state import RmsPropState
+from rmsprop_jax._state_views import convert_state
 from rmsprop_jax.presets.frameworks import keras, pytorch
 
 _TORCH_HYPERPARAMETERS = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
@@ -87,7 +88,11 @@ def _filled(
 
 
 def pytorch_state(
-    state_dict: Mapping[str, Any], params: optax.Params, *, lr: optax.ScalarOrSchedule | None = None
+    state_dict: Mapping[str, Any],
+    params: optax.Params,
+    *,
+    lr: optax.ScalarOrSchedule | None = None,
+    pack_small_leaves: bool = False,
 ) -> Any:
     """Converts ``torch.optim.RMSprop(...).state_dict()`` into the state of
     :func:`rmsprop_jax.presets.pytorch` with the same arguments.
@@ -100,10 +105,13 @@ def pytorch_state(
       lr: The learning rate the run continues with; default the param group's
         current ``lr``. With a schedule, the state's step count is torch's
         ``step``.
+      pack_small_leaves: Whether the state is for
+        ``presets.pytorch(..., pack_small_leaves=True)`` (packed layout).
 
     Returns:
       The state for ``presets.pytorch(lr, alpha, eps, weight_decay, momentum,
-      centered, maximize)`` with the groups' values, ready for ``update``.
+      centered, maximize, pack_small_leaves=pack_small_leaves)`` with the groups'
+      values, ready for ``update``.
 
     Raises:
       ValueError: groups disagree, the parameter count or a shape differs, or a
@@ -122,21 +130,14 @@ def pytorch_state(
     leaves, treedef = jax.tree.flatten(params)
     if len(indices) != len(leaves):
         raise ValueError(f"the torch optimizer has {len(indices)} parameters but params has {len(leaves)} leaves")
-    tx = pytorch(
-        lr=first["lr"] if lr is None else lr,
-        alpha=first["alpha"],
-        eps=first["eps"],
-        weight_decay=first["weight_decay"],
-        momentum=first["momentum"],
-        centered=first["centered"],
-        maximize=first["maximize"],
-    )
+    arguments = {name: first[name] for name in _TORCH_HYPERPARAMETERS}
+    tx = pytorch(**{**arguments, "lr": first["lr"] if lr is None else lr})
     template = _find_rms_state(tx.init(params))
     entries = [state_dict["state"].get(index, {}) for index in indices]
     steps = {int(_to_numpy(entry["step"])) for entry in entries if "step" in entry}
     if template.count is not None and len(steps) > 1:
         raise ValueError(f"torch parameters were stepped different numbers of times: {sorted(steps)}")
-    return _filled(
+    state = _filled(
         template,
         treedef,
         max(steps, default=0),
@@ -145,9 +146,15 @@ def pytorch_state(
         [entry.get("momentum_buffer") for entry in entries],
         [f"torch parameter {index}" for index in indices],
     )
+    if pack_small_leaves:
+        packed = pytorch(**{**arguments, "lr": first["lr"] if lr is None else lr}, pack_small_leaves=True)
+        return convert_state(state, packed.init(params))
+    return state
 
 
-def keras_state(optimizer: Any, params: optax.Params, *, learning_rate: Any = None) -> Any:
+def keras_state(
+    optimizer: Any, params: optax.Params, *, learning_rate: Any = None, pack_small_leaves: bool = False
+) -> Any:
     """Converts a Keras 3 ``keras.optimizers.RMSprop`` into the state of
     :func:`rmsprop_jax.presets.keras` with the same arguments.
 
@@ -157,6 +164,8 @@ def keras_state(optimizer: Any, params: optax.Params, *, learning_rate: Any = No
         variables in order, with the same shapes.
       learning_rate: The learning rate the run continues with; default the
         optimizer's (its ``LearningRateSchedule``, or its current value).
+      pack_small_leaves: Whether the state is for
+        ``presets.keras(..., pack_small_leaves=True)`` (packed layout).
 
     Returns:
       The state for ``presets.keras(...)`` built from the optimizer's own
@@ -174,17 +183,18 @@ def keras_state(optimizer: Any, params: optax.Params, *, learning_rate: Any = No
     if learning_rate is None:
         schedule = optimizer._learning_rate
         learning_rate = schedule if callable(schedule) else float(_to_numpy(optimizer.learning_rate))
-    tx = keras(
-        learning_rate=learning_rate,
-        rho=optimizer.rho,
-        momentum=optimizer.momentum,
-        epsilon=optimizer.epsilon,
-        centered=optimizer.centered,
-        weight_decay=optimizer.weight_decay,
-        clipnorm=optimizer.clipnorm,
-        clipvalue=optimizer.clipvalue,
-        global_clipnorm=optimizer.global_clipnorm,
-    )
+    arguments = {
+        "learning_rate": learning_rate,
+        "rho": optimizer.rho,
+        "momentum": optimizer.momentum,
+        "epsilon": optimizer.epsilon,
+        "centered": optimizer.centered,
+        "weight_decay": optimizer.weight_decay,
+        "clipnorm": optimizer.clipnorm,
+        "clipvalue": optimizer.clipvalue,
+        "global_clipnorm": optimizer.global_clipnorm,
+    }
+    tx = keras(**arguments)
     leaves, treedef = jax.tree.flatten(params)
     variables = optimizer._trainable_variables
     if len(variables) != len(leaves):
@@ -200,4 +210,7 @@ def keras_state(optimizer: Any, params: optax.Params, *, learning_rate: Any = No
         list(optimizer._momentums) or [None] * n,
         [f"Keras variable {v.path}" for v in variables],
     )
-    return _replace_rms_state(state, rms)
+    state = _replace_rms_state(state, rms)
+    if pack_small_leaves:
+        return convert_state(state, keras(**arguments, pack_small_leaves=True).init(params))
+    return state

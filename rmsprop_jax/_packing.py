@@ -1,0 +1,265 @@
+"""The layout of a state: one array per leaf, or small same-shape leaves stacked in groups.
+
+With ``pack_small_leaves=True``, ``init`` decides a :class:`PackingPlan` once, from the params
+alone, and each state field (``nu``, ``mu``, ``trace``) becomes a :class:`Packed` node:
+one stored array per group, the members' arrays stacked on a new leading axis (never
+ravelled, so a member's sharding ``P(*spec)`` becomes the group's ``P(None, *spec)``). The
+plan is the node's static data: it is part of the state's tree structure, so ``jit``,
+``eval_shape`` and checkpoints see it, and ``update`` reads it instead of re-deriving it.
+
+This module knows nothing of the step's arithmetic (:mod:`rmsprop_jax._leaf_update`) nor of
+how an array is stored (:mod:`rmsprop_jax._storage`): it groups leaves, stacks and unstacks.
+
+Which leaves are packed (:func:`plan_for`), by constants rather than run-time measurement, so
+that a layout is the same on every machine:
+
+- Only leaves of at most :func:`largest_packed` entries: packing pays where a leaf's fixed cost
+  (a kernel and buffers per state array) dominates its bytes. Plain RMSProp (no momentum, not
+  centered) packs nothing: its step gains nothing (``benchmarks/NOTES.md``).
+- Only with leaves of the same shape, dtype, storage, weight-decay flag and visible sharding.
+  Leaves stored as 8-bit codes stay per leaf.
+- A leaf whose sharding cannot be seen stays per leaf: a tracer on a mesh with Auto axes
+  (``jax.jit(tx.init)`` on an Auto mesh reads every sharding as replicated). Concrete arrays,
+  tracers on an Explicit mesh, and Flax NNX variables with sharding metadata show theirs.
+- Groups hold at most :data:`GROUP_ELEMENTS` entries; a group needs at least two leaves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import core
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+GROUP_ELEMENTS = 1 << 18
+"""The most entries one group holds (64 leaves of 4096, 256 of 1024): one group per step is one
+stacked gradient copy, and very large stacks compile slowly (one 4096-leaf group: 42 s)."""
+
+LARGEST_PACKED_MOMENTUM = 1 << 14
+"""The largest leaf (entries) packed with momentum, not centered (measured: ``benchmarks/NOTES.md``)."""
+
+LARGEST_PACKED_CENTERED = 1 << 13
+"""The largest leaf (entries) packed for centered RMSProp (at 16K entries stacking lost: 1.49x optax)."""
+
+
+def largest_packed(centered: bool, momentum: bool) -> int:
+    """The largest leaf, in entries, that a variant packs (0: plain RMSProp packs nothing)."""
+    if centered:
+        return LARGEST_PACKED_CENTERED
+    if momentum:
+        return LARGEST_PACKED_MOMENTUM
+    return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PackingPlan:
+    """Which leaf of the params is kept in which group: static, hashable data.
+
+    Attributes:
+      treedef: The params' tree structure.
+      paths: Each leaf's path (``jax.tree_util.keystr``), in the params' leaf order.
+      shapes: Each leaf's shape.
+      groups: Leaf indices per group, every leaf exactly once, groups ordered by their first
+        leaf. A group of one leaf is kept as that leaf's own array; a larger one is stacked.
+    """
+
+    treedef: Any
+    paths: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    groups: tuple[tuple[int, ...], ...]
+
+    @property
+    def packs(self) -> bool:
+        """Whether any group holds more than one leaf."""
+        return any(len(group) > 1 for group in self.groups)
+
+    def __repr__(self) -> str:
+        packed = sum(len(group) for group in self.groups if len(group) > 1)
+        return (
+            f"PackingPlan({len(self.paths)} leaves, {packed} of them in {sum(len(g) > 1 for g in self.groups)} groups)"
+        )
+
+    def __str__(self) -> str:
+        lines = []
+        for number, group in enumerate(self.groups):
+            shape = self.shapes[group[0]]
+            kind = f"{len(group)} leaves of shape {shape}" if len(group) > 1 else f"per leaf, shape {shape}"
+            lines.append(f"group {number}: {kind}: " + ", ".join(self.paths[i] for i in group))
+        return "\n".join(lines)
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class Packed:
+    """One state field in a packed layout: one stored array per group of :attr:`plan`.
+
+    A group of one leaf holds that leaf's array as the per-leaf layout would; a larger group
+    holds its members' arrays stacked on a new leading axis, in the group's order.
+    """
+
+    def __init__(self, plan: PackingPlan, groups: Sequence[Any]) -> None:
+        self.plan = plan
+        self.groups = tuple(groups)
+
+    def tree_flatten_with_keys(self) -> tuple[list[tuple[Any, Any]], PackingPlan]:
+        return [(jax.tree_util.DictKey(f"group{i}"), g) for i, g in enumerate(self.groups)], self.plan
+
+    @classmethod
+    def tree_unflatten(cls, plan: PackingPlan, groups: Sequence[Any]) -> Packed:
+        return cls(plan, groups)
+
+    def __repr__(self) -> str:
+        return f"Packed({len(self.plan.paths)} leaves in {len(self.groups)} groups)"
+
+
+def is_variable(x: object) -> bool:
+    """A framework's variable wrapping one array with metadata (Flax NNX's ``nnx.Variable``)."""
+    kind = type(x)
+    return all(hasattr(kind, name) for name in ("get_value", "get_metadata", "replace"))
+
+
+def value_of(x: Any) -> Any:
+    """The array a leaf holds (a variable's value, else the leaf itself)."""
+    return x.get_value() if is_variable(x) else x
+
+
+def structure(tree: Any) -> Any:
+    """A tree's structure with variables as leaves: the same for NNX's params and its gradients."""
+    return jax.tree.structure(tree, is_leaf=is_variable)
+
+
+def _variable_spec(leaf: Any) -> tuple | None:
+    """The partition spec a variable's sharding metadata names (``nnx.with_partitioning``), else ``None``."""
+    if not is_variable(leaf):
+        return None
+    names = leaf.get_metadata().get("out_sharding")
+    return None if names is None else tuple(names)
+
+
+def sharding_key(leaf: Any) -> tuple | None:
+    """What the plan compares of a leaf's sharding, or ``None`` where it cannot be seen."""
+    names = _variable_spec(leaf)
+    value = value_of(leaf)
+    if isinstance(value, jax.Array) and not isinstance(value, core.Tracer):
+        sharding = value.sharding
+        if isinstance(sharding, NamedSharding):
+            return ("named", sharding.mesh, _padded(sharding.spec, value.ndim))
+        return ("placed", sharding)
+    if names is not None:
+        mesh = jax.sharding.get_abstract_mesh()
+        if not mesh.empty:
+            return ("metadata", mesh, _padded(names, jnp.ndim(value)))
+    if jax.device_count() == 1:
+        return ("single",)
+    try:
+        sharding = jax.typeof(value).sharding
+    except (AttributeError, TypeError):
+        return None
+    mesh = getattr(sharding, "mesh", None)
+    axis_types = getattr(mesh, "axis_types", ())
+    if axis_types and all(kind == jax.sharding.AxisType.Explicit for kind in axis_types):
+        return ("explicit", mesh, _padded(sharding.spec, jnp.ndim(value)))
+    return None
+
+
+def _placed(stacked: jax.Array, key: tuple | None) -> jax.Array:
+    """A group's stacked array with its members' sharding on the new leading axis: ``P(None, *spec)``."""
+    if key is None or key[0] not in ("named", "metadata"):
+        return stacked  # one device, a single placement, or an Explicit mesh (the stack's type carries it)
+    kind, mesh, spec = key
+    if kind == "named" and not isinstance(stacked, core.Tracer):
+        return jax.device_put(stacked, NamedSharding(mesh, P(None, *spec)))
+    return jax.lax.with_sharding_constraint(stacked, P(None, *spec))
+
+
+def _padded(spec: Any, ndim: int) -> tuple:
+    entries = tuple(spec)
+    return entries + (None,) * (ndim - len(entries))
+
+
+def plan_for(
+    params: Any,
+    largest: int,
+    key: Callable[[int, Any], Hashable | None],
+) -> PackingPlan:
+    """The plan for ``params``: leaves with equal ``key(index, leaf)`` share groups.
+
+    Args:
+      params: The params tree.
+      largest: The largest leaf (entries) packed.
+      key: What else a group's leaves share (dtype, storage, weight-decay flag, sharding),
+        or ``None`` for a leaf that stays per leaf.
+    """
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_variable)
+    paths = tuple(jax.tree_util.keystr(path) or "<root>" for path, _ in with_paths)
+    leaves = [leaf for _, leaf in with_paths]
+    shapes = tuple(tuple(jnp.shape(value_of(leaf))) for leaf in leaves)
+    open_groups: dict[Hashable, list[int]] = {}
+    groups: list[list[int]] = []
+    for index, leaf in enumerate(leaves):
+        size = 1
+        for extent in shapes[index]:
+            size *= extent
+        shared = key(index, leaf) if 0 < size <= largest else None
+        if shared is None:
+            groups.append([index])
+            continue
+        group_key = (shapes[index], shared)
+        group = open_groups.get(group_key)
+        if group is None or (len(group) + 1) * size > GROUP_ELEMENTS:
+            group = open_groups[group_key] = []
+            groups.append(group)
+        group.append(index)
+    return PackingPlan(treedef, paths, shapes, tuple(tuple(group) for group in groups))
+
+
+def stack(arrays: Sequence[Any]) -> Any:
+    """Arrays (or stored pairs) of one group, stacked on a new leading axis; one array as it is."""
+    if len(arrays) == 1:
+        return arrays[0]
+    return jax.tree.map(lambda *members: jnp.stack(members), *arrays)
+
+
+def unstack(stacked: Any, size: int) -> list[Any]:
+    """The members of a group's array (``size`` of them), in the group's order."""
+    if size == 1:
+        return [stacked]
+    return [jax.tree.map(lambda x, k=k: x[k], stacked) for k in range(size)]
+
+
+def pack(plan: PackingPlan, leaves: Sequence[Any], params: Sequence[Any] | None = None) -> Packed:
+    """Per-leaf arrays (the params' leaf order) in ``plan``'s layout.
+
+    With the params' leaves (``params``), each group is placed with its members' sharding on
+    the new leading axis, and a group of variables becomes one variable whose sharding
+    metadata gains that axis (``(None, *names)``), so ``nnx.Optimizer``'s state carries it.
+    """
+    groups = []
+    for group in plan.groups:
+        members = [leaves[index] for index in group]
+        if len(group) == 1:
+            groups.append(members[0])
+            continue
+        stacked = stack([value_of(member) for member in members])
+        if params is not None:
+            stacked = _placed(stacked, sharding_key(params[group[0]]))
+        if is_variable(members[0]):
+            names = _variable_spec(members[0])
+            extra = {} if names is None else {"out_sharding": (None, *names)}
+            stacked = members[0].replace(value=stacked, **extra)
+        groups.append(stacked)
+    return Packed(plan, groups)
+
+
+def unpack(packed: Packed) -> list[Any]:
+    """A packed field's arrays, one per leaf in the params' leaf order."""
+    plan = packed.plan
+    leaves: list[Any] = [None] * len(plan.paths)
+    for group, stacked in zip(plan.groups, packed.groups, strict=True):
+        for index, member in zip(group, unstack(value_of(stacked), len(group)), strict=True):
+            leaves[index] = member
+    return leaves
