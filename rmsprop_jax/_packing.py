@@ -14,8 +14,9 @@ Which leaves are packed (:func:`plan_for`), by constants rather than run-time me
 that a layout is the same on every machine:
 
 - Only leaves of at most :func:`largest_packed` entries: packing pays where a leaf's fixed cost
-  (a kernel and buffers per state array) dominates its bytes. Plain RMSProp (no momentum, not
-  centered) packs nothing: its step gains nothing (``benchmarks/NOTES.md``).
+  (a kernel and buffers per state array) dominates its bytes: up to 16K entries with momentum,
+  8K centered with momentum, 2K centered without. Plain RMSProp (no momentum, not centered)
+  packs nothing: its step gains nothing (``benchmarks/NOTES.md``).
 - Only with leaves of the same shape, dtype, storage, weight-decay flag and visible sharding.
   Leaves stored as 8-bit codes stay per leaf.
 - A leaf whose sharding cannot be seen stays per leaf: a tracer on a mesh with Auto axes
@@ -41,16 +42,22 @@ GROUP_ELEMENTS = 1 << 18
 stacked gradient copy, and very large stacks compile slowly (one 4096-leaf group: 42 s)."""
 
 LARGEST_PACKED_MOMENTUM = 1 << 14
-"""The largest leaf (entries) packed with momentum, not centered (measured: ``benchmarks/NOTES.md``)."""
+"""The largest leaf (entries) packed with momentum, not centered: stepping 0.80x of per leaf at
+8K entries, 0.87x at 16K (``benchmarks/NOTES.md``)."""
 
-LARGEST_PACKED_CENTERED = 1 << 13
-"""The largest leaf (entries) packed for centered RMSProp (at 16K entries stacking lost: 1.49x optax)."""
+LARGEST_PACKED_CENTERED_MOMENTUM = 1 << 13
+"""The largest leaf packed for centered RMSProp with momentum: 0.63x of per leaf at 8K entries;
+at 16K the prototype lost (1.49x optax)."""
+
+LARGEST_PACKED_CENTERED = 1 << 11
+"""The largest leaf packed for centered RMSProp without momentum: 0.66x of per leaf at 1K
+entries, but 1.14x at 4K and 1.38x at 8K (the update leaves the group as one more copy)."""
 
 
 def largest_packed(centered: bool, momentum: bool) -> int:
     """The largest leaf, in entries, that a variant packs (0: plain RMSProp packs nothing)."""
     if centered:
-        return LARGEST_PACKED_CENTERED
+        return LARGEST_PACKED_CENTERED_MOMENTUM if momentum else LARGEST_PACKED_CENTERED
     if momentum:
         return LARGEST_PACKED_MOMENTUM
     return 0

@@ -500,9 +500,10 @@ def rmsprop(
         are the same bit for bit; ``state.nu`` is then no longer shaped like the
         params: read it with :func:`rmsprop_jax.state_as_float32` and see the
         grouping with :func:`rmsprop_jax.packing_plan`. Plain RMSProp packs
-        nothing (it would not gain); leaves above 8192 entries (16384 with
-        momentum only), 8-bit leaves, and leaves whose sharding ``init`` cannot
-        see (under ``jax.jit`` on a mesh with Auto axes) stay per leaf.
+        nothing (it would not gain); leaves above 16384 entries with momentum
+        (8192 centered with momentum, 2048 centered without), 8-bit leaves, and
+        leaves whose sharding ``init`` cannot see (under ``jax.jit`` on a mesh
+        with Auto axes) stay per leaf.
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs` whose state is a

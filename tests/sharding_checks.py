@@ -242,6 +242,176 @@ def nnx_partitioning() -> dict[str, bool]:
     return out
 
 
+PACKED_LAYOUTS = {  # (kernel spec, bias spec) for 3 kernels (8, 16) and 3 biases (16,); q-biases P("model") always
+    "data-parallel": (P(), P()),
+    "fsdp": (P("data", None), P("data")),
+    "tensor-parallel": (P(None, "model"), P("model")),
+    "2d": (P("data", "model"), P("model")),
+}
+PACKED_OPTIMIZERS = {
+    "centered+momentum": lambda: rmsprop_jax.rmsprop(1e-2, centered=True, momentum=0.9, pack_small_leaves=True),
+    "presets.pytorch": lambda: presets.pytorch(lr=1e-2, momentum=0.9, weight_decay=1e-3, pack_small_leaves=True),
+}
+
+
+def packed_params_on(mesh: jax.sharding.Mesh | None, layout: str) -> dict[str, jax.Array]:
+    """Several same-shape small leaves per layout: kernels, biases, and a q-bias P('model') beside an out-bias P()."""
+    rng = np.random.default_rng(2)
+    kernel, bias = PACKED_LAYOUTS[layout]
+    specs = {f"k{i}": kernel for i in range(3)} | {f"b{i}": bias for i in range(3)}
+    specs |= {f"q_bias{i}": P("model") for i in range(2)} | {f"out_bias{i}": P() for i in range(2)}
+    params = {
+        name: jnp.asarray(rng.standard_normal((8, 16) if name.startswith("k") else (16,)), jnp.float32)
+        for name in specs
+    }
+    if mesh is None:
+        return params
+    return {name: jax.device_put(p, NamedSharding(mesh, specs[name])) for name, p in params.items()}
+
+
+def _group_specs_follow(state: object, params: dict[str, jax.Array]) -> bool:
+    """Every stacked group's sharding is ``P(None, *its members' spec)``; every member has that spec."""
+    from rmsprop_jax._packing import Packed
+
+    ok = True
+    for field in ("nu", "mu", "trace"):
+        packed = getattr(state, field)
+        if packed is None:
+            continue
+        if not isinstance(packed, Packed):
+            return False
+        plan = packed.plan
+        leaves = plan.treedef.flatten_up_to(params)
+        for group, array in zip(plan.groups, packed.groups, strict=True):
+            member = leaves[group[0]]
+            want = _spec(member.sharding, member.ndim)
+            ok &= all(_spec(leaves[i].sharding, member.ndim) == want for i in group)
+            if len(group) > 1:
+                ok &= _spec(array.sharding, array.ndim) == (None, *want)
+                ok &= array.shape == (len(group), *member.shape)
+    return bool(ok)
+
+
+def packed_checks() -> list[dict]:
+    """pack_small_leaves on 8 devices: groups keep their members' sharding, params keep theirs, no collective."""
+    out = []
+    for axis_type in (AxisType.Auto, AxisType.Explicit):
+        mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(axis_type,) * 2)
+        for layout in PACKED_LAYOUTS:
+            for name, make in PACKED_OPTIMIZERS.items():
+                tx = make()
+                params = packed_params_on(mesh, layout)
+                with jax.set_mesh(mesh):
+                    state = tx.init(params)
+                    plan = rmsprop_jax.packing_plan(state)
+                    jitted_state = jax.jit(tx.init)(params)
+                    hlo = (
+                        jax.jit(lambda p, s, g, tx=tx: tx.update(g, s, p))
+                        .lower(params, state, grad_fn(params, jnp.float32(0)))
+                        .compile()
+                        .as_text()
+                    )
+                    stepped, stepped_state = run_steps(tx, params, state=state)
+                single, _ = run_steps(make(), packed_params_on(None, layout))
+                out.append(
+                    {
+                        "axis_type": str(axis_type),
+                        "layout": layout,
+                        "optimizer": name,
+                        "groups": [sorted(plan.paths[i] for i in group) for group in plan.groups if len(group) > 1],
+                        "groups_follow_members": _group_specs_follow(state, params),
+                        "jit_init_packs": rmsprop_jax.packing_plan(jitted_state).packs,
+                        "jit_groups_follow_members": _group_specs_follow(jitted_state, params)
+                        if rmsprop_jax.packing_plan(jitted_state).packs
+                        else None,
+                        "params_keep_sharding": all(
+                            stepped[k].sharding.is_equivalent_to(params[k].sharding, params[k].ndim) for k in params
+                        ),
+                        "state_keeps_sharding": _group_specs_follow(stepped_state, params),
+                        "collectives": sorted({c for c in COLLECTIVES if re.search(rf"\b{c}(-start)?\(", hlo)}),
+                        "max_difference": max(
+                            float(np.max(np.abs(np.asarray(stepped[k]) - np.asarray(single[k])))) for k in params
+                        ),
+                    }
+                )
+    return out
+
+
+def nnx_packed_partitioning() -> dict[str, object]:
+    """nnx.with_partitioning metadata lets a jitted nnx.Optimizer pack on an Auto mesh; groups carry the sharding."""
+    from flax import nnx
+
+    class Heads(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs) -> None:
+            init = nnx.initializers.lecun_normal()
+            zeros = nnx.initializers.zeros_init()
+            self.q = nnx.List(
+                [
+                    nnx.Linear(
+                        16,
+                        16,
+                        kernel_init=nnx.with_partitioning(init, (None, "model")),
+                        bias_init=nnx.with_partitioning(zeros, ("model",)),
+                        rngs=rngs,
+                    )
+                    for _ in range(3)
+                ]
+            )
+            self.out = nnx.List([nnx.Linear(16, 16, rngs=rngs) for _ in range(3)])
+
+        def __call__(self, x: jax.Array) -> jax.Array:
+            for q, out in zip(self.q, self.out, strict=True):
+                x = out(jnp.tanh(q(x)))
+            return x
+
+    mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
+    with jax.set_mesh(mesh):
+
+        @nnx.jit
+        def create() -> Heads:
+            model = Heads(nnx.Rngs(0))
+            state = nnx.state(model)
+            nnx.update(model, jax.lax.with_sharding_constraint(state, nnx.get_partition_spec(state)))
+            return model
+
+        model = create()
+        before = {path: leaf.sharding for path, leaf in jax.tree_util.tree_leaves_with_path(nnx.state(model))}
+
+        @nnx.jit
+        def create_optimizer(model: Heads) -> nnx.Optimizer:
+            tx = rmsprop_jax.rmsprop(1e-3, momentum=0.9, pack_small_leaves=True)
+            return nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+        optimizer = create_optimizer(model)
+
+        @nnx.jit
+        def train_step(model: Heads, optimizer: nnx.Optimizer, x: jax.Array) -> None:
+            grads = nnx.grad(lambda m: jnp.mean(m(x) ** 2))(model)
+            optimizer.update(model, grads)
+
+        train_step(model, optimizer, jnp.ones((8, 16)))
+        after = dict(jax.tree_util.tree_leaves_with_path(nnx.state(model)))
+        plan = rmsprop_jax.packing_plan(optimizer.opt_state)
+        specs = nnx.get_partition_spec(nnx.state(optimizer, nnx.OptState))["opt_state"]
+        trace = optimizer.opt_state.trace
+        q_bias = next(i for i, g in enumerate(plan.groups) if "['q'][0]['bias']" in [plan.paths[j] for j in g])
+        q_bias_array = trace.groups[q_bias]
+        q_bias_array = q_bias_array.get_value() if hasattr(q_bias_array, "get_value") else q_bias_array
+        return {
+            "groups": [sorted(plan.paths[i] for i in group) for group in plan.groups if len(group) > 1],
+            "q_bias_group_spec": list(_spec(q_bias_array.sharding, q_bias_array.ndim)),
+            "state_metadata_specs": sorted(
+                {str(p) for p in jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, P))}
+            ),
+            # the annotated (q) params; nnx.jit lets XLA place unannotated ones (out), packed or not
+            "params_keep_sharding": all(
+                after[path].sharding.is_equivalent_to(sharding, after[path].ndim)
+                for path, sharding in before.items()
+                if path[0] == jax.tree_util.DictKey("q")
+            ),
+        }
+
+
 def main() -> None:
     assert len(jax.devices()) == 8
     results = []
@@ -322,6 +492,8 @@ def main() -> None:
                 "clip_by_global_norm_collectives": control,
                 "checkpoint": checkpoints(),
                 "nnx": nnx_partitioning(),
+                "packed": packed_checks(),
+                "nnx_packed": nnx_packed_partitioning(),
             }
         )
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -17,7 +18,8 @@ from framework_runs import (
 )
 from helpers import require, require_keras_on_jax
 
-from rmsprop_jax import RmsPropState, presets
+from rmsprop_jax import RmsPropState, packing_plan, presets, state_as_float32
+from rmsprop_jax._packing import Packed
 
 SCHEDULE = optax.exponential_decay(0.02, transition_steps=10, decay_rate=0.7)
 
@@ -116,3 +118,51 @@ def test_keras_state_needs_a_built_rmsprop():
         presets.keras_state(keras.optimizers.RMSprop(), {"w": jnp.ones(2)})
     with pytest.raises(ValueError, match=r"expected a keras\.optimizers\.RMSprop, got Adam"):
         presets.keras_state(keras.optimizers.Adam(), {"w": jnp.ones(2)})
+
+
+def _same_shape_params() -> dict[str, np.ndarray]:
+    """Three biases of one shape (they share a packed group) and a kernel."""
+    rng = np.random.default_rng(3)
+    params = {f"b{i}": rng.standard_normal(6).astype(np.float32) for i in range(3)}
+    params["kernel"] = rng.standard_normal((4, 6)).astype(np.float32)
+    return params
+
+
+def test_a_torch_state_can_target_the_packed_layout():
+    torch = require("torch")
+    params = _same_shape_params()
+    parameters = [torch.nn.Parameter(torch.from_numpy(params[k].copy())) for k in sorted(params)]
+    optimizer = torch.optim.RMSprop(parameters, lr=0.01, momentum=0.9, centered=True)
+    for t in range(3):
+        for p in parameters:
+            p.grad = torch.sin(3 * p.detach() + t)
+        optimizer.step()
+    now = {k: p.detach().numpy().copy() for k, p in zip(sorted(params), parameters, strict=True)}
+    per_leaf = presets.pytorch_state(optimizer.state_dict(), now)
+    packed = presets.pytorch_state(optimizer.state_dict(), now, pack_small_leaves=True)
+    tx = presets.pytorch(lr=0.01, momentum=0.9, centered=True, pack_small_leaves=True)
+    assert isinstance(packed.nu, Packed) and packing_plan(packed).groups[0] == (0, 1, 2)
+    assert jax.tree.structure(packed) == jax.tree.structure(tx.init(now))
+    for a, b in zip(
+        jax.tree.leaves(state_as_float32(per_leaf)), jax.tree.leaves(state_as_float32(packed)), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_keras_state_can_target_the_packed_layout():
+    keras = require_keras_on_jax()
+    params = _same_shape_params()
+    variables = [keras.Variable(params[k].copy(), name=k) for k in sorted(params)]
+    optimizer = keras.optimizers.RMSprop(learning_rate=0.01, momentum=0.9, centered=True, clipnorm=1.0)
+    for t in range(3):
+        optimizer.apply_gradients([(np.sin(3 * np.asarray(v.numpy()) + t), v) for v in variables])
+    now = {k: np.array(v.numpy()) for k, v in zip(sorted(params), variables, strict=True)}
+    per_leaf = presets.keras_state(optimizer, now)
+    packed = presets.keras_state(optimizer, now, pack_small_leaves=True)
+    tx = presets.keras(learning_rate=0.01, momentum=0.9, centered=True, clipnorm=1.0, pack_small_leaves=True)
+    assert jax.tree.structure(packed) == jax.tree.structure(tx.init(now))
+    assert packing_plan(packed).groups[0] == (0, 1, 2)
+    for a, b in zip(
+        jax.tree.leaves(state_as_float32(per_leaf)), jax.tree.leaves(state_as_float32(packed)), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)

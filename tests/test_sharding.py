@@ -97,3 +97,42 @@ def test_sharded_checkpoint_restores_sharded_and_resumes_bit_identically(report)
 def test_flax_nnx_model_sharded_with_with_partitioning(report):
     """nnx.Optimizer's state follows kernels sharded by nnx.with_partitioning, eagerly, jitted, after a step."""
     assert report["nnx"] == {"eager_optimizer": True, "jitted_optimizer": True, "after_a_step": True}
+
+
+@pytest.mark.slow
+def test_packed_groups_carry_their_members_sharding(report):
+    """Eager init on any mesh, jitted init on an Explicit mesh: each group is P(None, *its members' spec),
+    before and after 5 steps; a q-bias P('model') never shares a group with an out-bias P()."""
+    packed = report["packed"]
+    assert len(packed) == 2 * 4 * 2
+    for r in packed:
+        assert r["groups_follow_members"] and r["state_keeps_sharding"], r
+        for group in r["groups"]:
+            assert not ({"['q_bias0']", "['out_bias0']"} <= set(group)), r
+        assert ["['q_bias0']", "['q_bias1']"] in r["groups"] or r["layout"] in ("tensor-parallel", "2d"), r
+        explicit = r["axis_type"] == "AxisType.Explicit"
+        assert r["jit_init_packs"] == explicit, r  # a tracer on an Auto mesh shows no sharding: per leaf
+        assert r["jit_groups_follow_members"] in ((True,) if explicit else (None,)), r
+
+
+@pytest.mark.slow
+def test_packed_steps_keep_every_params_sharding_with_no_collective(report):
+    for r in report["packed"]:
+        assert r["params_keep_sharding"] and r["collectives"] == [], r
+        assert r["max_difference"] <= 1e-6, r  # against one device (its own grouping)
+
+
+@pytest.mark.slow
+def test_flax_nnx_partitioning_metadata_lets_a_jitted_optimizer_pack(report):
+    """Under nnx.jit on an Auto mesh the q layers' with_partitioning metadata shows their sharding: they
+    pack, their group is P(None, 'model') in fact and in metadata; the out layers (no metadata) stay per leaf."""
+    nnx_packed = report["nnx_packed"]
+    assert nnx_packed["groups"] == [
+        ["['q'][0]['bias']", "['q'][1]['bias']", "['q'][2]['bias']"],
+        ["['q'][0]['kernel']", "['q'][1]['kernel']", "['q'][2]['kernel']"],
+    ]
+    assert nnx_packed["q_bias_group_spec"] == [None, "model"]
+    assert {"P(None, 'model')", "P(None, None, 'model')"} <= set(
+        nnx_packed["state_metadata_specs"]
+    )
+    assert nnx_packed["params_keep_sharding"]

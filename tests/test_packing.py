@@ -1,0 +1,155 @@
+"""The packing plan (rmsprop_jax._packing): which leaves share a stacked group, and how it is shown."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rmsprop_jax
+from rmsprop_jax import _packing as packing
+from rmsprop_jax._packing import Packed
+from rmsprop_jax._storage_8bit import Quantized
+
+MOMENTUM = {"momentum": 0.9}
+CENTERED = {"centered": True, "momentum": 0.9}
+
+
+def plan_of(params, **kwargs):
+    tx = rmsprop_jax.rmsprop(1e-3, **{**MOMENTUM, **kwargs}, pack_small_leaves=True)
+    return rmsprop_jax.packing_plan(tx.init(params))
+
+
+def members(plan, group):
+    return [plan.paths[i] for i in group]
+
+
+def test_same_shape_leaves_share_a_group_stacked_on_a_new_leading_axis():
+    params = {"a": jnp.zeros(64), "b": jnp.ones((8, 8)), "c": jnp.ones(64), "d": jnp.ones((8, 8)), "e": jnp.ones(64)}
+    tx = rmsprop_jax.rmsprop(1e-3, momentum=0.9, pack_small_leaves=True)
+    state = tx.init(params)
+    assert isinstance(state.nu, Packed) and isinstance(state.trace, Packed)
+    plan = state.nu.plan
+    assert [members(plan, g) for g in plan.groups] == [["['a']", "['c']", "['e']"], ["['b']", "['d']"]]
+    assert [g.shape for g in state.nu.groups] == [(3, 64), (2, 8, 8)]
+    assert plan.shapes == ((64,), (8, 8), (64,), (8, 8), (64,))
+
+
+def test_leaves_differing_in_dtype_storage_or_weight_decay_flag_do_not_share_a_group():
+    params = {
+        "f32": jnp.zeros(64),
+        "f32b": jnp.zeros(64),
+        "bf16": jnp.zeros(64, jnp.bfloat16),
+        "bf16b": jnp.zeros(64, jnp.bfloat16),
+        "f16": jnp.zeros(64, jnp.float16),
+    }
+    plan = plan_of(params)
+    # bfloat16 and float16 params both keep a float32 state, but their dtypes differ
+    assert sorted(len(g) for g in plan.groups) == [1, 2, 2]
+    mask = {"f32": True, "f32b": False, "bf16": True, "bf16b": True, "f16": True}
+    masked = plan_of(params, weight_decay=1e-2, weight_decay_mask=mask)
+    assert sorted(len(g) for g in masked.groups) == [1, 1, 1, 2]
+    stored = plan_of({"a": jnp.zeros(64), "b": jnp.zeros(64)}, state_dtype="bfloat16")
+    assert stored.groups == ((0, 1),)
+
+
+def test_groups_are_capped_in_entries():
+    count = packing.GROUP_ELEMENTS // 1024 + 3
+    params = [jnp.zeros(1024)] * count
+    plan = plan_of(params)
+    assert [len(g) for g in plan.groups] == [packing.GROUP_ELEMENTS // 1024, 3]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "largest"),
+    [
+        (MOMENTUM, packing.LARGEST_PACKED_MOMENTUM),
+        (CENTERED, packing.LARGEST_PACKED_CENTERED_MOMENTUM),
+        ({"centered": True, "momentum": None}, packing.LARGEST_PACKED_CENTERED),
+    ],
+    ids=["momentum", "centered+momentum", "centered"],
+)
+def test_only_leaves_up_to_the_variants_size_are_packed(kwargs, largest):
+    at = {"a": jnp.zeros(largest), "b": jnp.zeros(largest)}
+    above = {"a": jnp.zeros(largest + 1), "b": jnp.zeros(largest + 1)}
+    assert plan_of(at, **kwargs).groups == ((0, 1),)
+    tx = rmsprop_jax.rmsprop(1e-3, **kwargs, pack_small_leaves=True)
+    state = tx.init(above)  # nothing packs: the ordinary per-leaf state, shaped like the params
+    assert set(state.nu) == {"a", "b"} and state.nu["a"].shape == (largest + 1,)
+
+
+def test_plain_rmsprop_and_scale_by_rms_without_centering_pack_nothing():
+    params = [jnp.zeros(64)] * 8
+    for tx in (
+        rmsprop_jax.rmsprop(1e-3, pack_small_leaves=True),
+        rmsprop_jax.scale_by_rms(pack_small_leaves=True),
+        rmsprop_jax.rmsprop(1e-3, bias_correction=True, pack_small_leaves=True),
+    ):
+        assert not isinstance(tx.init(params).nu, Packed)
+    assert isinstance(rmsprop_jax.scale_by_rms(centered=True, pack_small_leaves=True).init(params).nu, Packed)
+
+
+def test_8bit_leaves_stay_per_leaf_and_small_ones_pack():
+    params = {"w1": jnp.ones((64, 64)), "w2": jnp.ones((64, 64)), "b1": jnp.ones(64), "b2": jnp.ones(64)}
+    state = rmsprop_jax.rmsprop(1e-3, momentum=0.9, state_dtype="8bit", pack_small_leaves=True).init(params)
+    plan = state.nu.plan
+    assert plan.groups == ((0, 1), (2,), (3,))  # leaves sorted: b1, b2, w1, w2
+    assert isinstance(state.nu.groups[0], jax.Array) and state.nu.groups[0].shape == (2, 64)
+    assert all(isinstance(state.nu.groups[i], Quantized) for i in (1, 2))
+
+
+def test_a_leaf_alone_in_its_shape_keeps_its_own_array():
+    state = rmsprop_jax.rmsprop(1e-3, momentum=0.9, pack_small_leaves=True).init(
+        {"a": jnp.zeros(3), "b": jnp.zeros(3), "c": jnp.zeros(5)}
+    )
+    assert state.nu.groups[1].shape == (5,)
+
+
+def test_the_plan_is_static_data_of_the_state_tree():
+    params = {"a": jnp.zeros(64), "b": jnp.zeros(64)}
+    tx = rmsprop_jax.rmsprop(1e-3, momentum=0.9, pack_small_leaves=True)
+    state = tx.init(params)
+    assert len(jax.tree.leaves(state.nu)) == 1  # one stacked array; the plan is in the treedef
+    abstract = jax.eval_shape(tx.init, params)
+    assert jax.tree.structure(abstract) == jax.tree.structure(state)
+    assert abstract.nu.groups[0].shape == (2, 64)
+    rebuilt = jax.tree.unflatten(jax.tree.structure(state), jax.tree.leaves(state))
+    assert rebuilt.nu.plan == state.nu.plan and hash(rebuilt.nu.plan) == hash(state.nu.plan)
+
+
+def test_packing_plan_shows_groups_paths_and_shapes():
+    params = {"layer": {"bias": jnp.zeros(64), "scale": jnp.ones(64)}, "w": jnp.zeros((256, 256))}
+    tx = rmsprop_jax.rmsprop(1e-3, momentum=0.9, pack_small_leaves=True)
+    plan = rmsprop_jax.packing_plan(jax.eval_shape(tx.init, params))
+    assert str(plan).splitlines() == [
+        "group 0: 2 leaves of shape (64,): ['layer']['bias'], ['layer']['scale']",
+        "group 1: per leaf, shape (256, 256): ['w']",
+    ]
+    assert repr(plan) == "PackingPlan(3 leaves, 2 of them in 1 groups)"
+    unpacked = rmsprop_jax.packing_plan(rmsprop_jax.rmsprop(1e-3).init(params))
+    assert unpacked.groups == ((0,), (1,), (2,)) and unpacked.paths[2] == "['w']"
+
+
+def test_packing_plan_needs_exactly_one_rmsprop_state():
+    tx = rmsprop_jax.rmsprop(1e-3, momentum=0.9, pack_small_leaves=True)
+    state = tx.init([jnp.zeros(2), jnp.zeros(2)])
+    with pytest.raises(ValueError, match="exactly one RmsPropState; this one holds 2"):
+        rmsprop_jax.packing_plan((state, state))
+    with pytest.raises(ValueError, match="holds 0"):
+        rmsprop_jax.packing_plan({"other": jnp.zeros(2)})
+
+
+def test_stack_and_unstack_are_inverse():
+    arrays = [jnp.full((2, 3), float(i)) for i in range(4)]
+    stacked = packing.stack(arrays)
+    assert stacked.shape == (4, 2, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(packing.unstack(stacked, 4), arrays, strict=True))
+    assert packing.stack(arrays[:1]) is arrays[0]
+
+
+def test_pack_small_leaves_must_be_a_bool():
+    with pytest.raises(ValueError, match="Invalid pack_small_leaves value: 1"):
+        rmsprop_jax.rmsprop(1e-3, pack_small_leaves=1)  # pyright: ignore[reportArgumentType]
+    with pytest.raises(ValueError, match="Invalid pack_small_leaves value: 'yes'"):
+        rmsprop_jax.scale_by_rms(pack_small_leaves="yes")  # pyright: ignore[reportArgumentType]
