@@ -37,6 +37,7 @@ import numpy as np
 import optax
 
 import rmsprop_jax
+from rmsprop_jax import _packing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite beside this script
 import suite
@@ -145,6 +146,26 @@ def measure(tree: str, variant: str, repeats: int) -> dict[str, Any]:
     }
 
 
+def markdown(results: dict[str, Any]) -> str:
+    """The results as README's table: step and compile ratios to optax, on/off, the A/A control, memory."""
+    lines = [
+        "| tree | variant | packed leaves (groups) | optax step ms | on / optax step | on / optax compile "
+        "| on / off step | A/A step / compile | temp MB off -> on | HLO on = off |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        step, compile_ = row["step_over_optax"], row["compile_over_optax"]
+        temp = [row["memory"][label]["temp_bytes"] / 2**20 for label in (OFF, ON)]
+        lines.append(
+            f"| {row['tree']} | {row['variant']} | {row['packed_leaves']}/{row['leaves']} ({row['groups']}) "
+            f"| {row['median_ms']['optax']:.2f} | {step[ON]:.2f} | {compile_[ON]:.2f} "
+            f"| {row['on_over_off']['step']:.2f} "
+            f"| {step[suite.CONTROL]:.2f} / {compile_[suite.CONTROL]:.2f} | {temp[0]:.1f} -> {temp[1]:.1f} "
+            f"| {'yes' if row['hlo_identical_on_off'] else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -153,7 +174,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--group-elements", type=int, default=None, help="override the group cap (an experiment, not an option)"
+    )
     args = parser.parse_args(argv)
+    if args.group_elements is not None:
+        _packing.GROUP_ELEMENTS = args.group_elements
     rows = []
     for tree in args.trees:
         for variant in args.variants:
@@ -168,7 +194,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 flush=True,
             )
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            meta = {"repeats": args.repeats, "jax": jax.__version__, "optax": optax.__version__}
+            meta = {
+                "repeats": args.repeats,
+                "group_elements": _packing.GROUP_ELEMENTS,
+                "jax": jax.__version__,
+                "optax": optax.__version__,
+            }
             args.out.write_text(json.dumps({**meta, "rows": rows}, indent=1) + "\n")
     return rows
 

@@ -22,7 +22,8 @@ that a layout is the same on every machine:
 - A leaf whose sharding cannot be seen stays per leaf: a tracer on a mesh with Auto axes
   (``jax.jit(tx.init)`` on an Auto mesh reads every sharding as replicated). Concrete arrays,
   tracers on an Explicit mesh, and Flax NNX variables with sharding metadata show theirs.
-- Groups hold at most :data:`GROUP_ELEMENTS` entries; a group needs at least two leaves.
+- Groups hold at most :data:`GROUP_LEAVES` leaves and :data:`GROUP_ELEMENTS` entries; a group
+  needs at least two leaves.
 """
 
 from __future__ import annotations
@@ -38,8 +39,12 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 GROUP_ELEMENTS = 1 << 18
-"""The most entries one group holds (64 leaves of 4096, 256 of 1024): one group per step is one
-stacked gradient copy, and very large stacks compile slowly (one 4096-leaf group: 42 s)."""
+"""The most entries one group holds (64 leaves of 4096): each group is one stacked gradient copy
+per step, and very large stacks compile slowly (one group of 4096 leaves: 42 s)."""
+
+GROUP_LEAVES = 64
+"""The most leaves one group holds: at 4096 leaves of 1K entries, groups of 64 compiled in 0.32x
+optax's time against 0.42x for groups of 256, stepping as fast (``benchmarks/NOTES.md``)."""
 
 LARGEST_PACKED_MOMENTUM = 1 << 14
 """The largest leaf (entries) packed with momentum, not centered: stepping 0.80x of per leaf at
@@ -217,7 +222,7 @@ def plan_for(
             continue
         group_key = (shapes[index], shared)
         group = open_groups.get(group_key)
-        if group is None or (len(group) + 1) * size > GROUP_ELEMENTS:
+        if group is None or len(group) == GROUP_LEAVES or (len(group) + 1) * size > GROUP_ELEMENTS:
             group = open_groups[group_key] = []
             groups.append(group)
         group.append(index)

@@ -9,7 +9,7 @@ presets call :func:`build_rmsprop` with their own configuration and argument nam
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -150,6 +150,48 @@ def _leaf_storages(nu: storage.Stored, mu: storage.Stored | None, trace: storage
     )
 
 
+class _StateLayout(NamedTuple):
+    """A state's arrays as ``update`` steps them: per group of the plan, or per leaf (groups of one)."""
+
+    plan: packing.PackingPlan | None
+    groups: tuple[tuple[int, ...], ...]
+    shapes: list[tuple[int, ...]]
+    nu: list[Any]
+    mu: list[Any]
+    trace: list[Any]
+
+    @classmethod
+    def of(cls, state: RmsPropState, updates: optax.Updates, config: RmsConfig) -> _StateLayout:
+        """The layout of ``state``; raises when the gradient tree is not the params' tree."""
+        treedef = jax.tree.structure(updates)
+        plan = state.nu.plan if isinstance(state.nu, packing.Packed) else None
+        if plan is not None:
+            expected, got, groups = plan.treedef, packing.structure(updates), plan.groups
+        else:
+            expected = jax.tree.structure(state.nu, is_leaf=storage.is_stored_leaf)
+            got, groups = treedef, tuple((index,) for index in range(treedef.num_leaves))
+        if got != expected:
+            raise _structure_error("gradient", expected, treedef)
+
+        def field(tree: Any, present: bool) -> list[Any]:
+            if not present:
+                return [None] * len(groups)
+            if isinstance(tree, packing.Packed):
+                return [storage.as_stored(packing.value_of(x)) for x in tree.groups]
+            return storage.leaves_of(treedef, tree)
+
+        nus = field(state.nu, True)
+        shapes = list(plan.shapes) if plan is not None else [storage.shape_of(nu) for nu in nus]
+        return cls(
+            plan,
+            groups,
+            shapes,
+            nus,
+            field(state.mu, config.centered),
+            field(state.trace, config.momentum is not None),
+        )
+
+
 def _refuse_placeholder(params: optax.Params) -> None:
     if type(params).__name__ == "_ParamsPlaceholder":
         raise ValueError(
@@ -229,36 +271,14 @@ def _rms_transformation(
     ) -> tuple[optax.Updates, RmsPropState]:
         del extra_args
         grads, treedef = jax.tree.flatten(updates)
-        packed_nu = state.nu
-        packed = isinstance(packed_nu, packing.Packed)
-        if isinstance(packed_nu, packing.Packed):
-            plan = packed_nu.plan
-            state_treedef, shapes = plan.treedef, list(plan.shapes)
-            groups = plan.groups
-        else:
-            state_treedef = jax.tree.structure(state.nu, is_leaf=storage.is_stored_leaf)
-            groups = tuple((index,) for index in range(len(grads)))
-        if (packing.structure(updates) if packed else treedef) != state_treedef:
-            raise _structure_error("gradient", state_treedef, treedef)
-
-        def field(tree: Any, present: bool) -> list[Any]:
-            if not present:
-                return [None] * len(groups)
-            if packed:
-                return [storage.as_stored(packing.value_of(x)) for x in tree.groups]
-            return storage.leaves_of(treedef, tree)
-
-        nus = field(state.nu, True)
-        mus = field(state.mu, config.centered)
-        traces = field(state.trace, config.momentum is not None)
-        if not packed:
-            shapes = [storage.shape_of(nu) for nu in nus]
+        layout = _StateLayout.of(state, updates, config)
         for index, grad in enumerate(grads):
-            if jnp.shape(grad) != shapes[index]:
+            if jnp.shape(grad) != layout.shapes[index]:
                 raise ValueError(
                     f"Gradient leaf {_leaf_path(updates, index)} has shape {jnp.shape(grad)} but its "
-                    f"optimizer state has shape {shapes[index]} (nothing is broadcast)."
+                    f"optimizer state has shape {layout.shapes[index]} (nothing is broadcast)."
                 )
+        groups, nus, mus, traces = layout.groups, layout.nu, layout.mu, layout.trace
 
         decays = [False] * len(grads)
         param_leaves: list[Any] = [None] * len(grads)
@@ -336,7 +356,9 @@ def _rms_transformation(
         def rebuild(leaves: list[Any], present: bool) -> Any:
             if not present:
                 return None
-            return packing.Packed(plan, leaves) if packed else jax.tree.unflatten(treedef, leaves)
+            if layout.plan is not None:
+                return packing.Packed(layout.plan, leaves)
+            return jax.tree.unflatten(treedef, leaves)
 
         new_state = RmsPropState(
             count=count if has_count else None,

@@ -112,3 +112,26 @@ def test_packing_prototype_runs_at_tiny_size_and_matches_the_per_leaf_step(tmp_p
         runs.append(p)
     for a, b in zip(*runs, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_packing_benchmark_runs_at_tiny_size_and_writes_its_table(tmp_path):
+    packing = load_script("benchmarks/packing.py")
+    out = tmp_path / "packing.json"
+    rows = packing.main(["--trees", "8x64", "2x65536", "--variants", "momentum", "--repeats", "2", "--out", str(out)])
+    small, large = rows
+    assert (small["packed_leaves"], small["groups"]) == (8, 1) and not small["hlo_identical_on_off"]
+    assert (large["packed_leaves"], large["groups"]) == (0, 0) and large["hlo_identical_on_off"]
+    assert all(math.isfinite(ms) and ms > 0 for row in rows for ms in row["median_ms"].values())
+    # one stacked gradient copy per group: 8 x 64 float32 entries of temporaries at least
+    assert small["memory"][packing.ON]["temp_bytes"] >= 8 * 64 * 4
+    table = packing.markdown(json.loads(out.read_text()))
+    assert table.count("\n") == 3 and "| 8x64 | momentum | 8/8 (1) |" in table
+
+
+def test_packing_benchmark_trees():
+    packing = load_script("benchmarks/packing.py")
+    mixed = packing.tree_shapes("mixed")
+    sizes = {int(np.prod(shape)) for shape in mixed}
+    assert len(mixed) == 2048 and len(set(mixed)) == 16 and min(sizes) == 64 and max(sizes) == 16384
+    transformer = packing.tree_shapes("transformer")
+    assert len(transformer) == 194 and (192,) in transformer and (192, 768) in transformer

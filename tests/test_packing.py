@@ -54,11 +54,13 @@ def test_leaves_differing_in_dtype_storage_or_weight_decay_flag_do_not_share_a_g
     assert stored.groups == ((0, 1),)
 
 
-def test_groups_are_capped_in_entries():
-    count = packing.GROUP_ELEMENTS // 1024 + 3
-    params = [jnp.zeros(1024)] * count
-    plan = plan_of(params)
-    assert [len(g) for g in plan.groups] == [packing.GROUP_ELEMENTS // 1024, 3]
+def test_groups_are_capped_in_leaves_and_in_entries():
+    plan = plan_of([jnp.zeros(64)] * (packing.GROUP_LEAVES + 3))
+    assert [len(g) for g in plan.groups] == [packing.GROUP_LEAVES, 3]
+    size = 2 * packing.GROUP_ELEMENTS // packing.GROUP_LEAVES  # so that the entries cap comes first
+    per_group = packing.GROUP_ELEMENTS // size
+    plan = plan_of([jnp.zeros(size)] * (per_group + 3), centered=False)
+    assert size <= packing.LARGEST_PACKED_MOMENTUM and [len(g) for g in plan.groups] == [per_group, 3]
 
 
 @pytest.mark.parametrize(

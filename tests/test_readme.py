@@ -82,3 +82,20 @@ def test_readme_8bit_demo_table_is_the_results_files():
     results = json.loads(demo_8bit.RESULTS.read_text())
     assert demo_8bit.markdown(results) in README.read_text()
     assert results["seeds"] == [0, 1, 2] and set(results["runs"]) == {"plain", "momentum", "centered"}
+
+
+def test_readme_packing_snippet_prints_what_it_says():
+    code = _python_block_after("## Many small leaves")
+    _, printed = _run(code)
+    comments = [line[2:] for line in code.splitlines() if line.startswith("# ")]
+    claimed_plan = [comment.removesuffix(", ...") for comment in comments]
+    lines = printed.strip().splitlines()
+    assert lines[0].startswith(claimed_plan[0]) and lines[1] == claimed_plan[1]
+    shape_claim = next(line.split("# ", 1)[1] for line in code.splitlines() if line.startswith("print(state"))
+    assert lines[2] == shape_claim
+
+
+def test_readme_packing_table_is_the_results_file():
+    packing = load_script("benchmarks/packing.py")
+    results = json.loads(packing.RESULTS.read_text())
+    assert packing.markdown(results) in README.read_text()
