@@ -9,7 +9,8 @@ the noise of comparing equal code), ``rmsprop_jax.rmsprop`` with packing off, an
 packing on. Their steps are timed interleaved in one process, in a fresh random order each
 round (``suite.interleaved``), and the median of ``--repeats`` rounds is reported with its
 ratio to optax. Trace + compile time is one ``lower(...).compile()`` per contender, after a
-throwaway compile that pays JAX's one-time costs. Peak memory is XLA's own count for the
+throwaway compile that pays JAX's one-time costs; the eager ``tx.init`` before it is timed
+apart (``eager_init_s``). Peak memory is XLA's own count for the
 compiled step (``memory_analysis()``: temporaries, and arguments + outputs), packing off
 against on. For each tree the compiled HLO of packing on and off is compared as text.
 
@@ -109,13 +110,17 @@ def measure(tree: str, variant: str, repeats: int) -> dict[str, Any]:
     suite._jax_step(warm).lower(grads[:2], warm.init(grads[:2]), grads[:2]).compile()
     timers: dict[str, Callable[[], float]] = {}
     compile_s: dict[str, float] = {}
+    init_s: dict[str, float] = {}
     memory: dict[str, dict[str, int]] = {}
     hlo: dict[str, str] = {}
     for label, tx in contenders.items():
         step = suite._jax_step(tx)
         params = [g * 0.5 for g in grads]
         start = time.perf_counter()
-        compiled = step.lower(params, tx.init(params), grads).compile()
+        state = jax.block_until_ready(tx.init(params))
+        init_s[label] = time.perf_counter() - start
+        start = time.perf_counter()
+        compiled = step.lower(params, state, grads).compile()
         compile_s[label] = time.perf_counter() - start
         analysis = compiled.memory_analysis()
         memory[label] = {
@@ -138,6 +143,7 @@ def measure(tree: str, variant: str, repeats: int) -> dict[str, Any]:
         "packed_leaves": sum(len(group) for group in plan.groups if len(group) > 1),
         "median_ms": medians,
         "trace_compile_s": compile_s,
+        "eager_init_s": init_s,
         "step_over_optax": {label: ms / medians["optax"] for label, ms in medians.items()},
         "compile_over_optax": {label: s / compile_s["optax"] for label, s in compile_s.items()},
         "on_over_off": {"step": medians[ON] / medians[OFF], "compile": compile_s[ON] / compile_s[OFF]},
@@ -150,17 +156,19 @@ def markdown(results: dict[str, Any]) -> str:
     """The results as README's table: step and compile ratios to optax, on/off, the A/A control, memory."""
     lines = [
         "| tree | variant | packed leaves (groups) | optax step ms | on / optax step | on / optax compile "
-        "| on / off step | A/A step / compile | temp MB off -> on | HLO on = off |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| on / off step | A/A step / compile | eager init s off -> on | temp MB off -> on | HLO on = off |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"]:
         step, compile_ = row["step_over_optax"], row["compile_over_optax"]
         temp = [row["memory"][label]["temp_bytes"] / 2**20 for label in (OFF, ON)]
+        init = [row["eager_init_s"][label] for label in (OFF, ON)]
         lines.append(
             f"| {row['tree']} | {row['variant']} | {row['packed_leaves']}/{row['leaves']} ({row['groups']}) "
             f"| {row['median_ms']['optax']:.2f} | {step[ON]:.2f} | {compile_[ON]:.2f} "
             f"| {row['on_over_off']['step']:.2f} "
-            f"| {step[suite.CONTROL]:.2f} / {compile_[suite.CONTROL]:.2f} | {temp[0]:.1f} -> {temp[1]:.1f} "
+            f"| {step[suite.CONTROL]:.2f} / {compile_[suite.CONTROL]:.2f} | {init[0]:.2f} -> {init[1]:.2f} "
+            f"| {temp[0]:.1f} -> {temp[1]:.1f} "
             f"| {'yes' if row['hlo_identical_on_off'] else 'no'} |"
         )
     return "\n".join(lines)

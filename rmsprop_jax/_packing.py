@@ -4,8 +4,9 @@ With ``pack_small_leaves=True``, ``init`` decides a :class:`PackingPlan` once, f
 alone, and each state field (``nu``, ``mu``, ``trace``) becomes a :class:`Packed` node:
 one stored array per group, the members' arrays stacked on a new leading axis (never
 ravelled, so a member's sharding ``P(*spec)`` becomes the group's ``P(None, *spec)``). The
-plan is the node's static data: it is part of the state's tree structure, so ``jit``,
-``eval_shape`` and checkpoints see it, and ``update`` reads it instead of re-deriving it.
+plan is the node's static data: it is part of the state's tree structure, so ``jit`` and
+``eval_shape`` carry it, a checkpoint names each group (``nu/group3``), and ``update`` reads
+the plan instead of re-deriving it.
 
 This module knows nothing of the step's arithmetic (:mod:`rmsprop_jax._leaf_update`) nor of
 how an array is stored (:mod:`rmsprop_jax._storage`): it groups leaves, stacks and unstacks.

@@ -125,7 +125,7 @@ def test_packing_benchmark_runs_at_tiny_size_and_writes_its_table(tmp_path):
     # one stacked gradient copy per group: 8 x 64 float32 entries of temporaries at least
     assert small["memory"][packing.ON]["temp_bytes"] >= 8 * 64 * 4
     table = packing.markdown(json.loads(out.read_text()))
-    assert table.count("\n") == 3 and "| 8x64 | momentum | 8/8 (1) |" in table
+    assert table.count("\n") == 3 and "| 8x64 | momentum | 8/8 (1) |" in table and " -> " in table
 
 
 def test_packing_benchmark_trees():
