@@ -16,6 +16,8 @@ if __name__ == "__main__":  # before JAX starts; importing this module (doctest 
 import json
 import re
 import tempfile
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -184,6 +186,20 @@ def checkpoints() -> list[dict]:
     return out
 
 
+def _sharded_model(make: Callable[[], Any]) -> Any:
+    """A Flax NNX model built under ``nnx.jit`` with its ``with_partitioning`` shardings applied (inside a mesh)."""
+    from flax import nnx
+
+    @nnx.jit
+    def create() -> Any:
+        model = make()
+        state = nnx.state(model)
+        nnx.update(model, jax.lax.with_sharding_constraint(state, nnx.get_partition_spec(state)))
+        return model
+
+    return create()
+
+
 def nnx_partitioning() -> dict[str, bool]:
     """A Flax NNX model sharded with ``nnx.with_partitioning``: does ``nnx.Optimizer``'s state follow?"""
     from flax import nnx
@@ -212,15 +228,7 @@ def nnx_partitioning() -> dict[str, bool]:
     mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
     out = {}
     with jax.set_mesh(mesh):
-
-        @nnx.jit
-        def create() -> MLP:
-            model = MLP(nnx.Rngs(0))
-            state = nnx.state(model)
-            nnx.update(model, jax.lax.with_sharding_constraint(state, nnx.get_partition_spec(state)))
-            return model
-
-        model = create()
+        model = _sharded_model(lambda: MLP(nnx.Rngs(0)))
         out["eager_optimizer"] = follows(
             nnx.Optimizer(model, rmsprop_jax.rmsprop(1e-3, momentum=0.9), wrt=nnx.Param), model
         )
@@ -366,15 +374,7 @@ def nnx_packed_partitioning() -> dict[str, object]:
 
     mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
     with jax.set_mesh(mesh):
-
-        @nnx.jit
-        def create() -> Heads:
-            model = Heads(nnx.Rngs(0))
-            state = nnx.state(model)
-            nnx.update(model, jax.lax.with_sharding_constraint(state, nnx.get_partition_spec(state)))
-            return model
-
-        model = create()
+        model = _sharded_model(lambda: Heads(nnx.Rngs(0)))
         before = {path: leaf.sharding for path, leaf in jax.tree_util.tree_leaves_with_path(nnx.state(model))}
 
         @nnx.jit
