@@ -92,10 +92,9 @@ class PackingPlan:
         return any(len(group) > 1 for group in self.groups)
 
     def __repr__(self) -> str:
-        packed = sum(len(group) for group in self.groups if len(group) > 1)
-        return (
-            f"PackingPlan({len(self.paths)} leaves, {packed} of them in {sum(len(g) > 1 for g in self.groups)} groups)"
-        )
+        stacked = [group for group in self.groups if len(group) > 1]
+        packed = sum(len(group) for group in stacked)
+        return f"PackingPlan({len(self.paths)} leaves, {packed} of them in {len(stacked)} groups)"
 
     def __str__(self) -> str:
         lines = []

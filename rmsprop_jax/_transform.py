@@ -126,7 +126,7 @@ def _refuse_unsupported_params(params: optax.Params, state_dtype: ResolvedStateD
     """The 8-bit state refuses complex params and optax's ``tree_map_params`` placeholder, by name."""
     if state_dtype != dtypes.EIGHT_BIT:
         return
-    if type(params).__name__ == "_ParamsPlaceholder":
+    if _is_placeholder(params):
         raise ValueError(
             "optax.tree_map_params cannot map an 8-bit RMSProp state: its leaves are uint8 codes and "
             "float32 block scales, not arrays shaped like the params. Map "
@@ -192,8 +192,13 @@ class _StateLayout(NamedTuple):
         )
 
 
+def _is_placeholder(params: optax.Params) -> bool:
+    """Whether ``init`` was called by ``optax.tree_map_params``, with a placeholder that has no leaves."""
+    return type(params).__name__ == "_ParamsPlaceholder"
+
+
 def _refuse_placeholder(params: optax.Params) -> None:
-    if type(params).__name__ == "_ParamsPlaceholder":
+    if _is_placeholder(params):
         raise ValueError(
             "optax.tree_map_params cannot map a state built with pack_small_leaves=True: its layout "
             "(which leaves share a stacked group) depends on the params, which tree_map_params hides. Map "
