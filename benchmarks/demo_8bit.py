@@ -6,7 +6,7 @@ Each run is the demo's training (``rmsprop_jax.demo``: its ConvNet, data, schedu
 steps and batch size) with ``rmsprop_jax.rmsprop(..., state_dtype=...)``; only the optimizer's
 options and the state's storage change between rows. The ConvNet's two 3 x 64 x 64 kernels
 (24,576 of its 28,298 parameters) are quantized; the other leaves are under 4096 entries and
-keep float32. README quotes the table from the results file (a test checks that they agree).
+keep float32. The docs' Numerics page quotes the table from the results file (a test checks that they agree).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ STATE_DTYPES = ("float32", "8bit")
 
 
 def markdown(results: dict) -> str:
-    """README's table: test accuracy per seed and the mean, float32 and 8-bit side by side."""
+    """The Numerics page's table: test accuracy per seed and the mean, float32 and 8-bit side by side."""
     seeds = [str(seed) for seed in results["seeds"]]
     rows = [
         "| variant | state | " + " | ".join(f"seed {seed}" for seed in seeds) + " | mean | 8bit - float32 |",

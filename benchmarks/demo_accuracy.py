@@ -2,7 +2,8 @@
 
     python3 benchmarks/demo_accuracy.py            # seeds 0, 1, 2 -> benchmarks/results/demo_mnist1d.json
 
-README quotes its accuracy and time figures from that file (a test checks that they agree).
+README and the docs' Getting started page quote its accuracy and time figures from that file
+(a test checks that they agree).
 Accuracies depend on the machine: XLA's CPU and GPU kernels sum in different orders, so
 the same seed can land a few tenths of a point apart elsewhere.
 """
@@ -53,7 +54,7 @@ def accuracy_range(results: dict, title_start: str) -> tuple[float, float]:
 
 
 def markdown(results: dict) -> str:
-    """README's results table: test accuracy per seed, mean and range, and the training time."""
+    """The Getting started page's results table: test accuracy per seed, mean and range, and the training time."""
     seeds = [str(seed) for seed in results["seeds"]]
     rows = [
         "| optimizer | " + " | ".join(f"seed {seed}" for seed in seeds) + " | mean | range | train time |",

@@ -153,7 +153,7 @@ def measure(tree: str, variant: str, repeats: int) -> dict[str, Any]:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The results as README's table: step and compile ratios to optax, on/off, the A/A control, memory."""
+    """The results as the Speed page's table: step and compile ratios to optax, on/off, the A/A control, memory."""
     lines = [
         "| tree | variant | packed leaves (groups) | optax step ms | on / optax step | on / optax compile "
         "| on / off step | A/A step / compile | eager init s off -> on | temp MB off -> on | HLO on = off |",

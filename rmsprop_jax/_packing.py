@@ -79,6 +79,20 @@ class PackingPlan:
       shapes: Each leaf's shape.
       groups: Leaf indices per group, every leaf exactly once, groups ordered by their first
         leaf. A group of one leaf is kept as that leaf's own array; a larger one is stacked.
+
+    Read it from a state with :func:`rmsprop_jax.packing_plan`.
+
+    Example:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import rmsprop_jax
+      >>> params = {"a": jnp.zeros(8), "b": jnp.zeros(8), "c": jnp.zeros(3)}
+      >>> tx = rmsprop_jax.rmsprop(1e-3, momentum=0.9, pack_small_leaves=True)
+      >>> plan = rmsprop_jax.packing_plan(jax.eval_shape(tx.init, params))
+      >>> plan
+      PackingPlan(3 leaves, 2 of them in 1 groups)
+      >>> plan.groups, plan.packs
+      (((0, 1), (2,)), True)
     """
 
     treedef: Any

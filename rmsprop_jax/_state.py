@@ -41,6 +41,16 @@ class RmsPropState(NamedTuple):
         ``None``. It holds the velocity in the descent direction: the
         accumulated ``lr * g / rms`` (``lr_in_momentum=True``, as TF and Keras
         store it) or ``g / rms`` (``lr_in_momentum=False``, as PyTorch stores it).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import rmsprop_jax
+      >>> tx = rmsprop_jax.rmsprop(0.1, momentum=0.9)
+      >>> params = {"w": jnp.zeros(2)}
+      >>> state = tx.init(params)
+      >>> _, state = tx.update({"w": jnp.array([1.0, -2.0])}, state, params)
+      >>> print(state.count, state.nu["w"], state.mu, state.trace["w"])
+      None [0.1 0.4] None [ 0.31622776 -0.31622776]
     """
 
     count: jax.Array | None

@@ -185,14 +185,14 @@ def convert_state(state: Any, like: Any) -> Any:
     :func:`state_as_float32` reads it and written in the storage of the matching state
     in ``like`` (usually ``new_tx.init(params)`` for the optimizer built with the new
     ``state_dtype``): float dtypes (16-bit ones stochastically rounded), or 8-bit
-    codes with block scales, and in its layout: per leaf, or packed as ``like``'s
-    groups say (``pack_small_leaves``; a packed ``state`` is read per leaf). The step
+    codes with block scales, and in its layout: per leaf, or packed as the groups
+    of ``like`` say (``pack_small_leaves``; a packed ``state`` is read per leaf). The step
     count is kept (``like``'s where ``state`` has none); the rest of the tree comes from
     ``state``. Use it to resume a checkpoint with another ``state_dtype`` or layout:
     restore into the old optimizer's state, convert, continue.
 
     Args:
-      state: The optimizer state to convert (any tree holding ``RmsPropState``s).
+      state: The optimizer state to convert (any tree holding an ``RmsPropState``).
       like: A state of the same variant and params in the target storage.
 
     Returns:

@@ -397,9 +397,14 @@ def scale_by_rms(
     ``rmsprop(lr, ...)`` equals that chain.
 
     Args:
-      decay, eps, initial_scale, eps_in_sqrt, centered, bias_correction, state_dtype,
-        pack_small_leaves: As in :func:`rmsprop` (the same names, defaults and checks; without
-        momentum only ``centered`` packs).
+      decay: As in :func:`rmsprop` (so are the next ones: the same names, defaults and checks).
+      eps: As in :func:`rmsprop`.
+      initial_scale: As in :func:`rmsprop`.
+      eps_in_sqrt: As in :func:`rmsprop`.
+      centered: As in :func:`rmsprop`.
+      bias_correction: As in :func:`rmsprop`.
+      state_dtype: As in :func:`rmsprop`.
+      pack_small_leaves: As in :func:`rmsprop`; without momentum only ``centered`` packs.
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs` whose state is a

@@ -71,6 +71,16 @@ def mismatches(saved: Any, target: Any) -> list[str]:
     Returns:
       One line per leaf present in only one tree, or present in both with another
       shape or dtype; empty when they match.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import rmsprop_jax
+      >>> from rmsprop_jax import checkpoint
+      >>> params = {"w": jnp.ones(3)}
+      >>> float32 = rmsprop_jax.rmsprop(1e-3).init(params)
+      >>> bfloat16 = rmsprop_jax.rmsprop(1e-3, state_dtype="bfloat16").init(params)
+      >>> checkpoint.mismatches(float32, bfloat16)
+      ['count: in the target, not in the checkpoint', 'nu/w: dtype float32 in the checkpoint, bfloat16 in the target']
     """
     ours, theirs = _leaves(saved), _leaves(target)
     lines = [f"{key}: in the checkpoint, not in the target" for key in sorted(ours.keys() - theirs.keys())]
@@ -96,6 +106,18 @@ def save(path: str | Path, item: Any) -> None:
       ValueError: ``path`` exists already (one checkpoint per directory: for a
         run's step-numbered checkpoints use ``orbax.checkpoint.CheckpointManager``),
         or a leaf is neither an array nor a number (the message names it).
+
+    Example:
+      >>> import tempfile
+      >>> import jax.numpy as jnp
+      >>> import rmsprop_jax
+      >>> from rmsprop_jax import checkpoint
+      >>> params = {"w": jnp.ones(3)}
+      >>> tree = {"params": params, "opt_state": rmsprop_jax.rmsprop(1e-3).init(params), "step": 100}
+      >>> directory = tempfile.mkdtemp() + "/step_100"
+      >>> checkpoint.save(directory, tree)
+      >>> checkpoint.restore(directory, tree)["step"]
+      100
     """
     import orbax.checkpoint as ocp
 

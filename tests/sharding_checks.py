@@ -424,7 +424,7 @@ def main() -> None:
                 tx = make()
                 params = make_params(mesh, layout)
                 # Under jax.jit on an Auto mesh init cannot see the shards: n's blocks then follow its global
-                # shape and cross its 4-column shards (README: init eagerly, or use an Explicit mesh).
+                # shape and cross its 4-column shards (docs, Numerics: init eagerly, or use an Explicit mesh).
                 hidden = axis_type == AxisType.Auto and make_params is params_8bit_on and layout in NARROW
                 skip = frozenset({"n"}) if hidden else frozenset()
                 with jax.set_mesh(mesh):

@@ -96,7 +96,7 @@ def test_default_run_reaches_the_accuracy_goal(tmp_path):
 
 @pytest.mark.slow
 def test_a_default_run_with_an_8bit_state_reaches_the_accuracy_goal(tmp_path, capsys):
-    """One seed of README's 8-bit table, with a loose bound (float32 reaches 0.977-0.985)."""
+    """One seed of the 8-bit table (docs, Numerics), with a loose bound (float32 reaches 0.977-0.985)."""
     assert cli.main(["--state-dtype", "8bit", "--out", str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["optimizer"]["state_dtype"] == "8bit"

@@ -102,9 +102,9 @@ def test_params_and_optimizer_state_are_fully_sharded(runs):
 
 
 @pytest.mark.slow
-def test_the_readme_command_for_8_simulated_devices_runs_verbatim():
-    readme = (SCRIPT.parents[1] / "README.md").read_text()
-    commands = [c for c in re.findall(r"```bash\n(.*?)\n```", readme, re.S) if "data_parallel_mnist1d.py" in c]
+def test_the_docs_command_for_8_simulated_devices_runs_verbatim():
+    page = (SCRIPT.parents[1] / "docs" / "scaling.md").read_text()
+    commands = [c for c in re.findall(r"```bash\n(.*?)\n```", page, re.S) if "data_parallel_mnist1d.py" in c]
     command = next(c for c in commands if c.startswith("XLA_FLAGS=--xla_force_host_platform_device_count=8 "))
     run = subprocess.run(
         command, shell=True, cwd=SCRIPT.parents[1], capture_output=True, text=True, timeout=600, check=False

@@ -180,12 +180,12 @@ def _parity(**variant: object) -> float:
 
 
 def test_60_steps_of_jumping_gradients_stay_within_1e_3_of_the_float32_state():
-    """Mean |p8 - p32| over mean |p32| (the issue's <= 1e-3; README reports it and the movement's)."""
+    """Mean |p8 - p32| over mean |p32| (the issue's <= 1e-3; the docs' Numerics page reports it and the movement's)."""
     assert _parity() <= 1e-3
 
 
 def test_with_momentum_the_difference_is_the_buffers_rounding_noise():
-    """Reported in README: the buffer's 8-bit noise (a few % per entry, unbiased) enters each
+    """Reported on the docs' Numerics page: the buffer's 8-bit noise (a few % per entry, unbiased) enters each
     step directly rather than through a square root, so the figure is larger than plain's."""
     plain, momentum = _parity(), _parity(momentum=0.9)
     assert plain < momentum < 0.01

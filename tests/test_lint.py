@@ -16,7 +16,7 @@ def test_ruff_reports_nothing():
     if shutil.which("ruff") is None and subprocess.run([sys.executable, "-m", "ruff", "--version"]).returncode:
         pytest.fail("ruff is not installed: it is in the test extras (pip install -e '.[test]')")
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "rmsprop_jax", "tests", "benchmarks", "examples", "notebooks"],
+        [sys.executable, "-m", "ruff", "check", "rmsprop_jax", "tests", "benchmarks", "examples", "notebooks", "docs"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""The conventions table against the configurations the presets actually build, and README against the table."""
+"""The conventions table against the configurations the presets actually build, and the docs and README against it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from helpers import ROOT
 
 from rmsprop_jax import _transform, presets
-from rmsprop_jax.presets.conventions import porting_table
+from rmsprop_jax.presets.conventions import porting_table, short_porting_table
 
 CONVENTIONS = presets.CONVENTIONS
 
@@ -78,8 +78,18 @@ def test_row_says_how_weight_decay_enters(name, monkeypatch):
     assert coupled["weight_decay"] == 0.1
 
 
-def test_readme_porting_table_is_the_rendered_table():
-    assert porting_table() in (ROOT / "README.md").read_text()
+def test_the_porting_page_shows_the_rendered_table_and_readme_its_short_form():
+    assert porting_table() in (ROOT / "docs" / "porting.md").read_text()
+    assert short_porting_table() in (ROOT / "README.md").read_text()
+
+
+def test_the_short_table_has_a_row_per_preset_with_the_conventions_values():
+    rows = short_porting_table().splitlines()[2:]
+    assert [row.split("`")[1] for row in rows] == [f"presets.{name}" for name in CONVENTIONS]
+    for row, convention in zip(rows, CONVENTIONS.values(), strict=True):
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[2].startswith({True: "inside", False: "outside", None: "none"}[convention.eps_in_sqrt])
+        assert float(cells[3]) == convention.initial_scale
 
 
 def test_docstrings_name_the_frameworks_on_the_right_side_of_the_root():

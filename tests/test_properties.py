@@ -74,7 +74,7 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 @given(spec=trees, hyper=hyperparameters, seed=st.integers(0, 2**16))
 def test_any_pytree_any_hyperparameters(spec, hyper, seed):
     assume(not (hyper["centered"] and hyper["eps"] == 0))  # rejected at construction
-    # decay = 1 keeps nu at initial_scale = 0 forever; with eps = 0 every step is g / 0 (README: eps = 0).
+    # decay = 1 keeps nu at initial_scale = 0 forever; with eps = 0 every step is g / 0 (docs, Numerics: eps = 0).
     assume(not (hyper["decay"] == 1 and hyper["eps"] == 0 and hyper["initial_scale"] == 0))
     comparable = not (hyper["centered"] and hyper["decay"] < 1e-3)  # see the module docstring
     rng = np.random.default_rng(seed)

@@ -78,7 +78,7 @@ def test_8bit_blocks_fit_each_shard_where_init_sees_the_sharding(report):
 @pytest.mark.slow
 def test_under_jit_on_an_auto_mesh_the_blocks_follow_the_global_shape(report):
     """The documented limit: a tracer on an Auto mesh shows no shards, so jitted init quantizes n
-    from its shape (its sharding checks skip n; README says to init eagerly or on an Explicit mesh)."""
+    from its shape (its sharding checks skip n; the docs say to init eagerly or on an Explicit mesh)."""
     for r in report["results"]:
         if r["optimizer"].startswith("8bit"):
             hidden = r["axis_type"] == "AxisType.Auto" and r["layout"] in ("tensor-parallel", "2d")

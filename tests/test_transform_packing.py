@@ -5,7 +5,7 @@ applies its updates outside it. The optimizer's outputs (updates and state) are 
 bit for bit. Inside one larger jitted program XLA:CPU contracts a multiply and an add that
 share a fused kernel into one FMA (the last multiply of an update with ``apply_updates``'
 add, or a gradient's producer with coupled weight decay); packing changes which ops share a
-kernel, so there the params can differ in the last bit (README says so; measured below).
+kernel, so there the params can differ in the last bit (the docs say so; measured below).
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=STATE_DTYPES,
         default="float32",
         help="storage of the optimizer state: float32 (default), bfloat16 (stochastic rounding) or 8bit "
-        "(block-wise codes for leaves of at least 4096 entries; README, '8-bit state')",
+        "(block-wise codes for leaves of at least 4096 entries; docs: Numerics, '8-bit state')",
     )
     parser.add_argument(
         "--out",

@@ -17,7 +17,7 @@ CLIP_NORM = 1.0
 # The default RMSProp's options besides the learning rate.
 RMSPROP_OPTIONS: dict[str, Any] = {"decay": 0.99, "eps": 1e-8, "momentum": 0.9, "centered": False}
 # Baselines for --compare: the factory, its best peak learning rate on seed 0 from the grid
-# {3e-4, 1e-3, 3e-3, 1e-2} (Adam, also 3e-2) and {1e-2, 3e-2, 0.1, 0.3, 1.0} (SGD), README,
+# {3e-4, 1e-3, 3e-3, 1e-2} (Adam, also 3e-2) and {1e-2, 3e-2, 0.1, 0.3, 1.0} (SGD), docs: Getting started,
 # and its other arguments.
 BASELINES: dict[str, tuple[Callable[..., optax.GradientTransformation], float, dict[str, Any]]] = {
     "optax.adam": (optax.adam, 1e-2, {}),

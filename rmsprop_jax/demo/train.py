@@ -30,6 +30,14 @@ class History:
       eval_steps: Steps after which the test set was evaluated.
       test_accuracy: Accuracy on the 1000 test examples, in ``[0, 1]``.
       train_seconds: Wall time of the run, compilation included.
+
+    Example:
+      >>> import rmsprop_jax
+      >>> from rmsprop_jax.demo.data import load_mnist1d
+      >>> from rmsprop_jax.demo.train import train
+      >>> history = train(rmsprop_jax.rmsprop(1e-3), load_mnist1d(), steps=20, batch_size=32).history
+      >>> history.eval_steps[-1], len(history.train_loss) == len(history.log_steps), history.train_seconds > 0
+      (20, True, True)
     """
 
     log_steps: list[int] = dataclasses.field(default_factory=list)
@@ -42,7 +50,17 @@ class History:
 
 @dataclasses.dataclass
 class TrainResult:
-    """A finished run: its history, the trained model and the final optimizer state."""
+    """A finished run: its history, the trained model and the final optimizer state.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import rmsprop_jax
+      >>> from rmsprop_jax.demo.data import load_mnist1d
+      >>> from rmsprop_jax.demo.train import train
+      >>> result = train(rmsprop_jax.rmsprop(1e-3), load_mnist1d(), steps=20, batch_size=32)
+      >>> result.model(jnp.zeros((1, 40, 1))).shape, result.resumed_from
+      ((1, 10), 0)
+    """
 
     history: History
     model: ConvNet

@@ -1,8 +1,8 @@
 """The facts that tell the frameworks' RMSProp apart, in one table.
 
-README's porting table is rendered from :data:`CONVENTIONS`
-(:func:`porting_table`), and the tests check every row against the configuration
-the preset actually builds and against the real libraries' trajectories.
+The porting tables of the documentation (:func:`porting_table`) and of README
+(:func:`short_porting_table`) are rendered from :data:`CONVENTIONS`, and the tests check
+every row against the configuration the preset actually builds and against the real libraries' trajectories.
 """
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ class Convention(NamedTuple):
         (``"decoupled"``), either by a flag, or ``"none"`` (no such argument).
       centered: ``"optional"`` (a ``centered`` argument), ``"always"`` or ``"never"``.
       defaults: The preset's default hyperparameters, in the framework's names.
+
+    Example:
+      >>> from rmsprop_jax import presets
+      >>> torch = presets.CONVENTIONS["pytorch"]
+      >>> torch.eps_in_sqrt, torch.lr_in_momentum, torch.weight_decay, dict(torch.defaults)
+      (False, False, 'coupled', {'lr': 0.01, 'alpha': 0.99, 'eps': 1e-08})
     """
 
     framework: str
@@ -42,6 +48,8 @@ class Convention(NamedTuple):
     defaults: Mapping[str, float]
 
 
+#: Every preset's :class:`Convention`, keyed by the preset's name (the porting tables
+#: of the site and of README are this table, rendered).
 CONVENTIONS: dict[str, Convention] = {
     convention.preset: convention
     for convention in (
@@ -92,7 +100,7 @@ def _momentum(convention: Convention) -> str:
 
 
 def porting_table() -> str:
-    """The porting table in Markdown, one row per preset (README shows it)."""
+    """The porting table in Markdown, one row per preset (the site's Porting page shows it)."""
     rows = [
         "| reference | preset | eps | average starts at | momentum | weight decay | defaults |",
         "|---|---|---|---|---|---|---|",
@@ -104,4 +112,26 @@ def porting_table() -> str:
             f"| {c.framework} | `presets.{c.preset}` | {_eps(c)}{centered} | {c.initial_scale:g} | "
             f"{_momentum(c)} | {c.weight_decay} | {defaults} |"
         )
+    return "\n".join(rows)
+
+
+_SHORT_NAMES = {
+    "pytorch": "PyTorch",
+    "keras": "Keras 3",
+    "tensorflow_v1": "TF1",
+    "timm": "timm RMSpropTF",
+    "optax": "optax",
+    "hinton2012": "Hinton 2012",
+    "graves2013": "Graves 2013",
+    "dqn2015": "DQN 2015",
+}
+
+
+def short_porting_table() -> str:
+    """The porting table in short form, narrow enough for a terminal (README shows it)."""
+    rows = ["| from | use | eps | average starts at | lr in momentum buffer |", "|---|---|---|---|---|"]
+    for c in CONVENTIONS.values():
+        eps = {True: "inside root", False: "outside root", None: "none"}[c.eps_in_sqrt]
+        lr = {True: "yes", False: "no", None: "no momentum"}[c.lr_in_momentum]
+        rows.append(f"| {_SHORT_NAMES[c.preset]} | `presets.{c.preset}` | {eps} | {c.initial_scale:g} | {lr} |")
     return "\n".join(rows)

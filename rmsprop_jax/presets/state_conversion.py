@@ -116,6 +116,21 @@ def pytorch_state(
     Raises:
       ValueError: groups disagree, the parameter count or a shape differs, or a
         parameter is complex.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import torch
+      >>> from rmsprop_jax import presets
+      >>> weight = torch.nn.Parameter(torch.ones(3))
+      >>> torch_optimizer = torch.optim.RMSprop([weight], lr=0.01, alpha=0.9, momentum=0.9)
+      >>> weight.grad = torch.tensor([1.0, 2.0, 3.0])
+      >>> torch_optimizer.step()
+      >>> params = {"w": jnp.asarray(weight.detach().numpy())}
+      >>> state = presets.pytorch_state(torch_optimizer.state_dict(), params)
+      >>> [f"{v:.4f}" for v in state.nu["w"]]  # torch's square_avg
+      ['0.1000', '0.4000', '0.9000']
+      >>> tx = presets.pytorch(lr=0.01, alpha=0.9, momentum=0.9)  # continue the run here
+      >>> updates, state = tx.update({"w": jnp.array([1.0, 2.0, 3.0])}, state, params)
     """
     groups = state_dict["param_groups"]
     first = groups[0]
@@ -175,6 +190,23 @@ def keras_state(
     Raises:
       ValueError: the optimizer is not an RMSprop or not built, or the variable
         count or a shape differs.
+
+    Example:
+      >>> import os
+      >>> os.environ.setdefault("KERAS_BACKEND", "jax")  # before keras is imported
+      'jax'
+      >>> import jax.numpy as jnp
+      >>> import keras
+      >>> from rmsprop_jax import presets
+      >>> variable = keras.Variable(jnp.ones(3))
+      >>> keras_optimizer = keras.optimizers.RMSprop(learning_rate=0.01, momentum=0.9)
+      >>> _ = keras_optimizer.apply_gradients([(jnp.array([1.0, 2.0, 3.0]), variable)])
+      >>> params = {"w": jnp.asarray(variable.numpy())}
+      >>> state = presets.keras_state(keras_optimizer, params)
+      >>> [f"{v:.4f}" for v in state.nu["w"]]  # Keras' velocities
+      ['0.1000', '0.4000', '0.9000']
+      >>> tx = presets.keras(learning_rate=0.01, momentum=0.9)  # continue the run here
+      >>> updates, state = tx.update({"w": jnp.array([1.0, 2.0, 3.0])}, state, params)
     """
     if type(optimizer).__name__ != "RMSprop" or not hasattr(optimizer, "rho"):
         raise ValueError(f"expected a keras.optimizers.RMSprop, got {type(optimizer).__name__}")

@@ -1,0 +1,78 @@
+"""README's and the documentation's figures are the results files they come from."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from helpers import ROOT, load_script
+
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_readme_quickstart_figures_are_the_demo_results_file():
+    demo_accuracy = load_script("benchmarks/demo_accuracy.py")
+    results = json.loads(demo_accuracy.RESULTS.read_text())
+    low, high = demo_accuracy.accuracy_range(results, "rmsprop_jax.rmsprop")
+    seconds = [run["train_seconds"] for run in next(iter(results["runs"].values())).values()]
+    quickstart = _flat(README.read_text().split("## Quickstart", 1)[1].split("\n## ", 1)[0])
+    assert f"test accuracy {low:.3f}-{high:.3f} over seeds 0-2" in quickstart
+    assert f"{min(seconds):.1f}-{max(seconds):.1f} s of training" in quickstart
+    assert demo_accuracy.RESULTS.name in quickstart
+
+
+def test_the_demo_table_is_the_results_file():
+    demo_accuracy = load_script("benchmarks/demo_accuracy.py")
+    results = json.loads(demo_accuracy.RESULTS.read_text())
+    assert demo_accuracy.markdown(results) in (DOCS / "getting_started.md").read_text()
+
+
+def test_the_8bit_demo_table_is_the_results_file():
+    demo_8bit = load_script("benchmarks/demo_8bit.py")
+    results = json.loads(demo_8bit.RESULTS.read_text())
+    assert demo_8bit.markdown(results) in (DOCS / "numerics.md").read_text()
+    assert results["seeds"] == [0, 1, 2] and set(results["runs"]) == {"plain", "momentum", "centered"}
+
+
+def test_the_packing_table_is_the_results_file():
+    packing = load_script("benchmarks/packing.py")
+    results = json.loads(packing.RESULTS.read_text())
+    assert packing.markdown(results) in (DOCS / "speed.md").read_text()
+
+
+def test_the_suite_tables_on_the_speed_page_are_the_results_files():
+    """The Speed page includes each suite report; each report is its JSON rendered (plus a note)."""
+    suite = load_script("benchmarks/suite.py")
+    speed = (DOCS / "speed.md").read_text()
+    included = re.findall(r"```\{include\} \.\./benchmarks/results/(\S+)\.md", speed)
+    assert len(included) == 3
+    for name in included:
+        rendered = suite.markdown(json.loads((RESULTS / f"{name}.json").read_text())).strip()
+        assert (RESULTS / f"{name}.md").read_text().startswith(rendered), name
+    for image in re.findall(r"\]\(\.\./(benchmarks/results/\S+\.png)\)", speed):
+        assert (ROOT / image).is_file(), image
+    assert len(re.findall(r"\.png\)", speed)) == 2
+
+
+def test_the_8bit_speed_figures_are_the_results_file():
+    """The Speed page's 8-bit paragraph quotes the 8-bit run's table (itself the JSON rendered)."""
+    table = (RESULTS / "cpu2core-2026-11-24-8bit.md").read_text()
+    speed = _flat((DOCS / "speed.md").read_text())
+    quoted = re.search(
+        r"plain ([0-9.]+) ms against optax's ([0-9.]+) \(\*\*([0-9.]+)x\*\*\), centered with momentum "
+        r"([0-9.]+) against ([0-9.]+) ms \(\*\*([0-9.]+)x\*\*\)",
+        speed,
+    )
+    assert quoted, "the 8-bit paragraph's figures moved"
+    figures = (quoted.groups()[:3], quoted.groups()[3:])
+    for variant, (ours, theirs, ratio) in zip(("plain", "centered+momentum"), figures, strict=True):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {variant}, ") and "8bit state" in line)
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[1].split()[0] == ours and cells[2].split()[0] == theirs, (variant, cells)
+        assert f"{float(cells[6]):.1f}" == ratio, (variant, cells[6], ratio)
