@@ -10,6 +10,7 @@ installs both).
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
 import time
@@ -34,7 +35,8 @@ def site(tmp_path_factory) -> pathlib.Path:
     require("sphinx")
     require("myst_nb")
     filelock = require("filelock")
-    shared = tmp_path_factory.getbasetemp().parent  # the same for every xdist worker of this session
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this session's, shared by its workers
     out, record = shared / "docs_html", shared / "docs_build.json"
     with filelock.FileLock(str(shared / "docs_build.lock")):
         if not record.exists():
