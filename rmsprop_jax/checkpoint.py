@@ -15,6 +15,8 @@ restores its latest step (or ``step=``) with the same checks.
 
 from __future__ import annotations
 
+__all__ = ["mismatches", "restore", "save"]
+
 import numbers
 import re
 from pathlib import Path

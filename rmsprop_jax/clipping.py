@@ -6,6 +6,8 @@ clipping are optax's own (:func:`optax.clip`, :func:`optax.clip_by_global_norm`)
 
 from __future__ import annotations
 
+__all__ = ["clip_by_leaf_norm"]
+
 from typing import Any
 
 import jax

@@ -42,6 +42,8 @@ def test_public_surface_is_pinned():
         "tensorflow_v1",
         "timm",
     ]
+    assert rmsprop_jax.checkpoint.__all__ == ["mismatches", "restore", "save"]
+    assert rmsprop_jax.clipping.__all__ == ["clip_by_leaf_norm"]
 
 
 def _fresh_python(code: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["Dataset", "batch_indices", "load_mnist1d", "shift_signals"]
+
 from typing import NamedTuple
 
 import jax
@@ -55,7 +57,15 @@ def load_mnist1d() -> Dataset:
 
 
 def batch_indices(num_examples: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
-    """``(steps, batch_size)`` example indices: shuffled epochs, each example once per epoch."""
+    """``(steps, batch_size)`` example indices: shuffled epochs, each example once per epoch.
+
+    Example:
+      >>> import numpy as np
+      >>> from rmsprop_jax.demo.data import batch_indices
+      >>> indices = batch_indices(num_examples=10, batch_size=5, steps=4, seed=0)
+      >>> indices.shape, sorted(indices[:2].ravel().tolist()) == list(range(10))  # steps 0-1: one epoch
+      ((4, 5), True)
+    """
     rng = np.random.default_rng(seed)
     per_epoch = num_examples // batch_size
     epochs = -(-steps // per_epoch)
@@ -69,6 +79,14 @@ def shift_signals(x: jax.Array, key: jax.Array, max_shift: int = MAX_SHIFT) -> j
     The shift of each row is drawn uniformly from ``[-max_shift, max_shift]``; the
     samples moved in are zeros. MNIST-1D's generator itself shifts every digit
     at random, so this augmentation stays inside the data distribution.
+
+    Example:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from rmsprop_jax.demo.data import shift_signals
+      >>> shifted = shift_signals(jnp.ones((3, 40, 1)), jax.random.key(0))
+      >>> shifted.shape, bool(jnp.all(shifted[:, 2:-2] == 1.0))  # at most 2 zeros move in at an edge
+      ((3, 40, 1), True)
     """
     if max_shift == 0:
         return x

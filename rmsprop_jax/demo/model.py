@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["ConvNet"]
+
 import jax
 from flax import nnx
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["History", "TrainResult", "train"]
+
 import dataclasses
 import time
 from collections.abc import Callable
