@@ -1,7 +1,7 @@
 """Sphinx configuration of the rmsprop_jax documentation site.
 
 Build strictly (warnings are errors) with ``python3 -m sphinx -W --keep-going -b html docs docs/_build/html``,
-or build and serve with ``python3 docs/serve.py``. The notebooks under ``docs/notebooks``
+or build and serve with ``python3 docs/make.py serve``. The notebooks under ``docs/notebooks``
 (a link to ``notebooks/``) are executed during every build in their small mode
 (``RMSPROP_JAX_SMALL=1``); a cell that raises fails the build.
 """

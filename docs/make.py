@@ -6,7 +6,7 @@
 
 The build is ``sphinx -W --keep-going``: any warning (a broken reference, a docstring
 that does not parse, a notebook cell that raises) fails it. The notebooks are executed on
-every build in their small mode (``RMSPROP_JAX_SMALL=1``). The browser is Debian's
+every build in their small mode (``conf.py`` sets ``RMSPROP_JAX_SMALL=1`` unless it is set). The browser is Debian's
 ``chromium`` driven by its ``chromedriver`` through selenium (``--no-sandbox``, as root
 needs); the test suite uses the same helpers.
 """
@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import functools
 import http.server
-import os
 import shutil
 import subprocess
 import sys
@@ -38,11 +37,10 @@ def build(out: Path = BUILD, *, source: Path = DOCS, fresh: bool = True) -> subp
     if fresh and out.exists():
         shutil.rmtree(out)
     doctrees = out.parent / f"{out.name}-doctrees"
-    env = {**os.environ, "RMSPROP_JAX_SMALL": "1", "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "jax")}
     command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-d", str(doctrees)]
     if fresh:
         command.append("-E")
-    return subprocess.run([*command, str(source), str(out)], env=env, capture_output=True, text=True, check=False)
+    return subprocess.run([*command, str(source), str(out)], capture_output=True, text=True, check=False)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -40,15 +40,21 @@ def _claims(code: str) -> list[str] | None:
     return claims if prints and len(claims) == len(prints) else None
 
 
+def _exec(code: str, path, namespace: dict) -> str:
+    """Runs one block in ``namespace``; returns what it printed."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, str(path), "exec"), namespace)
+    return printed.getvalue()
+
+
 def _run_page(path) -> None:
     namespace: dict = {"__name__": f"docs_{path.stem}"}
     for code in _blocks(path, "python"):
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):
-            exec(compile(code, str(path), "exec"), namespace)
+        printed = _exec(code, path, namespace)
         claims = _claims(code)
         if claims is not None:
-            lines = printed.getvalue().strip().splitlines()
+            lines = printed.strip().splitlines()
             assert lines and set(lines) == set(claims), (path.name, claims, lines)
 
 
@@ -94,7 +100,7 @@ def test_readme_example_is_a_jit_compiled_step_of_at_most_20_lines():
     (code,) = _blocks(README, "python")
     assert len(code.strip().splitlines()) <= 20 and "jax.jit" in code and "optax.chain" in code
     namespace: dict = {}
-    exec(compile(code, str(README), "exec"), namespace)
+    _exec(code, README, namespace)
     assert np.isfinite(float(namespace["loss"]))
     assert namespace["opt_state"][1].trace is not None  # rmsprop_jax's state inside the chain
 
@@ -102,11 +108,9 @@ def test_readme_example_is_a_jit_compiled_step_of_at_most_20_lines():
 def test_the_packing_snippet_prints_the_plan_it_shows():
     page = ROOT / "docs" / "scaling.md"
     code = next(block for block in _blocks(page, "python") if "packing_plan" in block)
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        exec(compile(code, str(page), "exec"), {})
+    printed = _exec(code, page, {})
     comments = [line[2:].removesuffix(", ...") for line in code.splitlines() if line.startswith("# ")]
-    lines = printed.getvalue().strip().splitlines()
+    lines = printed.strip().splitlines()
     assert lines[0].startswith(comments[0]) and lines[1] == comments[1]
     assert lines[2] == next(line.split("# ", 1)[1] for line in code.splitlines() if line.startswith("print(state"))
 
@@ -115,7 +119,7 @@ def test_the_checkpoint_manager_snippet_restores_the_latest_step():
     page = ROOT / "docs" / "scaling.md"
     code = next(block for block in _blocks(page, "python") if "CheckpointManager" in block)
     namespace: dict = {}
-    exec(compile(code, str(page), "exec"), namespace)
+    _exec(code, page, namespace)
     assert namespace["manager"].all_steps() == [3, 4, 5]
     np.testing.assert_array_equal(namespace["restored"]["params"]["w"], namespace["params"]["w"])
 

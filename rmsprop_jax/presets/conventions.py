@@ -131,7 +131,6 @@ def short_porting_table() -> str:
     """The porting table in short form, narrow enough for a terminal (README shows it)."""
     rows = ["| from | use | eps | average starts at | lr in momentum buffer |", "|---|---|---|---|---|"]
     for c in CONVENTIONS.values():
-        eps = {True: "inside root", False: "outside root", None: "none"}[c.eps_in_sqrt]
         lr = {True: "yes", False: "no", None: "no momentum"}[c.lr_in_momentum]
-        rows.append(f"| {_SHORT_NAMES[c.preset]} | `presets.{c.preset}` | {eps} | {c.initial_scale:g} | {lr} |")
+        rows.append(f"| {_SHORT_NAMES[c.preset]} | `presets.{c.preset}` | {_eps(c)} | {c.initial_scale:g} | {lr} |")
     return "\n".join(rows)
