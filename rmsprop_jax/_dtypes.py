@@ -135,6 +135,10 @@ def store(value: jax.Array, dtype: jnp.dtype, seed: jax.Array | None) -> jax.Arr
     ``[0, 1)`` with 24 random bits against ``residual / gap``. Non-finite values
     round to nearest.
 
+    Its derivative is the cast's (straight-through: the rounding is unbiased, so the
+    stored value's expected derivative is the value's), so that ``jax.grad`` through an
+    update with a 16-bit state sees the step's derivative rather than zero.
+
     Args:
       value: A real array in the compute dtype.
       dtype: The storage dtype.
@@ -142,6 +146,12 @@ def store(value: jax.Array, dtype: jnp.dtype, seed: jax.Array | None) -> jax.Arr
     """
     if value.dtype == dtype or seed is None or dtype not in _LOW_PRECISION:
         return cast(value, dtype)
+    return _stochastically_rounded(value, seed, dtype)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _stochastically_rounded(value: jax.Array, seed: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """:func:`store`'s stochastic rounding of ``value`` to a 16-bit ``dtype``."""
     bits = random_bits(seed, value.shape)
     if value.dtype == jnp.float32 and dtype == jnp.bfloat16:
         # One elementwise chain (no second consumer of `value`), so that XLA fuses it
@@ -157,3 +167,11 @@ def store(value: jax.Array, dtype: jnp.dtype, seed: jax.Array | None) -> jax.Arr
     probability = residual / (neighbour.astype(value.dtype) - nearest.astype(value.dtype))
     uniform = ((bits >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)).astype(value.dtype)
     return jnp.where(uniform < probability, neighbour, nearest)
+
+
+@_stochastically_rounded.defjvp
+def _stochastically_rounded_jvp(
+    dtype: jnp.dtype, primals: tuple[jax.Array, jax.Array], tangents: tuple[jax.Array, jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    value, seed = primals
+    return _stochastically_rounded(value, seed, dtype), tangents[0].astype(dtype)

@@ -27,11 +27,13 @@ blocks). The layout of a stored array is read back from its codes' and scales' s
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import core
 from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
@@ -226,7 +228,43 @@ def encode_with_value(
 
     Returns:
       The codes and the per-block scales, and the float32 array they decode to.
+
+    Derivatives (``jax.grad`` through updates, as in meta-learning): the returned value's
+    is ``x``'s (straight-through, as for the 16-bit rounding: it is unbiased). The codes
+    are integers, so the next step sees the derivative through each block's scale: the
+    least-squares fit of ``x``'s derivative by a multiple of the block's values, exact
+    where the derivative scales the block (as a learning rate scales a momentum buffer).
     """
+    if seed is None:
+        return _encoded(x, layout, fmt, seed, scale)
+    return _encoded_straight_through(x, seed, scale, layout, fmt)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
+def _encoded_straight_through(
+    x: jax.Array, seed: jax.Array, scale: jax.Array | None, layout: Layout, fmt: Format
+) -> tuple[Quantized, jax.Array]:
+    return _encoded(x, layout, fmt, seed, scale)
+
+
+@_encoded_straight_through.defjvp
+def _encoded_straight_through_jvp(
+    layout: Layout, fmt: Format, primals: tuple[Any, ...], tangents: tuple[Any, ...]
+) -> tuple[tuple[Quantized, jax.Array], tuple[Quantized, jax.Array]]:
+    quantized, value = _encoded(primals[0], layout, fmt, primals[1], primals[2])
+    tangent = tangents[0]
+    blocked_value, axes = _blocked(value, layout), _block_axes(layout)
+    fit = jnp.sum(blocked_value * _blocked(tangent, layout), axis=axes)
+    norm = jnp.sum(jnp.square(blocked_value), axis=axes)
+    scale_tangent = quantized.scale * jnp.where(norm > 0, fit / jnp.where(norm > 0, norm, 1), 0)
+    codes_tangent = np.zeros(quantized.codes.shape, jax.dtypes.float0)
+    return (quantized, value), (Quantized(codes_tangent, scale_tangent), tangent)
+
+
+def _encoded(
+    x: jax.Array, layout: Layout, fmt: Format, seed: jax.Array | None, scale: jax.Array | None
+) -> tuple[Quantized, jax.Array]:
+    """:func:`encode_with_value`'s body."""
     blocked = _blocked(x, layout)
     magnitude = jnp.minimum(jnp.abs(blocked), LARGEST)
     if scale is None:

@@ -61,11 +61,11 @@ def _check_config(
         validation.check_interval(name("momentum"), config.momentum, 0.0, 1.0, high_inclusive=False)
     elif config.nesterov:
         raise ValueError(f"Invalid {name('nesterov')} value: True (nesterov needs momentum; momentum is None)")
-    if config.bias_correction and not validation.is_traced(config.decay) and jnp.any(jnp.asarray(config.decay) == 1):
+    if config.bias_correction and validation.any_equal(config.decay, 1.0):
         raise ValueError(
             f"Invalid {name('decay')} value: 1.0 (bias_correction divides by 1 - decay**t: decay must be < 1)"
         )
-    if config.centered and not validation.is_traced(config.eps) and jnp.any(jnp.asarray(config.eps) == 0):
+    if config.centered and validation.any_equal(config.eps, 0.0):
         raise ValueError(
             f"Invalid {name('eps')} value: 0.0 (centered needs {name('eps')} > 0: the variance estimate of a "
             "constant gradient is exactly 0, and g / 0 has no finite value)"

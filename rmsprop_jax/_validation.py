@@ -4,6 +4,12 @@ Every check is skipped for traced values (as under ``optax.inject_hyperparams``
 inside ``jax.jit``): those cannot be inspected without a host round trip, and the
 transformation works with them unchanged. The presets reuse these checks with
 their own framework's argument names.
+
+The checks use NumPy and Python only, never ``jax.numpy``: client code builds the
+optimizer inside ``jax.jit``, a ``lax.scan`` body or ``jax.eval_shape`` (PureJaxRL's
+``train`` does), where a ``jnp`` operation on a Python number is staged into the trace
+and its result is a tracer that no ``if`` can read. ``tests/test_client_contexts.py``
+checks that building any optimizer stages nothing.
 """
 
 from __future__ import annotations
@@ -68,6 +74,15 @@ def check_interval(
         closing = "]" if high_inclusive else ")"
         upper = "inf" if math.isinf(high) else f"{high:g}"
         raise ValueError(f"Invalid {name} value: {_describe(value)} ({name} must be in [{low:g}, {upper}{closing})")
+
+
+def any_equal(value: object, target: float) -> bool:
+    """Whether a concrete ``value`` equals ``target`` anywhere; ``False`` when it is traced.
+
+    NumPy only, so that nothing is staged when the optimizer is built under a trace.
+    """
+    array = _values("value", value)
+    return array is not None and bool(np.any(array == target))
 
 
 def check_bool(name: str, value: object) -> None:
