@@ -18,19 +18,23 @@ from rmsprop_jax import clipping as clipping
 from rmsprop_jax import presets as presets
 from rmsprop_jax._packing import PackingPlan
 from rmsprop_jax._state import RmsPropState
+from rmsprop_jax._state_report import LeafReport, StateReport, state_report
 from rmsprop_jax._state_views import convert_state, packing_plan, state_as_float32
 from rmsprop_jax._transform import rmsprop, scale_by_rms
 from rmsprop_jax._version import __version__
 
 __all__ = [
+    "LeafReport",
     "PackingPlan",
     "RmsPropState",
+    "StateReport",
     "__version__",
     "convert_state",
     "packing_plan",
     "rmsprop",
     "scale_by_rms",
     "state_as_float32",
+    "state_report",
 ]
 
 #: The public submodules: everything else under ``rmsprop_jax`` is private.
@@ -41,6 +45,8 @@ _LAZY_SUBMODULES = ("demo",)  # needs flax and matplotlib: imported on first acc
 # Classes report the path users import them from (reprs, pickles, docs).
 RmsPropState.__module__ = __name__
 PackingPlan.__module__ = __name__
+LeafReport.__module__ = __name__
+StateReport.__module__ = __name__
 
 
 def __getattr__(name: str) -> types.ModuleType:

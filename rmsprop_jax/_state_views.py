@@ -251,16 +251,25 @@ def packing_plan(state: Any) -> packing.PackingPlan:
       group 0: 2 leaves of shape (64,): ['b1'], ['b2']
       group 1: per leaf, shape (256, 256): ['w']
     """
+    return plan_of(the_rmsprop_state(state, "packing_plan"))
+
+
+def the_rmsprop_state(state: Any, what: str) -> RmsPropState:
+    """The one :class:`RmsPropState` in ``state``; raises, naming ``what``, when there are none or several."""
     states = [s for s in jax.tree.leaves(state, is_leaf=_is_state) if _is_state(s)]
     if len(states) != 1:
         raise ValueError(
-            f"packing_plan needs a state holding exactly one RmsPropState; this one holds {len(states)} "
+            f"{what} needs a state holding exactly one RmsPropState; this one holds {len(states)} "
             "(pass the RmsPropState you mean)"
         )
-    (found,) = states
-    if isinstance(found.nu, packing.Packed):
-        return found.nu.plan
-    with_paths, treedef = jax.tree_util.tree_flatten_with_path(found.nu, is_leaf=storage.is_stored_leaf)
+    return states[0]
+
+
+def plan_of(state: RmsPropState) -> packing.PackingPlan:
+    """The state's packing plan; a per-leaf state's is one group per leaf."""
+    if isinstance(state.nu, packing.Packed):
+        return state.nu.plan
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(state.nu, is_leaf=storage.is_stored_leaf)
     return packing.PackingPlan(
         treedef,
         tuple(jax.tree_util.keystr(path) or "<root>" for path, _ in with_paths),

@@ -91,8 +91,10 @@ def run_torch_optimizer(
     lr_at: Callable[[int], float] | None = None,
     start: int = 0,
     problem: Problem = HARD,
+    clip_norm: float | None = None,
 ) -> Trajectory:
-    """Steps a torch optimizer over `parameters` (in NAMES order)."""
+    """Steps a torch optimizer over `parameters` (in NAMES order), after
+    ``torch.nn.utils.clip_grad_norm_(parameters, clip_norm)`` when ``clip_norm`` is given."""
     import torch
 
     trajectory = []
@@ -100,6 +102,8 @@ def run_torch_optimizer(
         grads = gradient({k: p.detach().numpy() for k, p in zip(NAMES, parameters, strict=True)}, t, problem)
         for name, p in zip(NAMES, parameters, strict=True):
             p.grad = torch.from_numpy(grads[name])
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(parameters, clip_norm)
         if lr_at is not None:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(t)
@@ -155,6 +159,18 @@ def load_timm_rmsprop_tf() -> type:
     package.__path__ = [str(optim_dir)]
     sys.modules.setdefault(package.__name__, package)
     return importlib.import_module(f"{package.__name__}.rmsprop_tf").RMSpropTF
+
+
+def load_sb3_rmsprop_tf_like() -> type:
+    """Stable-Baselines3's RMSpropTFLike, loaded from its installed file (it imports only torch)."""
+    spec = importlib.util.find_spec("stable_baselines3")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("stable-baselines3 is not installed (it is in the test extras)")
+    path = pathlib.Path(next(iter(spec.submodule_search_locations))) / "common" / "sb2_compat" / "rmsprop_tf_like.py"
+    module_spec = importlib.util.spec_from_file_location("_sb3_rmsprop_tf_like", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.RMSpropTFLike
 
 
 def trajectory_error(

@@ -12,14 +12,17 @@ import jax.numpy as jnp
 import rmsprop_jax
 
 PUBLIC_NAMES = [
+    "LeafReport",
     "PackingPlan",
     "RmsPropState",
+    "StateReport",
     "__version__",
     "convert_state",
     "packing_plan",
     "rmsprop",
     "scale_by_rms",
     "state_as_float32",
+    "state_report",
 ]
 PUBLIC_SUBMODULES = ("checkpoint", "clipping", "demo", "presets")
 
@@ -31,6 +34,8 @@ def test_public_surface_is_pinned():
         "CONVENTIONS",
         "Convention",
         "OPTIMIZERS",
+        "RL_RECIPES",
+        "Recipe",
         "dqn2015",
         "graves2013",
         "hinton2012",

@@ -134,6 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     start = time.perf_counter()
+    table = report.state_table(choice, args.seed)
+    if table is not None:
+        print(f"How {choice.label}'s state keeps each leaf of the network:\n{table}")
     data = load_mnist1d()
     options = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed}
     result = report.train_with_progress(

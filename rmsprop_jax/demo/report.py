@@ -9,10 +9,23 @@ from typing import Any
 import jax
 from flax import nnx
 
+import rmsprop_jax
 from rmsprop_jax.demo import plots
 from rmsprop_jax.demo.data import MAX_SHIFT, Dataset
+from rmsprop_jax.demo.model import ConvNet
 from rmsprop_jax.demo.optimizers import OptimizerChoice
 from rmsprop_jax.demo.train import TrainResult, train
+
+
+def state_table(choice: OptimizerChoice, seed: int = 0) -> str | None:
+    """:func:`rmsprop_jax.state_report` of the optimizer's state for the demo's network (built
+    abstractly: nothing is allocated), or ``None`` when the optimizer is not rmsprop_jax's."""
+    params = nnx.state(nnx.eval_shape(lambda: ConvNet(rngs=nnx.Rngs(seed))), nnx.Param)
+    state = jax.eval_shape(choice.tx.init, params)
+    try:
+        return str(rmsprop_jax.state_report(state))
+    except ValueError:  # a baseline's state holds no RmsPropState
+        return None
 
 
 def train_with_progress(choice: OptimizerChoice, data: Dataset, *, steps: int, **train_options: Any) -> TrainResult:
