@@ -4,8 +4,10 @@ and imports every public submodule there."""
 from __future__ import annotations
 
 import json
+import pathlib
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import venv
 import zipfile
@@ -21,6 +23,20 @@ for name in rmsprop_jax.SUBMODULES:
 import rmsprop_jax.demo.cli, rmsprop_jax.presets.conventions
 print(json.dumps({"file": rmsprop_jax.__file__, "prefix": sys.prefix, "version": rmsprop_jax.__version__}))
 """
+
+
+def _see_this_interpreters_packages(python) -> None:
+    """Puts this interpreter's site-packages on the new venv's path, after its own.
+
+    ``system_site_packages=True`` would show the *base* interpreter's packages: inside a venv
+    (README's ``python3 -m venv .venv``) those are not the ones jax was installed into. A
+    ``.pth`` line adds the directory without running the ``.pth`` files in it, so the
+    checkout's editable install of rmsprop_jax stays invisible there.
+    """
+    query = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    own = subprocess.run([python, "-c", query], capture_output=True, text=True, check=True).stdout.strip()
+    paths = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    (pathlib.Path(own) / "_outer_site_packages.pth").write_text("".join(f"{path}\n" for path in paths))
 
 
 @pytest.mark.slow
@@ -40,8 +56,9 @@ def test_wheel_from_a_clean_copy_installs_and_imports_in_a_fresh_venv(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("rmsprop_jax-*.whl")
     # The venv sees this interpreter's packages (jax, flax, ...) but gets its own rmsprop_jax from the wheel.
     environment = tmp_path / "venv"
-    venv.create(environment, system_site_packages=True, with_pip=True)
+    venv.create(environment, with_pip=True)
     python = environment / "bin" / "python"
+    _see_this_interpreters_packages(python)
     subprocess.run([python, "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True)
     run = subprocess.run([python, "-c", CHECK], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr

@@ -15,7 +15,8 @@ SCRIPT = pathlib.Path(__file__).with_name("sharding_checks.py")
 
 @pytest.fixture(scope="module")
 def report():
-    run = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=900)
+    # No time limit: on a loaded machine a limit errored all 14 checks with no traceback.
+    run = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
 
