@@ -180,3 +180,22 @@ def write_results(path: str, payload: dict[str, Any]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps({**payload, "environment": environment()}, indent=2) + "\n")
     print(f"wrote {target}")
+
+
+def results_table(paths: Sequence[str | pathlib.Path]) -> str:
+    """The committed runs as a Markdown table (the Reinforcement learning page shows it)."""
+    rows = [
+        "| example | optimizer | greedy return per seed (end) | at 500 | training return, last 5% "
+        "| compile s | run s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for path in paths:
+        payload = json.loads(pathlib.Path(path).read_text())
+        for row in payload["results"]:
+            final = ", ".join(f"{r:g}" for r in row["final_greedy_return_per_seed"])
+            tail = ", ".join(f"{r:.0f}" for r in row["training_return_last_5pct_per_seed"])
+            rows.append(
+                f"| `{payload['example']}` | {row['optimizer']} | {final} | {row['seeds_at_cap']}/{len(row['seeds'])} "
+                f"| {tail} | {row['compile_s']:.1f} | {row['run_s']:.1f} |"
+            )
+    return "\n".join(rows)

@@ -36,6 +36,14 @@ class LeafReport(NamedTuple):
         shape or its shards, or not requested).
       packing: ``"group N (K leaves)"``, or ``"per leaf: ..."`` with the reason.
       state_bytes: Bytes of this leaf's state arrays (its share of a packed group's).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import rmsprop_jax
+      >>> tx = rmsprop_jax.rmsprop(1e-3, state_dtype="8bit")
+      >>> (leaf,) = rmsprop_jax.state_report(tx.init({"w": jnp.zeros((64, 64))})).leaves
+      >>> leaf.storage, leaf.eight_bit, leaf.state_bytes
+      ('8bit tiles', 'yes', 4160)
     """
 
     path: str
@@ -53,6 +61,13 @@ class StateReport(NamedTuple):
       leaves: One :class:`LeafReport` per leaf, in the params' leaf order.
       param_entries: Entries of all params together.
       state_bytes: Bytes of the whole state (every leaf's, and the step count's).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import rmsprop_jax
+      >>> report = rmsprop_jax.state_report(rmsprop_jax.rmsprop(1e-3).init({"w": jnp.zeros((64, 64))}))
+      >>> report.param_entries, report.state_bytes, report.bytes_per_param
+      (4096, 16384, 4.0)
     """
 
     leaves: tuple[LeafReport, ...]

@@ -21,8 +21,8 @@ from helpers import ROOT, in_ci, load_script, require, unavailable
 
 import rmsprop_jax
 
-PAGES = ("index", "getting_started", "porting", "numerics", "scaling", "speed", "api", "notebooks", "changelog",
-         "contributing")  # fmt: skip
+PAGES = ("index", "getting_started", "porting", "numerics", "scaling", "reinforcement_learning", "speed", "api",
+         "notebooks", "changelog", "contributing")  # fmt: skip
 NOTEBOOKS = sorted(path.stem for path in (ROOT / "notebooks").glob("*.ipynb"))
 
 

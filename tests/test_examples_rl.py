@@ -88,3 +88,11 @@ def test_the_committed_a2c_run_meets_its_goal_with_optax_beside_it():
     assert sum(r >= 500 for r in ours["final_greedy_return_per_seed"]) >= 3
     assert ours["wall_s"] <= 180
     assert results["optax"]["seeds"] == ours["seeds"]
+
+
+def test_the_reinforcement_learning_page_shows_the_committed_runs(examples):
+    del examples  # for the import path of rl_common
+    import rl_common
+
+    table = rl_common.results_table([RESULTS / "rl-dqn-cartpole.json", RESULTS / "rl-a2c-cartpole.json"])
+    assert table in (ROOT / "docs" / "reinforcement_learning.md").read_text()

@@ -23,7 +23,7 @@ from framework_runs import (
     run_torch_optimizer,
     torch_parameters,
 )
-from helpers import require
+from helpers import ROOT, require
 
 from rmsprop_jax import presets
 from rmsprop_jax.presets import recipes
@@ -161,3 +161,4 @@ def test_every_recipe_is_checked_and_its_call_builds_the_same_optimizer():
         )
     table = recipes.recipes_table()
     assert all(f"`{recipe.call()}`" in table for recipe in presets.RL_RECIPES.values())
+    assert table in (ROOT / "docs" / "reinforcement_learning.md").read_text()

@@ -133,7 +133,5 @@ def test_flax_nnx_partitioning_metadata_lets_a_jitted_optimizer_pack(report):
         ["['q'][0]['kernel']", "['q'][1]['kernel']", "['q'][2]['kernel']"],
     ]
     assert nnx_packed["q_bias_group_spec"] == [None, "model"]
-    assert {"P(None, 'model')", "P(None, None, 'model')"} <= set(
-        nnx_packed["state_metadata_specs"]
-    )
+    assert {"P(None, 'model')", "P(None, None, 'model')"} <= set(nnx_packed["state_metadata_specs"])
     assert nnx_packed["params_keep_sharding"]

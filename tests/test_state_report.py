@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import ROOT
 
 import rmsprop_jax
 from rmsprop_jax import presets
@@ -95,3 +96,10 @@ def test_a_state_without_exactly_one_rmsprop_state_is_refused():
     two = optax.chain(rmsprop_jax.rmsprop(1e-3), rmsprop_jax.rmsprop(1e-3)).init(DQN)
     with pytest.raises(ValueError, match="holds 2"):
         rmsprop_jax.state_report(two)
+
+
+def test_the_reinforcement_learning_page_shows_the_dqn_networks_report():
+    page = (ROOT / "docs" / "reinforcement_learning.md").read_text()
+    shown = page.split("```text\n", 1)[1].split("```", 1)[0].rstrip("\n")
+    tx = presets.dqn2015(state_dtype="8bit", pack_small_leaves=True)
+    assert shown == str(rmsprop_jax.state_report(jax.eval_shape(tx.init, DQN)))
