@@ -89,7 +89,7 @@ def make_train(config: dict[str, Any]):  # noqa: ANN201 (returns train, PureJaxR
         params = network.init(init_key, jnp.zeros(obs_shape))
         tx = build_optimizer(config)
         opt_state = tx.init(params)
-        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(reset_key, num_envs), env_params)
+        obs, env_state = rl_common.reset(env, env_params, reset_key, num_envs)
 
         def env_step(carry: tuple, key: jax.Array) -> tuple[tuple, dict[str, jax.Array]]:
             params, obs, env_state, episode_return = carry

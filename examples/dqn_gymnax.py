@@ -86,7 +86,7 @@ def make_train(config: dict[str, Any]):  # noqa: ANN201 (returns train, PureJaxR
         params = network.init(init_key, jnp.zeros(obs_shape))
         tx = build_optimizer(config)
         opt_state = tx.init(params)
-        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(reset_key, num_envs), env_params)
+        obs, env_state = rl_common.reset(env, env_params, reset_key, num_envs)
         size = config["BUFFER_SIZE"]
         buffer = {
             "obs": jnp.zeros((size, *obs_shape)),

@@ -31,6 +31,11 @@ SOLVED = 475.0  # CartPole-v1's reward threshold (gymnasium's registration)
 CAP = 500.0  # CartPole-v1's episode limit
 
 
+def reset(env: Any, env_params: Any, key: jax.Array, num_envs: int) -> tuple[jax.Array, Any]:
+    """``num_envs`` freshly reset environments: their observations and states."""
+    return jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key, num_envs), env_params)
+
+
 def greedy_returns(policy: Policy, params: Any, rng: jax.Array, episodes: int) -> jax.Array:
     """The undiscounted returns of ``episodes`` greedy episodes of the policy (no exploration).
 
