@@ -40,7 +40,7 @@ def clip_by_leaf_norm(max_norm: float) -> optax.GradientTransformation:
       [0.6 0.8] [0.1]
     """
     validation.check_interval("max_norm", max_norm, 0.0)
-    if not validation.is_traced(max_norm) and max_norm == 0:
+    if validation.any_equal(max_norm, 0.0):
         raise ValueError("Invalid max_norm value: 0.0 (max_norm must be > 0)")
 
     def clip(g: jax.Array) -> jax.Array:

@@ -173,6 +173,29 @@ def test_building_stages_no_operation(name):
     assert jaxpr.eqns == []
 
 
+def test_concrete_array_hyperparameters_stage_nothing_either():
+    """Under a trace even a concrete jax.Array's ``== 0`` is staged: the checks read it with NumPy."""
+    a = jnp.asarray
+    builds = [
+        lambda: presets.dqn2015(eps=a(0.01), decay=a(0.95)),
+        lambda: rmsprop_jax.rmsprop(a(0.1), decay=a(0.9), bias_correction=True, momentum=a(0.9)),
+        lambda: presets.keras(clipnorm=a(1.0)),
+        lambda: presets.keras(global_clipnorm=a(1.0), centered=True),
+        lambda: rmsprop_jax.clipping.clip_by_leaf_norm(a(1.0)),
+        lambda: presets.timm(
+            lr=SCHEDULE, max_lr=a(0.05), decoupled_decay=True, corrected_weight_decay=True, weight_decay=a(0.01)
+        ),
+    ]
+    for build in builds:
+        assert jax.make_jaxpr(lambda x, build=build: (build(), x)[1])(1.0).eqns == []
+    zero = a(0.0)  # concrete: made outside the trace (one made inside is traced, and accepted)
+    with pytest.raises(ValueError, match=r"Invalid max_lr value: 0\.0"):
+        jax.jit(lambda x: (presets.timm(lr=SCHEDULE, max_lr=zero, decoupled_decay=True,
+                                        corrected_weight_decay=True, weight_decay=0.01), x)[1])(1.0)  # fmt: skip
+    with pytest.raises(ValueError, match=r"Invalid clipnorm value: 0\.0"):
+        jax.jit(lambda x: (presets.keras(clipnorm=zero), x)[1])(1.0)
+
+
 def test_a_construction_check_still_refuses_concrete_bad_values_inside_jit():
     """Concrete Python numbers are checked at construction, traced or not around them."""
 

@@ -166,7 +166,7 @@ def keras(
         )
     for name, value in chosen.items():
         validation.check_interval(name, value, 0.0)
-        if not validation.is_traced(value) and value == 0:
+        if validation.any_equal(value, 0.0):
             raise ValueError(f"Invalid {name} value: 0.0 ({name} must be > 0; None disables it)")
     config = RmsConfig(
         decay=rho,
@@ -328,7 +328,7 @@ def timm(
         if max_lr is None:
             raise ValueError("Invalid max_lr value: None (corrected_weight_decay with a schedule needs max_lr > 0)")
         validation.check_interval("max_lr", max_lr, 0.0)
-        if max_lr == 0:
+        if validation.any_equal(max_lr, 0.0):
             raise ValueError("Invalid max_lr value: 0.0 (max_lr must be > 0)")
         decay_coefficient = _corrected_decay(lr, weight_decay, max_lr)
     elif corrected_weight_decay and isinstance(lr, (int, float)) and lr <= 0:
