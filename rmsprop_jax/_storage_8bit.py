@@ -257,8 +257,10 @@ def _encoded_straight_through_jvp(
     fit = jnp.sum(blocked_value * _blocked(tangent, layout), axis=axes)
     norm = jnp.sum(jnp.square(blocked_value), axis=axes)
     scale_tangent = quantized.scale * jnp.where(norm > 0, fit / jnp.where(norm > 0, norm, 1), 0)
+    # Integer codes have no tangent: JAX's convention is a NumPy float0 array of their shape.
     codes_tangent = np.zeros(quantized.codes.shape, jax.dtypes.float0)
-    return (quantized, value), (Quantized(codes_tangent, scale_tangent), tangent)
+    no_codes_tangent = Quantized(codes_tangent, scale_tangent)  # pyright: ignore[reportArgumentType]
+    return (quantized, value), (no_codes_tangent, tangent)
 
 
 def _encoded(
