@@ -120,7 +120,7 @@ RL_RECIPES: dict[str, Recipe] = {
         "parity with torch.optim.RMSprop",
     ),
     "a3c_shared_rmsprop": Recipe(
-        "A3C, shared RMSProp (rl_a3c_pytorch --optimizer RMSprop)",
+        "A3C, shared RMSProp (rl_a3c_pytorch, `--optimizer RMSprop`)",
         "SharedRMSprop(lr=1e-4): torch's RMSprop (alpha 0.99, eps 1e-8 outside the root) with the "
         "statistics shared by all workers",
         "dgriff777/rl_a3c_pytorch shared_optim.py, main.py",
