@@ -4,9 +4,12 @@
 models to no leaf at all (a DQN's 120 x 84 layer fits no 8-bit block; nothing packs in
 plain RMSProp). The report reads a state (concrete, or from ``jax.eval_shape``) and says
 for each leaf how it is stored, whether it is 8-bit or why not, whether it is packed or
-why not, and what it costs in bytes. It reads the rules from where they live
-(:func:`rmsprop_jax._storage_8bit.block_layout`, :func:`rmsprop_jax._packing.largest_packed`)
-and never re-states them.
+why not, and what it costs in bytes. It reads the thresholds from where they live
+(:func:`rmsprop_jax._storage_8bit.block_layout`, :func:`rmsprop_jax._packing.largest_packed`);
+for a leaf left out of every group it checks only the visible part of the packing key (the
+shape and state dtype) and names the rest (weight-decay flag, sharding) as the reason. A
+state keeps no record of the options it was built with, so a leaf that 8-bit or packing
+would reach reads "not requested".
 """
 
 from __future__ import annotations
