@@ -219,7 +219,7 @@ def state_report(state: Any) -> StateReport:
                 shares[index] += _nbytes(arrays[number]) / len(group)
         for index in group:
             nu = per_field[0][number]
-            nus[index] = nu if len(group) == 1 else _Member(nu.dtype, tuple(nu.shape[1:]))
+            nus[index] = nu if len(group) == 1 else _Member(nu.dtype)
             if len(group) > 1:
                 where[index] = f"group {number} ({len(group)} leaves)"
     leaves = tuple(
@@ -246,4 +246,3 @@ class _Member(NamedTuple):
     abstract states work)."""
 
     dtype: Any
-    shape: tuple[int, ...]
