@@ -29,12 +29,16 @@ One step, in this order:
 
 Each new state entry is stored (:mod:`rmsprop_jax._storage`: a float dtype, 16-bit
 ones stochastically rounded, or 8-bit block-wise codes) as soon as it is computed,
-and the later steps use the stored value. With a float32 or wider state this changes
+and the later steps use the stored value. The step asks a storage for nothing but
+``load`` and ``keep``; with each ``keep`` it gives a majorant of the new value (interval
+arithmetic on the magnitudes of its ingredients, e.g. ``decay * |nu| + (1 - decay) * |g|^2``)
+that an 8-bit storage evaluates per block. With a float32 or wider state this changes
 nothing; with a narrower one the update is a function of the state as saved, and XLA
 need not keep a copy of the old state to compute it. Because of step 3's bound,
 without momentum ``|u| <= lr / sqrt(1 - decay)`` whatever the storage rounded.
 
-Centered, with a lossy storage (8-bit codes): ``nu`` holds the variance itself,
+Centered, where the plan says ``nu_holds_variance`` (a storage whose lossiness calls for it,
+:attr:`rmsprop_jax._storage.BlockStorage.keeps_centered_variance`): ``nu`` holds the variance itself,
 ``nu = decay * nu + decay * (1 - decay) * |g - mu_old|^2`` (the same recursion as
 ``E[g^2] - E[g]^2`` in exact arithmetic, bounded below by its new term in the same
 way), because the difference of two independently quantized averages cancels
@@ -54,7 +58,11 @@ import jax
 import jax.numpy as jnp
 
 from rmsprop_jax import _dtypes as dtypes
-from rmsprop_jax._storage import Addend, Scalar, Storage, Stored
+from rmsprop_jax._plan import LeafStorages
+from rmsprop_jax._storage import Majorant, Magnitudes, Scalar, Storage, Stored
+
+Seeds = tuple[jax.Array | None, jax.Array | None, jax.Array | None]
+"""The rounding seeds of ``nu``, ``mu`` and ``trace`` (``None``: round to nearest)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,14 +101,6 @@ class LeafStep(NamedTuple):
     trace: Stored | None
 
 
-class LeafStorages(NamedTuple):
-    """How this leaf keeps each state array (``None`` for an array the configuration lacks)."""
-
-    nu: Storage
-    mu: Storage | None
-    trace: Storage | None
-
-
 def _scalar(value: jax.typing.ArrayLike) -> Scalar:
     """A Python number as it is (it stays a weak-typed constant in the jaxpr); anything else as an array."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -113,23 +113,10 @@ def _abs_sq(x: jax.Array) -> jax.Array:
 
 
 def _average(
-    storage: Storage,
-    stored: Stored,
-    old: jax.Array,
-    weight: Scalar,
-    addend: Addend,
-    seed: jax.Array | None,
-) -> tuple[Stored, jax.Array, jax.Array]:
-    """``weight * old + factor * term`` as the state stores it: the stored array, its value as
-    stored, and the added ``factor * term``."""
-    added = addend.term if addend.factor is None else addend.factor * addend.term
-    stored, kept = storage.keep(added + weight * old, seed, previous=stored, weight=weight, addend=addend)
-    return stored, kept, added
-
-
-def _squared(factor: Scalar, x: jax.Array, *bounds: Stored) -> Addend:
-    """``factor * |x|^2`` as a moving average's addend; ``|x| <= |g| + sum |bounds|`` where given."""
-    return Addend(factor, _abs_sq(x), roots=bounds or (x,))
+    storage: Storage, old: jax.Array, weight: Scalar, added: jax.Array, seed: jax.Array | None, majorant: Majorant
+) -> tuple[Stored, jax.Array]:
+    """``weight * old + added`` as the state stores it: the stored array and its value as stored."""
+    return storage.keep(added + weight * old, seed, majorant)
 
 
 def _step_bound(config: RmsConfig, lr: Scalar) -> Scalar | None:
@@ -153,6 +140,121 @@ def _cautious(direction: jax.Array, g: jax.Array) -> jax.Array:
     return direction * (agrees / jnp.maximum(jnp.mean(agrees), 1e-3))
 
 
+def _gradient(
+    config: RmsConfig, grad: jax.Array, param: jax.Array | None, weight_decay: Scalar | None, compute: jnp.dtype
+) -> jax.Array:
+    """Steps 1 and 2: the gradient in the compute dtype, negated if ``maximize``, with coupled decay."""
+    g = dtypes.cast(grad, dtypes.like_param(grad.dtype, compute))
+    if config.maximize:
+        g = -g
+    if weight_decay is not None and not config.decoupled_weight_decay:
+        assert param is not None, "weight decay needs the param"
+        g = g + weight_decay * dtypes.cast(param, g.dtype)
+    return g
+
+
+def _stored_variance(
+    config: RmsConfig,
+    g: jax.Array,
+    nu: Stored,
+    mu: Stored | None,
+    storages: LeafStorages,
+    seeds: Seeds,
+    compute: jnp.dtype,
+) -> tuple[Stored, Stored, jax.Array]:
+    """Steps 3 to 5 where ``nu`` holds the variance: ``nu = decay * nu + decay * (1 - decay) * |g - mu|^2``."""
+    assert mu is not None and storages.mu is not None, "centered needs mu"
+    assert not config.bias_correction, "the factories refuse bias_correction with a stored variance"
+    decay = config.decay
+    mu_old = storages.mu.load(mu, g.dtype)
+    factor = decay * (1 - decay)
+    term = factor * _abs_sq(g - mu_old)
+
+    def nu_majorant(m: Magnitudes) -> jax.Array:  # |g - mu| <= |g| + |mu|
+        return decay * m.of_state(nu) + factor * jnp.square(m.of_value(g) + m.of_state(mu))
+
+    def mu_majorant(m: Magnitudes) -> jax.Array:
+        return decay * m.of_state(mu) + (1 - decay) * m.of_value(g)
+
+    new_nu, nu_kept = _average(storages.nu, storages.nu.load(nu, compute), decay, term, seeds[0], nu_majorant)
+    new_mu, _ = _average(storages.mu, mu_old, decay, (1 - decay) * g, seeds[1], mu_majorant)
+    return new_nu, new_mu, jnp.maximum(nu_kept, term)
+
+
+def _moments(
+    config: RmsConfig,
+    g: jax.Array,
+    nu: Stored,
+    mu: Stored | None,
+    storages: LeafStorages,
+    count: jax.Array | None,
+    seeds: Seeds,
+    compute: jnp.dtype,
+) -> tuple[Stored, Stored | None, jax.Array]:
+    """Steps 3 to 5: the new ``nu`` (and ``mu``) as stored, and the variance ``v`` the step divides by."""
+    if storages.nu_holds_variance:
+        return _stored_variance(config, g, nu, mu, storages, seeds, compute)
+    decay = config.decay
+    term = (1 - decay) * _abs_sq(g)
+
+    def nu_majorant(m: Magnitudes) -> jax.Array:
+        return decay * m.of_state(nu) + (1 - decay) * jnp.square(m.of_value(g))
+
+    new_nu, nu_kept = _average(storages.nu, storages.nu.load(nu, compute), decay, term, seeds[0], nu_majorant)
+    nu_hat = jnp.maximum(nu_kept, term)
+    if config.bias_correction:
+        assert count is not None, "bias_correction needs the step count"
+        correction = (1 - decay**count).astype(compute)
+        nu_hat = nu_hat / correction
+    if not config.centered:
+        return new_nu, None, nu_hat
+    assert mu is not None and storages.mu is not None, "centered needs mu"
+
+    def mu_majorant(m: Magnitudes) -> jax.Array:
+        return decay * m.of_state(mu) + (1 - decay) * m.of_value(g)
+
+    mu_old = storages.mu.load(mu, g.dtype)
+    new_mu, mu_kept = _average(storages.mu, mu_old, decay, (1 - decay) * g, seeds[1], mu_majorant)
+    mu_hat = mu_kept / correction if config.bias_correction else mu_kept
+    return new_nu, new_mu, jnp.maximum(nu_hat - _abs_sq(mu_hat), 0)
+
+
+def _scaled(config: RmsConfig, variance: jax.Array, g: jax.Array) -> jax.Array:
+    """Step 6: ``s = g / sqrt(v + eps)`` or ``g / (sqrt(v) + eps)``, and 0 where ``g == 0``."""
+    if config.eps_in_sqrt:
+        scaled = jax.lax.rsqrt(variance + config.eps) * g
+    else:
+        scaled = 1 / (jnp.sqrt(variance) + config.eps) * g
+    if config.eps_may_be_zero:
+        scaled = jnp.where(g == 0, jnp.zeros_like(scaled), scaled)
+    return scaled
+
+
+def _with_momentum(
+    config: RmsConfig,
+    scaled: jax.Array,
+    g: jax.Array,
+    trace: Stored | None,
+    storage: Storage | None,
+    lr: Scalar,
+    seed: jax.Array | None,
+) -> tuple[jax.Array, Stored]:
+    """Step 7 with momentum: the update before decoupled decay, and the new buffer as stored."""
+    assert config.momentum is not None and trace is not None and storage is not None, "momentum needs the trace"
+    momentum = config.momentum
+    step = lr * scaled if config.lr_in_momentum else scaled
+    bound = _step_bound(config, lr)
+
+    def majorant(m: Magnitudes) -> jax.Array:
+        return momentum * m.of_state(trace) + (m.of_value(step) if bound is None else bound)
+
+    new_trace, trace_kept = _average(storage, storage.load(trace, g.dtype), momentum, step, seed, majorant)
+    velocity = step + momentum * trace_kept if config.nesterov else trace_kept
+    if config.caution:
+        velocity = _cautious(velocity, g)
+    return (-velocity if config.lr_in_momentum else -lr * velocity), new_trace
+
+
 def update_leaf(
     config: RmsConfig,
     grad: jax.Array,
@@ -165,17 +267,17 @@ def update_leaf(
     learning_rate: jax.typing.ArrayLike | None = None,
     weight_decay: jax.typing.ArrayLike | None = None,
     count: jax.Array | None = None,
-    rounding_seeds: tuple[jax.Array | None, jax.Array | None, jax.Array | None] = (None, None, None),
+    rounding_seeds: Seeds = (None, None, None),
 ) -> LeafStep:
     """One RMSProp step for one leaf; the module docstring gives the formula.
 
     Args:
       config: The configuration.
       grad: The gradient (any real or complex floating dtype).
-      nu: Second-moment state, as stored (the variance when centered with a lossy storage).
+      nu: Second-moment state, as stored (the variance where ``storages.nu_holds_variance``).
       mu: First-moment state (``centered``), else ``None``.
       trace: Momentum buffer (``config.momentum`` set), else ``None``.
-      storages: How ``nu``, ``mu`` and ``trace`` are stored.
+      storages: How ``nu``, ``mu`` and ``trace`` are stored (the leaf's plan).
       param: The parameter; needed only with ``weight_decay``.
       learning_rate: The step's learning rate; ``None`` returns the scaled
         gradient without sign flip (``scale_by_rms``).
@@ -190,79 +292,20 @@ def update_leaf(
     """
     compute = dtypes.compute_dtype(grad.dtype, storages.nu.dtype)
     weight_decay = None if weight_decay is None else _scalar(weight_decay)
-    new_mu = new_trace = None
-    g = dtypes.cast(grad, dtypes.like_param(grad.dtype, compute))
-    decay = config.decay
-    if config.maximize:
-        g = -g
-    if weight_decay is not None and not config.decoupled_weight_decay:
-        assert param is not None, "weight decay needs the param"
-        g = g + weight_decay * dtypes.cast(param, g.dtype)
-
-    stores_variance = config.centered and storages.nu.lossy
-    if stores_variance:
-        assert mu is not None and storages.mu is not None, "centered needs mu"
-        assert not config.bias_correction, "the factories refuse bias_correction with a stored variance"
-        mu_old = storages.mu.load(mu, g.dtype)
-        new_nu, nu_kept, term = _average(
-            storages.nu,
-            nu,
-            storages.nu.load(nu, compute),
-            decay,
-            _squared(decay * (1 - decay), g - mu_old, g, mu),
-            rounding_seeds[0],
-        )
-        new_mu, _, _ = _average(storages.mu, mu, mu_old, decay, Addend(1 - decay, g), rounding_seeds[1])
-        variance = jnp.maximum(nu_kept, term)
-    else:
-        new_nu, nu_kept, term = _average(
-            storages.nu, nu, storages.nu.load(nu, compute), decay, _squared(1 - decay, g), rounding_seeds[0]
-        )
-        nu_hat = jnp.maximum(nu_kept, term)
-        if config.bias_correction:
-            assert count is not None, "bias_correction needs the step count"
-            correction = (1 - decay**count).astype(compute)
-            nu_hat = nu_hat / correction
-        variance = nu_hat
-        if config.centered:
-            assert mu is not None and storages.mu is not None, "centered needs mu"
-            new_mu, mu_kept, _ = _average(
-                storages.mu, mu, storages.mu.load(mu, g.dtype), decay, Addend(1 - decay, g), rounding_seeds[1]
-            )
-            mu_hat = mu_kept / correction if config.bias_correction else mu_kept
-            variance = jnp.maximum(nu_hat - _abs_sq(mu_hat), 0)
-
-    if config.eps_in_sqrt:
-        scaled = jax.lax.rsqrt(variance + config.eps) * g
-    else:
-        scaled = 1 / (jnp.sqrt(variance) + config.eps) * g
-    if config.eps_may_be_zero:
-        scaled = jnp.where(g == 0, jnp.zeros_like(scaled), scaled)
-
+    g = _gradient(config, grad, param, weight_decay, compute)
+    new_nu, new_mu, variance = _moments(config, g, nu, mu, storages, count, rounding_seeds, compute)
+    scaled = _scaled(config, variance, g)
     if learning_rate is None:
-        update = scaled
+        return LeafStep(dtypes.cast(scaled, grad.dtype), new_nu, new_mu, None)
+    lr = _scalar(learning_rate)
+    if not isinstance(lr, (int, float)):
+        lr = dtypes.cast(lr, compute)
+    new_trace = None
+    if config.momentum is None:
+        update = -lr * scaled
     else:
-        lr = _scalar(learning_rate)
-        if not isinstance(lr, (int, float)):
-            lr = dtypes.cast(lr, compute)
-        if config.momentum is None:
-            update = -lr * scaled
-        else:
-            assert trace is not None and storages.trace is not None, "momentum needs the trace"
-            step = lr * scaled if config.lr_in_momentum else scaled
-            new_trace, trace_kept, _ = _average(
-                storages.trace,
-                trace,
-                storages.trace.load(trace, g.dtype),
-                config.momentum,
-                Addend(None, step, bound=_step_bound(config, lr)),
-                rounding_seeds[2],
-            )
-            velocity = step + config.momentum * trace_kept if config.nesterov else trace_kept
-            if config.caution:
-                velocity = _cautious(velocity, g)
-            update = -velocity if config.lr_in_momentum else -lr * velocity
-        if weight_decay is not None and config.decoupled_weight_decay:
-            assert param is not None, "weight decay needs the param"
-            update = update - lr * weight_decay * dtypes.cast(param, g.dtype)
+        update, new_trace = _with_momentum(config, scaled, g, trace, storages.trace, lr, rounding_seeds[2])
+    if weight_decay is not None and config.decoupled_weight_decay:
+        assert param is not None, "weight decay needs the param"
+        update = update - lr * weight_decay * dtypes.cast(param, g.dtype)
     return LeafStep(dtypes.cast(update, grad.dtype), new_nu, new_mu, new_trace)

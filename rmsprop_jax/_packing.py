@@ -10,6 +10,7 @@ the plan instead of re-deriving it.
 
 This module knows nothing of the step's arithmetic (:mod:`rmsprop_jax._leaf_update`) nor of
 how an array is stored (:mod:`rmsprop_jax._storage`): it groups leaves, stacks and unstacks.
+:mod:`rmsprop_jax._plan` gives it the key that decides which leaves may share a group.
 
 Which leaves are packed (:func:`plan_for`), by constants rather than run-time measurement, so
 that a layout is the same on every machine:
@@ -38,6 +39,8 @@ import jax.numpy as jnp
 from jax import core
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from rmsprop_jax import _nnx_compat as compat
 
 GROUP_ELEMENTS = 1 << 18
 """The most entries one group holds (64 leaves of 4096): each group is one stacked gradient copy
@@ -142,34 +145,10 @@ class Packed:
         return f"Packed({len(self.plan.paths)} leaves in {len(self.groups)} groups)"
 
 
-def is_variable(x: object) -> bool:
-    """A framework's variable wrapping one array with metadata (Flax NNX's ``nnx.Variable``)."""
-    kind = type(x)
-    return all(hasattr(kind, name) for name in ("get_value", "get_metadata", "replace"))
-
-
-def value_of(x: Any) -> Any:
-    """The array a leaf holds (a variable's value, else the leaf itself)."""
-    return x.get_value() if is_variable(x) else x
-
-
-def structure(tree: Any) -> Any:
-    """A tree's structure with variables as leaves: the same for NNX's params and its gradients."""
-    return jax.tree.structure(tree, is_leaf=is_variable)
-
-
-def _variable_spec(leaf: Any) -> tuple | None:
-    """The partition spec a variable's sharding metadata names (``nnx.with_partitioning``), else ``None``."""
-    if not is_variable(leaf):
-        return None
-    names = leaf.get_metadata().get("out_sharding")
-    return None if names is None else tuple(names)
-
-
 def sharding_key(leaf: Any) -> tuple | None:
     """What the plan compares of a leaf's sharding, or ``None`` where it cannot be seen."""
-    names = _variable_spec(leaf)
-    value = value_of(leaf)
+    names = compat.sharding_names(leaf)
+    value = compat.value_of(leaf)
     if isinstance(value, jax.Array) and not isinstance(value, core.Tracer):
         sharding = value.sharding
         if isinstance(sharding, NamedSharding):
@@ -220,10 +199,11 @@ def plan_for(
       key: What else a group's leaves share (dtype, storage, weight-decay flag, sharding),
         or ``None`` for a leaf that stays per leaf.
     """
-    with_paths, treedef = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_variable)
-    paths = tuple(jax.tree_util.keystr(path) or "<root>" for path, _ in with_paths)
+    with_paths = compat.leaves_with_paths(params)
+    treedef = compat.structure(params)
+    paths = tuple(path for path, _ in with_paths)
     leaves = [leaf for _, leaf in with_paths]
-    shapes = tuple(tuple(jnp.shape(value_of(leaf))) for leaf in leaves)
+    shapes = tuple(tuple(jnp.shape(compat.value_of(leaf))) for leaf in leaves)
     open_groups: dict[Hashable, list[int]] = {}
     groups: list[list[int]] = []
     for index, leaf in enumerate(leaves):
@@ -241,6 +221,11 @@ def plan_for(
             groups.append(group)
         group.append(index)
     return PackingPlan(treedef, paths, shapes, tuple(tuple(group) for group in groups))
+
+
+def per_leaf(plan: PackingPlan) -> PackingPlan:
+    """``plan``'s leaves, one group each: the per-leaf layout."""
+    return dataclasses.replace(plan, groups=tuple((index,) for index in range(len(plan.paths))))
 
 
 def stack(arrays: Sequence[Any]) -> Any:
@@ -262,7 +247,7 @@ def pack(plan: PackingPlan, leaves: Sequence[Any], params: Sequence[Any] | None 
 
     With the params' leaves (``params``), each group is placed with its members' sharding on
     the new leading axis, and a group of variables becomes one variable whose sharding
-    metadata gains that axis (``(None, *names)``), so ``nnx.Optimizer``'s state carries it.
+    metadata gains that axis (:func:`rmsprop_jax._nnx_compat.stacked_variable`).
     """
     groups = []
     for group in plan.groups:
@@ -270,14 +255,10 @@ def pack(plan: PackingPlan, leaves: Sequence[Any], params: Sequence[Any] | None 
         if len(group) == 1:
             groups.append(members[0])
             continue
-        stacked = stack([value_of(member) for member in members])
+        stacked = stack([compat.value_of(member) for member in members])
         if params is not None:
             stacked = _placed(stacked, sharding_key(params[group[0]]))
-        if is_variable(members[0]):
-            names = _variable_spec(members[0])
-            extra = {} if names is None else {"out_sharding": (None, *names)}
-            stacked = members[0].replace(value=stacked, **extra)
-        groups.append(stacked)
+        groups.append(compat.stacked_variable(members[0], stacked))
     return Packed(plan, groups)
 
 
@@ -286,6 +267,6 @@ def unpack(packed: Packed) -> list[Any]:
     plan = packed.plan
     leaves: list[Any] = [None] * len(plan.paths)
     for group, stacked in zip(plan.groups, packed.groups, strict=True):
-        for index, member in zip(group, unstack(value_of(stacked), len(group)), strict=True):
+        for index, member in zip(group, unstack(compat.value_of(stacked), len(group)), strict=True):
             leaves[index] = member
     return leaves

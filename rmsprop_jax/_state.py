@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import optax
 
 from rmsprop_jax._packing import Packed
+
+if TYPE_CHECKING:
+    from rmsprop_jax._plan import StatePlan
+
+
+class Field(NamedTuple):
+    """One state array of a leaf: its name in :class:`RmsPropState`, the number that keys its
+    stochastic rounding (:func:`rmsprop_jax._dtypes.rounding_seed`), and whether it is signed."""
+
+    name: str
+    number: int
+    signed: bool
+
+
+NU = Field("nu", 0, signed=False)
+MU = Field("mu", 1, signed=True)
+TRACE = Field("trace", 2, signed=True)
+FIELDS = (NU, MU, TRACE)
 
 
 class RmsPropState(NamedTuple):
@@ -27,6 +45,9 @@ class RmsPropState(NamedTuple):
     leading axis (:func:`rmsprop_jax.packing_plan` shows the groups; the view above
     reads it per leaf).
 
+    Every state carries its ``plan``: what ``init`` decided for each leaf (storage, layout,
+    weight-decay flag), kept as static data with no arrays (nothing of it is checkpointed).
+
     Attributes:
       count: Number of updates applied so far (``int32`` scalar, saturating).
         Present only where it is needed: with ``bias_correction``, with a schedule
@@ -41,6 +62,9 @@ class RmsPropState(NamedTuple):
         ``None``. It holds the velocity in the descent direction: the
         accumulated ``lr * g / rms`` (``lr_in_momentum=True``, as TF and Keras
         store it) or ``g / rms`` (``lr_in_momentum=False``, as PyTorch stores it).
+      plan: How each leaf's state is kept, decided once by ``init``: a pytree node without
+        arrays (its ``repr`` summarizes it; :func:`rmsprop_jax.state_report` prints it per
+        leaf). ``update``, the views and :func:`rmsprop_jax.convert_state` read it.
 
     Example:
       >>> import jax.numpy as jnp
@@ -57,3 +81,4 @@ class RmsPropState(NamedTuple):
     nu: optax.Updates | Packed
     mu: optax.Updates | Packed | None
     trace: optax.Updates | Packed | None
+    plan: StatePlan | Any = None

@@ -4,12 +4,9 @@
 models to no leaf at all (a DQN's 120 x 84 layer fits no 8-bit block; nothing packs in
 plain RMSProp). The report reads a state (concrete, or from ``jax.eval_shape``) and says
 for each leaf how it is stored, whether it is 8-bit or why not, whether it is packed or
-why not, and what it costs in bytes. It reads the thresholds from where they live
-(:func:`rmsprop_jax._storage_8bit.block_layout`, :func:`rmsprop_jax._packing.largest_packed`);
-for a leaf left out of every group it checks only the visible part of the packing key (the
-shape and state dtype) and names the rest (weight-decay flag, sharding) as the reason. A
-state keeps no record of the options it was built with, so a leaf that 8-bit or packing
-would reach reads "not requested".
+why not, and what it costs in bytes. Every word of it is the state's plan
+(:mod:`rmsprop_jax._plan`), which ``init`` wrote when it decided the leaf's storage
+(:func:`rmsprop_jax._storage.for_param`) and layout; the report only counts bytes.
 """
 
 from __future__ import annotations
@@ -18,13 +15,9 @@ import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import numpy as np
-
-from rmsprop_jax import _packing as packing
+from rmsprop_jax import _plan as plans
 from rmsprop_jax import _storage as storage
-from rmsprop_jax import _storage_8bit as codec
-from rmsprop_jax._state import RmsPropState
-from rmsprop_jax._state_views import plan_of, the_rmsprop_state
+from rmsprop_jax._state_views import the_rmsprop_state
 
 
 class LeafReport(NamedTuple):
@@ -107,78 +100,14 @@ def _dims(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape)) or "()"
 
 
-def _nbytes(stored: Any) -> int:
-    """Bytes of one stored array (concrete or abstract): an array, or 8-bit codes and scales."""
-    if isinstance(stored, codec.Quantized):
-        return _nbytes(stored.codes) + _nbytes(stored.scale)
-    return math.prod(stored.shape) * np.dtype(stored.dtype).itemsize
-
-
-def _group_arrays(field: Any, plan: packing.PackingPlan) -> list[Any]:
-    """One stored array per group of ``plan`` (per leaf, a group of one is the leaf's array)."""
-    if isinstance(field, packing.Packed):
-        return [storage.as_stored(packing.value_of(x)) for x in field.groups]
-    return storage.leaves_of(plan.treedef, field)
-
-
-def _storage_name(stored: Any) -> str:
-    if isinstance(stored, codec.Quantized):
-        return f"8bit {codec.layout_of(stored)}"
-    return np.dtype(stored.dtype).name
-
-
-def _eight_bit(stored: Any, shape: tuple[int, ...]) -> str:
-    if isinstance(stored, codec.Quantized):
-        return "yes"
-    entries = math.prod(shape)
-    if entries < codec.MIN_SIZE:
-        return f"no: {entries} entries < {codec.MIN_SIZE}"
-    shard = codec.shard_shape(stored) if hasattr(stored, "sharding") else None
-    if codec.block_layout(shape) is None:
-        return f"no: no {codec.TILE}x{codec.TILE} tile or {codec.RUN}-run fits {_dims(shape)}"
-    if shard is not None and codec.block_layout(shape, shard) is None:
-        return f"no: no block fits its shards ({_dims(shard)})"
-    return f"no: not requested ({codec.block_layout(shape, shard)} fit)"
-
-
-def _variant(state: RmsPropState) -> str:
-    parts = [
-        name for name, present in (("centered", state.mu is not None), ("momentum", state.trace is not None)) if present
-    ]
-    return " with ".join(parts) if parts else "plain"
-
-
-def _why_per_leaf(index: int, plan: packing.PackingPlan, nus: list[Any], state: RmsPropState) -> str:
-    """Why leaf ``index`` is not in a stacked group."""
-    if isinstance(nus[index], codec.Quantized):
-        return "per leaf: 8-bit codes"
-    largest = packing.largest_packed(state.mu is not None, state.trace is not None)
-    if largest == 0:
-        return "per leaf: plain RMSProp never packs"
-    entries = math.prod(plan.shapes[index])
-    if entries > largest:
-        return f"per leaf: {entries} entries > {largest} ({_variant(state)})"
-
-    def key(i: int) -> tuple:
-        return plan.shapes[i], storage.dtype_of(nus[i]), isinstance(nus[i], codec.Quantized)
-
-    alike = [i for i in range(len(plan.shapes)) if i != index and key(i) == key(index)]
-    if not alike:
-        return "per leaf: no other leaf of its shape and dtype"
-    if isinstance(state.nu, packing.Packed):
-        return "per leaf: its weight-decay flag or sharding differs, or was not visible"
-    others = f"{len(alike)} other" + ("s" if len(alike) > 1 else "")
-    return f"per leaf: not requested (packs with {others})"
-
-
 def state_report(state: Any) -> StateReport:
     """How an RMSProp state keeps each leaf: storage, 8-bit or why not, packing or why not, bytes.
 
     ``state_dtype="8bit"`` and ``pack_small_leaves=True`` apply per leaf, and may apply to
     no leaf of a model at all; this says which leaves they reach, and why the others keep
     a plain array. Build the state without memory with ``jax.eval_shape(tx.init, params)``.
-    A leaf whose storage fits 8-bit but keeps a float state reads "not requested", as does
-    a packable leaf of a per-leaf state: the state cannot tell whether the option was given.
+    A leaf that 8-bit would reach in a float state reads "not requested", as does a leaf
+    that would pack in a per-leaf state (the plan records what ``init`` was asked).
 
     Args:
       state: An optimizer state holding exactly one :class:`rmsprop_jax.RmsPropState`
@@ -207,42 +136,22 @@ def state_report(state: Any) -> StateReport:
       4.33 bytes per param
     """
     found = the_rmsprop_state(state, "state_report")
-    plan = plan_of(found)
-    fields = [field for field in (found.nu, found.mu, found.trace) if field is not None]
-    per_field = [_group_arrays(field, plan) for field in fields]
-    nus: list[Any] = [None] * len(plan.shapes)
-    shares = [0.0] * len(plan.shapes)
-    where = [""] * len(plan.shapes)
-    for number, group in enumerate(plan.groups):
-        for arrays in per_field:
+    plan = plans.of(found)
+    shares = [0.0] * len(plan.leaves)
+    for arrays in plans.field_arrays(found, plan).values():
+        for group, stored in zip(plan.groups, arrays, strict=True):
             for index in group:
-                shares[index] += _nbytes(arrays[number]) / len(group)
-        for index in group:
-            nu = per_field[0][number]
-            nus[index] = nu if len(group) == 1 else _Member(nu.dtype)
-            if len(group) > 1:
-                where[index] = f"group {number} ({len(group)} leaves)"
+                shares[index] += storage.nbytes(stored) / len(group)
     leaves = tuple(
         LeafReport(
-            path=plan.paths[index],
-            shape=tuple(plan.shapes[index]),
-            storage=_storage_name(nus[index]),
-            eight_bit=_eight_bit(nus[index], tuple(plan.shapes[index])),
-            packing=where[index] or _why_per_leaf(index, plan, nus, found),
-            state_bytes=round(shares[index]),
+            path=leaf.path,
+            shape=leaf.shape,
+            storage=leaf.storages.nu.name,
+            eight_bit=leaf.eight_bit,
+            packing=leaf.packing,
+            state_bytes=round(share),
         )
-        for index in range(len(plan.shapes))
+        for leaf, share in zip(plan.leaves, shares, strict=True)
     )
-    count_bytes = 0 if found.count is None else _nbytes(found.count)
-    return StateReport(
-        leaves,
-        sum(math.prod(shape) for shape in plan.shapes),
-        round(sum(shares)) + count_bytes,
-    )
-
-
-class _Member(NamedTuple):
-    """One member of a stacked group, as the report needs it: its dtype (no slicing, so that
-    abstract states work)."""
-
-    dtype: Any
+    count_bytes = 0 if found.count is None else storage.nbytes(found.count)
+    return StateReport(leaves, sum(math.prod(leaf.shape) for leaf in plan.leaves), round(sum(shares)) + count_bytes)

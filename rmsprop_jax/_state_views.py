@@ -1,8 +1,9 @@
 """A state's contents as float32 arrays, and a state moved to another ``state_dtype``.
 
 Public as :func:`rmsprop_jax.state_as_float32` and :func:`rmsprop_jax.convert_state`.
-Both read each stored array through :mod:`rmsprop_jax._storage`, so they work the same
-for float, 16-bit and 8-bit states, inside any optax state tree.
+Both read each stored array through the storage the state's plan names
+(:mod:`rmsprop_jax._plan`), so they work the same for float, 16-bit and 8-bit states, per
+leaf or packed, inside any optax state tree.
 """
 
 from __future__ import annotations
@@ -15,63 +16,54 @@ from jax import core
 
 from rmsprop_jax import _dtypes as dtypes
 from rmsprop_jax import _packing as packing
+from rmsprop_jax import _plan as plans
 from rmsprop_jax import _storage as storage
-from rmsprop_jax import _storage_8bit as codec
-from rmsprop_jax._state import RmsPropState
+from rmsprop_jax._state import FIELDS, MU, NU, Field, RmsPropState
 
-_FIELDS = ("nu", "mu", "trace")
 
 
 def _is_state(x: object) -> bool:
     return isinstance(x, RmsPropState)
 
 
-def _float32(stored: storage.Stored, signed: bool, widest: bool) -> jax.Array:
-    """A stored array's values in float32 (``widest``: in float32 or its own wider dtype)."""
-    stored_dtype = storage.dtype_of(stored)
-    real = dtypes.compute_dtype(stored_dtype, stored_dtype) if widest else jnp.dtype(jnp.float32)
-    return storage.storage_of(stored, signed).load(stored, dtypes.like_param(stored_dtype, real) if signed else real)
+def _values(state: RmsPropState, widest: bool = False) -> tuple[plans.StatePlan, dict[Field, list[jax.Array]]]:
+    """Each present field's values per leaf, in float32 (``widest``: or the storage's wider dtype),
+    ``nu`` as ``E[g^2]`` whatever its plan keeps."""
+    plan = plans.of(state)
+    stored = plans.field_arrays(state, plan, by_group=False)
+    values: dict[Field, list[jax.Array]] = {field: [] for field in stored}
+    for index, leaf in enumerate(plan.leaves):
+        for field in stored:
+            kept = leaf.storages.of(field)
+            assert kept is not None
+            real = dtypes.compute_dtype(kept.dtype, kept.dtype) if widest else jnp.dtype(jnp.float32)
+            dtype = dtypes.like_param(kept.dtype, real) if field.signed else real
+            values[field].append(kept.load(stored[field][index], dtype))
+        if leaf.storages.nu_holds_variance:  # E[g^2] = var + E[g]^2
+            first = values[MU][index]
+            values[NU][index] = values[NU][index] + (first.conj() * first).real
+    return plan, values
 
 
-def _per_leaf(state: RmsPropState) -> RmsPropState:
-    """``state`` with each packed field unstacked into the params' structure (as stored)."""
-
-    def field(tree: Any) -> Any:
-        if isinstance(tree, packing.Packed):
-            return jax.tree.unflatten(tree.plan.treedef, packing.unpack(tree))
-        return tree
-
-    return RmsPropState(count=state.count, nu=field(state.nu), mu=field(state.mu), trace=field(state.trace))
+def _view_plan(plan: plans.StatePlan, values: dict[Field, list[jax.Array]]) -> plans.StatePlan:
+    """The plan of a view: every array a float array of its own dtype, per leaf."""
+    leaves = []
+    for index, leaf in enumerate(plan.leaves):
+        kept = {field.name: storage.FloatStorage(values[field][index].dtype) for field in values}
+        view_storages = plans.LeafStorages(kept["nu"], kept.get("mu"), kept.get("trace"), nu_holds_variance=False)
+        leaves.append(leaf._replace(storages=view_storages))
+    return plans.StatePlan(packing.per_leaf(plan.packing), leaves)
 
 
 def _view(state: RmsPropState, widest: bool = False) -> RmsPropState:
-    state = _per_leaf(state)
-
-    def leaves(field: str) -> list[storage.Stored]:
-        return [storage.as_stored(x) for x in jax.tree.leaves(getattr(state, field), is_leaf=storage.is_stored_leaf)]
-
-    treedef = jax.tree.structure(state.nu, is_leaf=storage.is_stored_leaf)
-    nus = leaves("nu")
-    mus = leaves("mu") if state.mu is not None else [None] * len(nus)
-    nu_view, mu_view = [], []
-    for nu, mu in zip(nus, mus, strict=True):
-        second = _float32(nu, False, widest)
-        if mu is not None:
-            first = _float32(mu, True, widest)
-            if storage.storage_of(nu, signed=False).lossy:  # nu holds the variance: E[g^2] = var + E[g]^2
-                second = second + (first.conj() * first).real
-            mu_view.append(first)
-        nu_view.append(second)
-    trace = state.trace
+    plan, values = _values(state, widest)
+    fields = {field.name: jax.tree.unflatten(plan.treedef, values[field]) for field in values}
     return RmsPropState(
         count=state.count,
-        nu=jax.tree.unflatten(treedef, nu_view),
-        mu=None if state.mu is None else jax.tree.unflatten(treedef, mu_view),
-        trace=None
-        if trace is None
-        else jax.tree.map(
-            lambda t: _float32(storage.as_stored(t), True, widest), trace, is_leaf=storage.is_stored_leaf
-        ),
+        nu=fields["nu"],
+        mu=fields.get("mu"),
+        trace=fields.get("trace"),
+        plan=_view_plan(plan, values),
     )
 
 
@@ -116,59 +108,52 @@ def _structure_error(problem: str) -> ValueError:
     )
 
 
-def _converted(source: RmsPropState, like: RmsPropState) -> RmsPropState:
-    packed_like = like
-    like = _per_leaf(like)
-    for field in _FIELDS:
-        if (getattr(source, field) is None) != (getattr(like, field) is None):
+def _checked_alike(source: RmsPropState, like: RmsPropState) -> tuple[plans.StatePlan, plans.StatePlan]:
+    """The two plans; raises unless the states differ in their storage and layout only."""
+    for field in FIELDS:
+        mine, theirs = getattr(source, field.name), getattr(like, field.name)
+        if (mine is None) != (theirs is None):
             raise _structure_error(
-                f"the state's {field} is {'absent' if getattr(source, field) is None else 'present'}"
-                f" but like's is {'absent' if getattr(like, field) is None else 'present'}"
+                f"the state's {field.name} is {'absent' if mine is None else 'present'}"
+                f" but like's is {'absent' if theirs is None else 'present'}"
             )
-    view = _view(source, widest=True)
-    treedef = jax.tree.structure(view.nu)
-    like_treedef = jax.tree.structure(like.nu, is_leaf=storage.is_stored_leaf)
-    if treedef != like_treedef:
-        raise _structure_error(f"the params' trees differ:\n  state: {treedef}\n  like: {like_treedef}")
+    plan, like_plan = plans.of(source), plans.of(like)
+    if plan.treedef != like_plan.treedef:
+        raise _structure_error(f"the params' trees differ:\n  state: {plan.treedef}\n  like: {like_plan.treedef}")
+    for index, (mine, theirs) in enumerate(zip(plan.leaves, like_plan.leaves, strict=True)):
+        if mine.shape != theirs.shape:
+            raise _structure_error(f"leaf {index} has shape {mine.shape} in the state, {theirs.shape} in like")
+    return plan, like_plan
+
+
+def _converted(source: RmsPropState, like: RmsPropState) -> RmsPropState:
+    _, like_plan = _checked_alike(source, like)
+    _, values = _values(source, widest=True)
     count = source.count if source.count is not None else like.count
     count = None if like.count is None else count
     seed_count = jnp.zeros([], jnp.int32) if count is None else count
-    targets = {
-        field: storage.leaves_of(treedef, getattr(like, field)) for field in _FIELDS if getattr(like, field) is not None
-    }
-    values = {field: treedef.flatten_up_to(getattr(view, field)) for field in targets}
-
-    def store(field: int, index: int, value: jax.Array, target: storage.Stored) -> storage.Stored:
-        if storage.shape_of(target) != value.shape:
-            raise _structure_error(
-                f"leaf {index} has shape {value.shape} in the state, {storage.shape_of(target)} in like"
-            )
-        return storage.storage_of(target, signed=field > 0).store(value, dtypes.rounding_seed(seed_count, index, field))
-
-    out: dict[str, list[storage.Stored]] = {}
-    for field_index, field in enumerate(_FIELDS):
-        if field not in targets:
-            continue
+    out: dict[str, Any] = {}
+    for field in values:
         stored = []
-        for index, (value, target) in enumerate(zip(values[field], targets[field], strict=True)):
-            if field == "nu" and "mu" in values and isinstance(target, codec.Quantized):
-                mu = values["mu"][index]
-                value = jnp.maximum(value - (mu.conj() * mu).real, 0)  # the 8-bit centered state keeps the variance
-            stored.append(store(field_index, index, value, target))
-        out[field] = stored
+        for index, leaf in enumerate(like_plan.leaves):
+            value = values[field][index]
+            if field == NU and leaf.storages.nu_holds_variance:  # the planned nu keeps the variance
+                mu = values[MU][index]
+                value = jnp.maximum(value - (mu.conj() * mu).real, 0)
+            kept = leaf.storages.of(field)
+            assert kept is not None
+            stored.append(kept.store(value, dtypes.rounding_seed(seed_count, index, field.number)))
+        out[field.name] = _in_layout(like_plan, stored, getattr(like, field.name))
+    return RmsPropState(count=count, nu=out["nu"], mu=out.get("mu"), trace=out.get("trace"), plan=like_plan)
 
-    def rebuilt(field: str) -> Any:
-        if field not in out:
-            return None
-        target = getattr(packed_like, field)
-        if not isinstance(target, packing.Packed):
-            return jax.tree.unflatten(treedef, out[field])
-        repacked = packing.pack(target.plan, out[field])  # placed where like's groups are
-        return packing.Packed(
-            target.plan, [_placed_like(a, b) for a, b in zip(repacked.groups, target.groups, strict=True)]
-        )
 
-    return RmsPropState(count=count, nu=rebuilt("nu"), mu=rebuilt("mu"), trace=rebuilt("trace"))
+def _in_layout(plan: plans.StatePlan, stored: list[storage.Stored], like: Any) -> Any:
+    """Per-leaf stored arrays in the plan's layout, placed where ``like``'s groups are."""
+    if not plan.packed:
+        return jax.tree.unflatten(plan.treedef, stored)
+    assert isinstance(like, packing.Packed)
+    repacked = packing.pack(plan.packing, stored)
+    return packing.Packed(plan.packing, [_placed_like(a, b) for a, b in zip(repacked.groups, like.groups, strict=True)])
 
 
 def _placed_like(value: Any, like: Any) -> Any:
@@ -267,12 +252,4 @@ def the_rmsprop_state(state: Any, what: str) -> RmsPropState:
 
 def plan_of(state: RmsPropState) -> packing.PackingPlan:
     """The state's packing plan; a per-leaf state's is one group per leaf."""
-    if isinstance(state.nu, packing.Packed):
-        return state.nu.plan
-    with_paths, treedef = jax.tree_util.tree_flatten_with_path(state.nu, is_leaf=storage.is_stored_leaf)
-    return packing.PackingPlan(
-        treedef,
-        tuple(jax.tree_util.keystr(path) or "<root>" for path, _ in with_paths),
-        tuple(storage.shape_of(storage.as_stored(leaf)) for _, leaf in with_paths),
-        tuple((index,) for index in range(len(with_paths))),
-    )
+    return plans.of(state).packing

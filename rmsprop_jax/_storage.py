@@ -1,34 +1,50 @@
 """How one state array is kept: in a float dtype, or as 8-bit codes with block scales.
 
 The step's arithmetic (:mod:`rmsprop_jax._leaf_update`) sees every state array through a
-:class:`FloatStorage` or a :class:`BlockStorage`: ``load`` returns the stored values in
-the compute dtype, ``keep`` stores a new value and returns it as stored. Neither computes
-anything of the step: ``keep`` is told how the new value was formed
-(``weight * old + factor * term``) only so that the 8-bit storage can bound each block's scale
-without a reduction over the new value (``benchmarks/NOTES.md``: on XLA:CPU that
-reduction costs more than the whole step).
+:class:`FloatStorage` or a :class:`BlockStorage`, and asks it for two things: ``load``
+returns the stored values in the compute dtype, ``keep`` stores a new value and returns
+it as stored. ``keep`` may be given a *majorant*: an upper bound of the new value's
+magnitudes written in terms of the magnitudes of what it was computed from, which the
+8-bit storage evaluates per block (from stored scales and fused reductions over the
+step's inputs) so that its encode needs no reduction over the new value
+(``benchmarks/NOTES.md``, "8-bit: block scales without a reduction": on XLA:CPU that
+reduction costs more than the whole step). A float storage is exact and needs none.
 
-Which storage a leaf gets (:func:`initial`):
+What each storage's lossiness implies is its own rule, here:
+
+- :attr:`keeps_centered_variance`: the 8-bit ``nu`` of a centered leaf holds the variance
+  itself (the difference of two quantized averages cancels catastrophically); float
+  storages keep the frameworks' ``E[g^2]``. :func:`check_options` refuses the 8-bit state
+  with centered bias correction, which would bring the subtraction back.
+- :attr:`packable`: only float arrays stack into packed groups.
+- :attr:`rounds`: 16-bit and 8-bit storages round stochastically (the state then keeps a
+  step count to key the rounding).
+- :func:`for_param` refuses complex params for the 8-bit state; :func:`check_mappable`
+  refuses ``optax.tree_map_params`` for it.
+
+Which storage a leaf gets (:func:`for_param`, once, when ``init`` plans the state):
 
 - ``state_dtype`` ``None`` or a float dtype: the policy of :mod:`rmsprop_jax._dtypes`.
 - ``state_dtype="8bit"``: :class:`BlockStorage` where :func:`_storage_8bit.block_layout`
   finds blocks (at least 4096 entries, and 16 x 16 tiles or runs of 256 that fit each
   shard where the sharding is visible); every other leaf keeps the default policy's dtype
-  (float32, float64 for float64 params). Complex params are refused.
+  (float32, float64 for float64 params).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rmsprop_jax import _dtypes as dtypes
 from rmsprop_jax import _storage_8bit as codec
-from rmsprop_jax._dtypes import EIGHT_BIT
+from rmsprop_jax._dtypes import EIGHT_BIT, ResolvedStateDtype
 from rmsprop_jax._storage_8bit import Quantized
 
 Stored = jax.Array | Quantized
@@ -38,17 +54,20 @@ Scalar = float | jax.Array
 """A hyperparameter's value: a Python number, or an array (traced under ``inject_hyperparams``)."""
 
 
-class Addend(NamedTuple):
-    """What a moving average adds to ``weight * old``: ``factor * term``."""
+class Magnitudes(NamedTuple):
+    """What a majorant is written with: upper bounds of magnitudes, at the storage's granularity.
 
-    factor: Scalar | None
-    """Non-negative, or ``None`` for 1."""
-    term: jax.Array
-    roots: tuple[Stored, ...] = ()
-    """Where ``term`` is ``|root|^2``: arrays whose magnitudes sum to at least ``|root|``
-    (``g``, or ``g`` and the stored ``mu`` for ``g - mu``), else empty."""
-    bound: Scalar | None = None
-    """An upper bound of ``|term|`` known without looking at it, else ``None``."""
+    For the 8-bit storage each bound is one number per block: :attr:`of_state` reads a stored
+    array's block scales, :attr:`of_value` reduces an input of the step over each block (a
+    reduction XLA fuses into the step where the input is one of the step's arguments).
+    """
+
+    of_state: Callable[[Stored], Any]
+    of_value: Callable[[jax.Array], Any]
+
+
+Majorant = Callable[[Magnitudes], Any]
+"""An upper bound of a new state value's magnitudes, from the magnitudes of its ingredients."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +76,21 @@ class FloatStorage:
 
     dtype: jnp.dtype
 
-    lossy: ClassVar[bool] = False
-    """Whether the stored values carry far more rounding error than float32 (see :class:`BlockStorage`)."""
+    packable: ClassVar[bool] = True
+    keeps_centered_variance: ClassVar[bool] = False
+
+    @property
+    def rounds(self) -> bool:
+        """Whether ``store`` rounds stochastically (16-bit dtypes)."""
+        return dtypes.needs_stochastic_rounding(self.dtype)
+
+    @property
+    def name(self) -> str:
+        return jnp.dtype(self.dtype).name
+
+    def filled(self, param: jax.Array, fill: Scalar) -> jax.Array:
+        """A state array for ``param`` holding ``fill`` everywhere, sharded as ``param`` is."""
+        return (zeros_sharded_like(param) + fill).astype(self.dtype)
 
     def load(self, stored: Stored, compute: jnp.dtype) -> jax.Array:
         assert not isinstance(stored, Quantized)
@@ -68,10 +100,8 @@ class FloatStorage:
         """``value`` stored afresh (16-bit dtypes stochastically rounded when ``seed`` is given)."""
         return dtypes.store(value, self.dtype, seed)
 
-    def keep(
-        self, value: jax.Array, seed: jax.Array | None, *, previous: Stored, weight: Scalar, addend: Addend
-    ) -> tuple[Stored, jax.Array]:
-        del previous, weight, addend
+    def keep(self, value: jax.Array, seed: jax.Array | None, majorant: Majorant | None = None) -> tuple[Stored, jax.Array]:
+        """``value`` stored, and its value as stored (a float storage needs no majorant)."""
         stored = self.store(value, seed)
         return stored, dtypes.cast(stored, value.dtype)
 
@@ -80,96 +110,56 @@ class FloatStorage:
 class BlockStorage:
     """A state array kept as 8-bit codes and one float32 scale per block (:mod:`_storage_8bit`).
 
-    ``keep`` bounds each block's new scale by ``weight * old scale + factor * max |term|``, an
-    upper bound of every new entry (each old entry is at most its old scale), so the
-    encode needs no pass over the new value; the scale is then not the exact block
-    maximum but at most that bound (the codes' relative precision does not depend on it).
+    ``keep`` takes each block's new scale from the majorant (an upper bound of every new
+    entry in the block), so the encode needs no pass over the new value; the scale is then
+    not the exact block maximum but at most that bound (the codes' relative precision does
+    not depend on it). Without a majorant each scale is its block's exact maximum.
     """
 
     layout: codec.Layout
     fmt: codec.Format
 
-    lossy: ClassVar[bool] = True
+    packable: ClassVar[bool] = False
+    keeps_centered_variance: ClassVar[bool] = True
+    rounds: ClassVar[bool] = True
 
     @property
     def dtype(self) -> jnp.dtype:
         """The dtype the codes decode to."""
         return jnp.dtype(jnp.float32)
 
+    @property
+    def name(self) -> str:
+        return f"8bit {self.layout}"
+
+    def filled(self, param: jax.Array, fill: Scalar) -> Quantized:
+        """Codes for ``param`` holding ``fill`` everywhere, sharded as ``param`` is."""
+        filled = (zeros_sharded_like(param).astype(jnp.float32) + fill).astype(jnp.float32)
+        return self.store(filled, jnp.uint32(0))
+
     def load(self, stored: Stored, compute: jnp.dtype) -> jax.Array:
         assert isinstance(stored, Quantized)
         return dtypes.cast(codec.decode(stored, self.layout, self.fmt), compute)
 
-    def store(self, value: jax.Array, seed: jax.Array | None) -> Stored:
+    def store(self, value: jax.Array, seed: jax.Array | None) -> Quantized:
         """``value`` stored afresh, each block's scale its exact maximum."""
         return codec.encode(dtypes.cast(value, jnp.float32), self.layout, self.fmt, seed)
 
-    def keep(
-        self, value: jax.Array, seed: jax.Array | None, *, previous: Stored, weight: Scalar, addend: Addend
-    ) -> tuple[Stored, jax.Array]:
-        assert isinstance(previous, Quantized)
-        # max |factor * term| per block, taken over the input the term came from where there is one:
-        # XLA:CPU fuses a reduction over an input (g) and materializes one over a computed array that
-        # the step also uses, at a measured 1.5x the whole step's time (benchmarks/NOTES.md).
-        if addend.bound is not None:
-            maxima = addend.bound
-        elif not addend.roots:
-            maxima = codec.block_maxima(dtypes.cast(addend.term, jnp.float32), self.layout)
-        else:  # a stored root's scale bounds it per block (same leaf, same layout); an array's maxima do
-            root_maxima = [
-                root.scale
-                if isinstance(root, Quantized)
-                else codec.block_maxima(dtypes.cast(jnp.abs(root), jnp.float32), self.layout)
-                for root in addend.roots
-            ]
-            maxima = jnp.square(sum(root_maxima[1:], root_maxima[0]))
-        bound = weight * previous.scale + (maxima if addend.factor is None else addend.factor * maxima)
+    def keep(self, value: jax.Array, seed: jax.Array | None, majorant: Majorant | None = None) -> tuple[Stored, jax.Array]:
+        """``value`` stored, each block's scale the majorant's bound, and its value as stored."""
+        bound = None if majorant is None else majorant(Magnitudes(self._scale_of, self._block_maxima))
         stored, kept = codec.encode_with_value(dtypes.cast(value, jnp.float32), self.layout, self.fmt, seed, bound)
         return stored, dtypes.cast(kept, value.dtype)
 
+    def _scale_of(self, stored: Stored) -> jax.Array:
+        assert isinstance(stored, Quantized), "a majorant reads the scales of this leaf's 8-bit arrays"
+        return stored.scale
+
+    def _block_maxima(self, x: jax.Array) -> jax.Array:
+        return codec.block_maxima(dtypes.cast(x, jnp.float32), self.layout)
+
 
 Storage = FloatStorage | BlockStorage
-
-
-def _is_quantized_mapping(x: object) -> bool:
-    """A :class:`Quantized` that a framework rebuilt as a mapping (Flax NNX under ``nnx.jit`` does)."""
-    return isinstance(x, Mapping) and set(x.keys()) == set(Quantized._fields)
-
-
-def is_stored_leaf(x: object) -> bool:
-    """``is_leaf`` for state trees: a :class:`Quantized` array is one leaf of the params' tree."""
-    return isinstance(x, Quantized) or _is_quantized_mapping(x)
-
-
-def as_stored(x: object) -> Stored:
-    """A state tree's leaf (under :func:`is_stored_leaf`) as a :class:`Quantized` or an array."""
-    if _is_quantized_mapping(x):
-        assert isinstance(x, Mapping)
-        return Quantized(x["codes"], x["scale"])
-    assert isinstance(x, (Quantized, jax.Array)) or hasattr(x, "shape"), type(x)
-    return x  # pyright: ignore[reportReturnType]
-
-
-def shape_of(stored: Stored) -> tuple[int, ...]:
-    """The shape of the param a stored array belongs to."""
-    return tuple(stored.codes.shape) if isinstance(stored, Quantized) else tuple(stored.shape)
-
-
-def dtype_of(stored: Stored) -> jnp.dtype:
-    """The dtype a stored array's values have when loaded exactly (float32 for 8-bit codes)."""
-    return jnp.dtype(jnp.float32) if isinstance(stored, Quantized) else jnp.dtype(stored.dtype)
-
-
-def leaves_of(treedef: Any, tree: object) -> list[Stored]:
-    """A state field's stored arrays, one per leaf of the params' ``treedef``."""
-    return [as_stored(x) for x in treedef.flatten_up_to(tree)]
-
-
-def storage_of(stored: Stored, signed: bool) -> Storage:
-    """The storage that wrote ``stored`` (``signed``: ``mu`` or the momentum buffer)."""
-    if isinstance(stored, Quantized):
-        return BlockStorage(codec.layout_of(stored), codec.SIGNED if signed else codec.UNSIGNED)
-    return FloatStorage(jnp.dtype(stored.dtype))
 
 
 def zeros_sharded_like(param: jax.Array) -> jax.Array:
@@ -185,19 +175,74 @@ def zeros_sharded_like(param: jax.Array) -> jax.Array:
     return jnp.where(jnp.isnan(zero), jnp.zeros((), zero.dtype), zero)
 
 
-def initial(param: jax.Array, fill: Scalar, signed: bool, state_dtype: jnp.dtype | str | None) -> Stored:
-    """A state array for ``param`` holding ``fill`` everywhere, in the storage ``state_dtype`` gives it.
+def for_param(
+    param: jax.Array, state_dtype: ResolvedStateDtype, signed: bool, path: str = "<root>"
+) -> tuple[Storage, str]:
+    """The storage of one state array of ``param``, and the state report's word on 8-bit for it.
 
-    ``signed``: ``mu`` or the momentum buffer (complex for complex params), else ``nu`` (real).
+    Args:
+      param: The param (an array or its abstract value).
+      state_dtype: The validated ``state_dtype``.
+      signed: ``mu`` or the momentum buffer (complex for complex params), else ``nu`` (real).
+      path: The param's path, for the error message.
+
+    Returns:
+      The storage, and ``"yes"`` (8-bit) or ``"no: ..."`` with the reason.
+
+    Raises:
+      ValueError: a complex param with the 8-bit state.
     """
+    shape = tuple(jnp.shape(param))
+    layout, why_not = codec.layout_decision(shape, codec.shard_shape(param))
     if state_dtype == EIGHT_BIT:
-        layout = codec.block_layout(tuple(param.shape), codec.shard_shape(param))
+        if jnp.iscomplexobj(param):
+            raise ValueError(
+                f"Invalid state_dtype value: '8bit' for the complex param {path} ({param.dtype}): the 8-bit "
+                "state stores real codes; use state_dtype=None, 'float32' or 'bfloat16' for complex params "
+                "(optax.multi_transform can give them their own optimizer)"
+            )
         if layout is not None:
-            block = BlockStorage(layout, codec.SIGNED if signed else codec.UNSIGNED)
-            filled = (zeros_sharded_like(param).astype(jnp.float32) + fill).astype(jnp.float32)
-            return block.store(filled, jnp.uint32(0))
+            return BlockStorage(layout, codec.SIGNED if signed else codec.UNSIGNED), "yes"
         state_dtype = None
     assert not isinstance(state_dtype, str)
-    storage = dtypes.real_state_dtype(param.dtype, state_dtype)
-    dtype = dtypes.like_param(param.dtype, storage) if signed else storage
-    return (zeros_sharded_like(param) + fill).astype(dtype)
+    real = dtypes.real_state_dtype(param.dtype, state_dtype)
+    storage = FloatStorage(dtypes.like_param(param.dtype, real) if signed else real)
+    return storage, f"no: {why_not}" if layout is None else f"no: not requested ({layout} fit)"
+
+
+def rounds(state_dtype: ResolvedStateDtype) -> bool:
+    """Whether a state of ``state_dtype`` rounds stochastically (and keeps a step count to key it)."""
+    return dtypes.needs_stochastic_rounding(state_dtype)
+
+
+def check_options(
+    state_dtype: ResolvedStateDtype, centered: bool, bias_correction: bool, names: Mapping[str, str]
+) -> None:
+    """Refuses the options a storage cannot honour, naming each argument as ``names`` maps it."""
+
+    def name(key: str) -> str:
+        return names.get(key, key)
+
+    if state_dtype == EIGHT_BIT and centered and bias_correction:
+        raise ValueError(
+            f"Invalid {name('bias_correction')} value: True (with {name('centered')}=True and "
+            f"{name('state_dtype')}='8bit' the state keeps the variance itself, and bias correction would "
+            "subtract two corrected averages again, the cancellation the stored variance avoids: use a "
+            "float state_dtype, or centered without bias_correction)"
+        )
+
+
+def check_mappable(state_dtype: ResolvedStateDtype) -> None:
+    """Refuses ``optax.tree_map_params`` (``init`` on a placeholder) where the state is not param-shaped."""
+    if state_dtype == EIGHT_BIT:
+        raise ValueError(
+            "optax.tree_map_params cannot map an 8-bit RMSProp state: its leaves are uint8 codes and "
+            "float32 block scales, not arrays shaped like the params. Map "
+            "rmsprop_jax.state_as_float32(state) instead, or convert the state with "
+            "rmsprop_jax.convert_state(state, like) to a float state_dtype first."
+        )
+
+
+def nbytes(stored: Any) -> int:
+    """Bytes of one stored array, concrete or abstract (an array, or 8-bit codes and scales)."""
+    return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(stored))

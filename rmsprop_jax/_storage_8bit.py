@@ -78,11 +78,23 @@ SIGNED = Format(4, 3, signed=True)  # mu, momentum
 
 
 class Quantized(NamedTuple):
-    """One array in 8 bits.
+    """One state array in 8 bits: what ``state.nu[...]`` holds for a leaf that ``state_dtype="8bit"`` reaches.
+
+    Read its values with :func:`rmsprop_jax.state_as_float32` (which knows each leaf's block
+    layout and code format); :func:`rmsprop_jax.state_report` says which leaves are 8-bit.
 
     Attributes:
       codes: ``uint8``, the array's shape: the sign bit (signed formats) and the magnitude code.
-      scale: float32, one per block: the block's largest magnitude.
+      scale: float32, one per block: at least the block's largest magnitude (the codes are
+        fractions of it).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import rmsprop_jax
+      >>> state = rmsprop_jax.rmsprop(1e-3, state_dtype="8bit").init({"w": jnp.ones((64, 64))})
+      >>> q = state.nu["w"]
+      >>> type(q).__name__, q.codes.dtype, q.codes.shape, q.scale.shape
+      ('Quantized', dtype('uint8'), (64, 64), (4, 4))
     """
 
     codes: jax.Array
@@ -96,14 +108,35 @@ def block_layout(shape: tuple[int, ...], local_shape: tuple[int, ...] | None = N
       shape: The array's (global) shape.
       local_shape: One shard's shape, where the sharding is known; the blocks must fit it.
     """
-    if math.prod(shape) < MIN_SIZE:
-        return None
-    fit = shape if local_shape is None else local_shape
+    return layout_decision(shape, local_shape)[0]
+
+
+def layout_decision(shape: tuple[int, ...], local_shape: tuple[int, ...] | None = None) -> tuple[Layout | None, str]:
+    """:func:`block_layout`'s answer and, where it is ``None``, why (for the state report)."""
+    entries = math.prod(shape)
+    if entries < MIN_SIZE:
+        return None, f"{entries} entries < {MIN_SIZE}"
+    global_layout = _fitting(shape)
+    if global_layout is None:
+        return None, f"no {TILE}x{TILE} tile or {RUN}-run fits {_dims(shape)}"
+    if local_shape is None:
+        return global_layout, ""
+    local_layout = _fitting(local_shape)
+    if local_layout is None:
+        return None, f"no block fits its shards ({_dims(local_shape)})"
+    return local_layout, ""
+
+
+def _fitting(fit: tuple[int, ...]) -> Layout | None:
     if len(fit) >= 2 and fit[-2] % TILE == 0 and fit[-1] % TILE == 0:
         return "tiles"
     if len(fit) >= 1 and fit[-1] % RUN == 0:
         return "runs"
     return None
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape)) or "()"
 
 
 def shard_shape(x: jax.Array) -> tuple[int, ...] | None:

@@ -1,30 +1,48 @@
-"""The public factories: :func:`rmsprop` and :func:`scale_by_rms`.
+"""The public factories :func:`rmsprop` and :func:`scale_by_rms`, and the transformation they build.
 
-Both validate their arguments, build an :class:`~rmsprop_jax._leaf_update.RmsConfig`
-and hand it to :func:`_rms_transformation`, which maps
-:func:`~rmsprop_jax._leaf_update.update_leaf` over the leaves of a pytree. The
-presets call :func:`build_rmsprop` with their own configuration and argument names.
+The factories validate their arguments into :class:`_Options`; the transformation is optax's
+factory pattern in small module-level parts: :func:`_init` plans the state
+(:mod:`rmsprop_jax._plan`) and allocates it; :func:`_update` checks its inputs against the
+plan, computes the step's scalars, runs :func:`~rmsprop_jax._leaf_update.update_leaf` once per
+group of the plan (a leaf, or a stacked group under ``jax.vmap``) and scatters the results
+back. This module names no storage and no layout: it asks the plan. The presets call
+:func:`build_rmsprop` with their own configuration and argument names.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from rmsprop_jax import _dtypes as dtypes
+from rmsprop_jax import _nnx_compat as compat
 from rmsprop_jax import _packing as packing
+from rmsprop_jax import _plan as plans
 from rmsprop_jax import _storage as storage
 from rmsprop_jax import _validation as validation
 from rmsprop_jax._dtypes import ResolvedStateDtype, StateDtype
-from rmsprop_jax._leaf_update import LeafStep, LeafStorages, RmsConfig, Scalar, update_leaf
-from rmsprop_jax._state import RmsPropState
+from rmsprop_jax._leaf_update import LeafStep, RmsConfig, Scalar, Seeds, update_leaf
+from rmsprop_jax._state import FIELDS, Field, RmsPropState
 
 MaskOrFn: TypeAlias = Any | Callable[[optax.Params], Any] | None
 """optax's weight-decay mask type (``optax.MaskOrFn``): a pytree of bools, a callable returning one, or None."""
+
+_FLAGS = (
+    "eps_in_sqrt",
+    "centered",
+    "bias_correction",
+    "nesterov",
+    "lr_in_momentum",
+    "decoupled_weight_decay",
+    "maximize",
+    "caution",
+)
 
 
 def _check_config(
@@ -42,16 +60,7 @@ def _check_config(
     validation.check_interval(name("decay"), config.decay, 0.0, 1.0)
     validation.check_interval(name("eps"), config.eps, 0.0)
     validation.check_interval(name("initial_scale"), initial_scale, 0.0)
-    for flag in (
-        "eps_in_sqrt",
-        "centered",
-        "bias_correction",
-        "nesterov",
-        "lr_in_momentum",
-        "decoupled_weight_decay",
-        "maximize",
-        "caution",
-    ):
+    for flag in _FLAGS:
         validation.check_bool(name(flag), getattr(config, flag))
     if config.caution and config.momentum is None:
         raise ValueError(
@@ -71,32 +80,54 @@ def _check_config(
             "constant gradient is exactly 0, and g / 0 has no finite value)"
         )
     resolved = dtypes.resolve_state_dtype(name("state_dtype"), state_dtype)
-    if resolved == dtypes.EIGHT_BIT and config.centered and config.bias_correction:
-        raise ValueError(
-            f"Invalid {name('bias_correction')} value: True (with {name('centered')}=True and "
-            f"{name('state_dtype')}='8bit' the state keeps the variance itself, and bias correction would "
-            "subtract two corrected averages again, the cancellation the stored variance avoids: use a "
-            "float state_dtype, or centered without bias_correction)"
-        )
+    storage.check_options(resolved, config.centered, config.bias_correction, names)
     return resolved
 
 
-def _present(count: jax.Array | None) -> jax.Array:
-    """The state's step count where the configuration keeps one (schedules, bias correction, rounding)."""
-    assert count is not None, "this configuration keeps a step count"
-    return count
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Options:
+    """Everything a transformation was built with, validated."""
 
+    config: RmsConfig
+    initial_scale: Scalar
+    state_dtype: ResolvedStateDtype
+    learning_rate: optax.ScalarOrSchedule | None = None
+    weight_decay: optax.ScalarOrSchedule = 0.0
+    weight_decay_mask: MaskOrFn = None
+    pack_small_leaves: bool = False
 
-def _structure_error(what: str, expected: Any, got: Any) -> ValueError:
-    return ValueError(
-        f"The {what} tree does not match the optimizer state's tree "
-        f"(nothing is broadcast).\n  state: {expected}\n  {what}: {got}"
-    )
+    @property
+    def has_count(self) -> bool:
+        """Whether the state keeps a step count (schedules, bias correction, stochastic rounding)."""
+        schedules = callable(self.learning_rate) or callable(self.weight_decay)
+        return self.config.bias_correction or storage.rounds(self.state_dtype) or schedules
 
+    @property
+    def applies_weight_decay(self) -> bool:
+        return not (isinstance(self.weight_decay, (int, float)) and self.weight_decay == 0)
 
-def _leaf_path(tree: Any, index: int) -> str:
-    path, _ = jax.tree_util.tree_flatten_with_path(tree)[0][index]
-    return jax.tree_util.keystr(path) or "<root>"
+    def fields(self) -> tuple[Field, ...]:
+        """The state arrays each leaf keeps."""
+        present = {"nu": True, "mu": self.config.centered, "trace": self.config.momentum is not None}
+        return tuple(field for field in FIELDS if present[field.name])
+
+    def decayed(self, params: optax.Params) -> list[bool]:
+        """Per-leaf weight-decay flags of ``params`` (all ``True`` where no weight decay applies)."""
+        num_leaves = compat.structure(params).num_leaves
+        if not self.applies_weight_decay:
+            return [True] * num_leaves
+        return _decayed_leaves(self.weight_decay_mask, params, num_leaves)
+
+    def request(self) -> plans.Request:
+        momentum = self.config.momentum is not None
+        return plans.Request(
+            self.state_dtype,
+            self.config.centered,
+            momentum,
+            packing.largest_packed(self.config.centered, momentum and self.learning_rate is not None),
+            self.pack_small_leaves,
+            self.decayed,
+        )
 
 
 def _decayed_leaves(mask: MaskOrFn, params: optax.Params, num_leaves: int) -> list[bool]:
@@ -118,78 +149,17 @@ def _decayed_leaves(mask: MaskOrFn, params: optax.Params, num_leaves: int) -> li
     return flags
 
 
-def _state_tree(params: optax.Params, fill: Scalar, signed: bool, state_dtype: ResolvedStateDtype) -> optax.Updates:
-    return jax.tree.map(lambda p: storage.initial(p, fill, signed, state_dtype), params)
+def _present(count: jax.Array | None) -> jax.Array:
+    """The state's step count where the configuration keeps one (schedules, bias correction, rounding)."""
+    assert count is not None, "this configuration keeps a step count"
+    return count
 
 
-def _refuse_unsupported_params(params: optax.Params, state_dtype: ResolvedStateDtype) -> None:
-    """The 8-bit state refuses complex params and optax's ``tree_map_params`` placeholder, by name."""
-    if state_dtype != dtypes.EIGHT_BIT:
-        return
-    if _is_placeholder(params):
-        raise ValueError(
-            "optax.tree_map_params cannot map an 8-bit RMSProp state: its leaves are uint8 codes and "
-            "float32 block scales, not arrays shaped like the params. Map "
-            "rmsprop_jax.state_as_float32(state) instead, or convert the state with "
-            "rmsprop_jax.convert_state(state, like) to a float state_dtype first."
-        )
-    for path, param in jax.tree_util.tree_flatten_with_path(params)[0]:
-        if jnp.iscomplexobj(param):
-            raise ValueError(
-                f"Invalid state_dtype value: '8bit' for the complex param {jax.tree_util.keystr(path) or '<root>'} "
-                f"({param.dtype}): the 8-bit state stores real codes; use state_dtype=None, 'float32' or "
-                "'bfloat16' for complex params (optax.multi_transform can give them their own optimizer)"
-            )
-
-
-def _leaf_storages(nu: storage.Stored, mu: storage.Stored | None, trace: storage.Stored | None) -> LeafStorages:
-    return LeafStorages(
-        storage.storage_of(nu, signed=False),
-        None if mu is None else storage.storage_of(mu, signed=True),
-        None if trace is None else storage.storage_of(trace, signed=True),
+def _structure_error(what: str, expected: Any, got: Any) -> ValueError:
+    return ValueError(
+        f"The {what} tree does not match the optimizer state's tree "
+        f"(nothing is broadcast).\n  state: {expected}\n  {what}: {got}"
     )
-
-
-class _StateLayout(NamedTuple):
-    """A state's arrays as ``update`` steps them: per group of the plan, or per leaf (groups of one)."""
-
-    plan: packing.PackingPlan | None
-    groups: tuple[tuple[int, ...], ...]
-    shapes: list[tuple[int, ...]]
-    nu: list[Any]
-    mu: list[Any]
-    trace: list[Any]
-
-    @classmethod
-    def of(cls, state: RmsPropState, updates: optax.Updates, config: RmsConfig) -> _StateLayout:
-        """The layout of ``state``; raises when the gradient tree is not the params' tree."""
-        treedef = jax.tree.structure(updates)
-        plan = state.nu.plan if isinstance(state.nu, packing.Packed) else None
-        if plan is not None:
-            expected, got, groups = plan.treedef, packing.structure(updates), plan.groups
-        else:
-            expected = jax.tree.structure(state.nu, is_leaf=storage.is_stored_leaf)
-            got, groups = treedef, tuple((index,) for index in range(treedef.num_leaves))
-        if got != expected:
-            raise _structure_error("gradient", expected, treedef)
-
-        def field(tree: Any, present: bool) -> list[Any]:
-            if not present:
-                return [None] * len(groups)
-            if isinstance(tree, packing.Packed):
-                return [storage.as_stored(packing.value_of(x)) for x in tree.groups]
-            return storage.leaves_of(treedef, tree)
-
-        nus = field(state.nu, True)
-        shapes = list(plan.shapes) if plan is not None else [storage.shape_of(nu) for nu in nus]
-        return cls(
-            plan,
-            groups,
-            shapes,
-            nus,
-            field(state.mu, config.centered),
-            field(state.trace, config.momentum is not None),
-        )
 
 
 def _is_placeholder(params: optax.Params) -> bool:
@@ -197,184 +167,226 @@ def _is_placeholder(params: optax.Params) -> bool:
     return type(params).__name__ == "_ParamsPlaceholder"
 
 
-def _refuse_placeholder(params: optax.Params) -> None:
-    if _is_placeholder(params):
+def _placeholder_state(options: _Options, placeholder: Any) -> RmsPropState:
+    """``init`` under ``optax.tree_map_params``: the placeholder wherever the state follows the params.
+
+    The plan is one of those places, so that the mapped state keeps its own plan.
+    """
+    storage.check_mappable(options.state_dtype)
+    if options.pack_small_leaves:
         raise ValueError(
             "optax.tree_map_params cannot map a state built with pack_small_leaves=True: its layout "
             "(which leaves share a stacked group) depends on the params, which tree_map_params hides. Map "
             "rmsprop_jax.state_as_float32(state) instead (per leaf, in the params' structure), or build the "
             "optimizer with pack_small_leaves=False."
         )
+    fields = {field.name: placeholder for field in options.fields()}
+    count = jnp.zeros([], jnp.int32) if options.has_count else None
+    return RmsPropState(count=count, nu=fields["nu"], mu=fields.get("mu"), trace=fields.get("trace"), plan=placeholder)
 
 
-def _packed_state(state: RmsPropState, plan: packing.PackingPlan, params: optax.Params) -> RmsPropState:
-    """``state`` (per leaf) in ``plan``'s layout; each group placed as its members' sharding says."""
+def _allocated(plan: plans.StatePlan, params: optax.Params, field: Field, fill: Scalar) -> Any:
+    """One state field holding ``fill``, each leaf in its planned storage, in the planned layout."""
     param_leaves = plan.treedef.flatten_up_to(params)
+    leaves = []
+    for leaf, param in zip(plan.leaves, param_leaves, strict=True):
+        kept = leaf.storages.of(field)
+        assert kept is not None
+        leaves.append(compat.with_value(param, kept.filled(compat.value_of(param), fill)))
+    if plan.packed:
+        return packing.pack(plan.packing, leaves, param_leaves)
+    return jax.tree.unflatten(plan.treedef, leaves)
 
-    def field(tree: Any) -> Any:
-        return None if tree is None else packing.pack(plan, plan.treedef.flatten_up_to(tree), param_leaves)
 
-    return RmsPropState(count=state.count, nu=field(state.nu), mu=field(state.mu), trace=field(state.trace))
+def _init(options: _Options, params: optax.Params) -> RmsPropState:
+    """The state of ``params``: planned once, then allocated as planned."""
+    if _is_placeholder(params):
+        return _placeholder_state(options, params)
+    plan = plans.plan_state(params, options.request())
+    fills = {"nu": options.initial_scale, "mu": 0, "trace": 0}
+    fields = {field.name: _allocated(plan, params, field, fills[field.name]) for field in options.fields()}
+    return RmsPropState(
+        count=jnp.zeros([], jnp.int32) if options.has_count else None,
+        nu=fields["nu"],
+        mu=fields.get("mu"),
+        trace=fields.get("trace"),
+        plan=plan,
+    )
 
 
-def _rms_transformation(
+def _gradient_leaves(plan: plans.StatePlan, updates: optax.Updates) -> list[Any]:
+    """The gradient's leaves (variables whole); raises unless its tree and shapes are the params'."""
+    if compat.structure(updates) != plan.treedef:
+        raise _structure_error("gradient", plan.treedef, jax.tree.structure(updates))
+    leaves = plan.treedef.flatten_up_to(updates)
+    for leaf, planned in zip(leaves, plan.leaves, strict=True):
+        if jnp.shape(compat.value_of(leaf)) != planned.shape:
+            raise ValueError(
+                f"Gradient leaf {planned.path} has shape {jnp.shape(compat.value_of(leaf))} but its "
+                f"optimizer state has shape {planned.shape} (nothing is broadcast)."
+            )
+    return leaves
+
+
+def _decay_inputs(
+    options: _Options, plan: plans.StatePlan, updates: optax.Updates, params: optax.Params | None
+) -> tuple[list[bool], list[Any]]:
+    """Each leaf's weight-decay flag and param (``False`` and ``None`` without weight decay)."""
+    num_leaves = len(plan.leaves)
+    if not options.applies_weight_decay or num_leaves == 0:
+        return [False] * num_leaves, [None] * num_leaves
+    if params is None:
+        raise ValueError(
+            "weight_decay needs the params: call update(grads, state, params). "
+            "(Under optax.inject_hyperparams a weight_decay of 0 is an array too: "
+            "pass static_args=('weight_decay',) to keep it out of the step.)"
+        )
+    if compat.structure(params) != compat.structure(updates):
+        raise _structure_error("params", jax.tree.structure(updates), jax.tree.structure(params))
+    flags = options.decayed(params)
+    changed = [
+        leaf.path
+        for group in plan.groups
+        if len(group) > 1
+        for leaf, flag in ((plan.leaves[i], flags[i]) for i in group)
+        if flag != leaf.decayed
+    ]
+    if changed:
+        raise ValueError(
+            f"weight_decay_mask decays {', '.join(changed)} otherwise than when the state was built, and "
+            "the packed groups were formed by that flag: the mask changed since init; build the state "
+            "again with tx.init(params)."
+        )
+    return flags, [compat.value_of(p) for p in plan.treedef.flatten_up_to(params)]
+
+
+def _step_scalars(options: _Options, count: jax.Array | None) -> tuple[jax.Array | None, Any, Any]:
+    """The new step count, and this step's learning rate and weight decay (schedules read the old count)."""
+    lr = options.learning_rate
+    lr = lr(_present(count)) if callable(lr) else lr
+    weight_decay = options.weight_decay
+    weight_decay = weight_decay(_present(count)) if callable(weight_decay) else weight_decay
+    if options.has_count:
+        count = jnp.asarray(optax.safe_increment(_present(count)))
+    return count, lr, weight_decay
+
+
+def _seeds(storages: plans.LeafStorages, count: jax.Array | None, group: tuple[int, ...]) -> Seeds:
+    """The rounding seeds of a group's arrays (one per member when stacked); ``None`` where exact."""
+    leaf: int | list[int] = group[0] if len(group) == 1 else list(group)
+    seeds = []
+    for field in FIELDS:
+        kept = storages.of(field)
+        rounded = kept is not None and kept.rounds
+        seeds.append(dtypes.rounding_seed(_present(count), leaf, field.number) if rounded else None)
+    return seeds[0], seeds[1], seeds[2]
+
+
+def _leaf_step(
     config: RmsConfig,
-    *,
-    initial_scale: Scalar,
-    state_dtype: ResolvedStateDtype,
-    learning_rate: optax.ScalarOrSchedule | None = None,
-    weight_decay: optax.ScalarOrSchedule = 0.0,
-    weight_decay_mask: MaskOrFn = None,
-    pack_small_leaves: bool = False,
-) -> optax.GradientTransformationExtraArgs:
-    """Maps :func:`update_leaf` over a pytree (or over its packed groups), with the state layout it needs."""
-    rounding = dtypes.needs_stochastic_rounding(state_dtype)
-    has_count = config.bias_correction or rounding or callable(learning_rate) or callable(weight_decay)
-    applies_weight_decay = not (isinstance(weight_decay, (int, float)) and weight_decay == 0)
-    largest_packed = packing.largest_packed(config.centered, config.momentum is not None and learning_rate is not None)
+    storages: plans.LeafStorages,
+    scalars: tuple[Any, Any, jax.Array | None],
+    grad: jax.Array,
+    nu: storage.Stored,
+    mu: storage.Stored | None,
+    trace: storage.Stored | None,
+    param: jax.Array | None,
+    seeds: Seeds,
+) -> LeafStep:
+    """:func:`update_leaf` with positional array arguments, for ``jax.vmap`` over a stacked group."""
+    lr, weight_decay, count = scalars
+    return update_leaf(
+        config,
+        grad,
+        nu,
+        mu,
+        trace,
+        storages=storages,
+        param=param,
+        learning_rate=lr,
+        weight_decay=weight_decay,
+        count=count,
+        rounding_seeds=seeds,
+    )
 
-    def plan_for(params: optax.Params, nu: Any) -> packing.PackingPlan:
-        treedef = packing.structure(params)
-        decays = (
-            _decayed_leaves(weight_decay_mask, params, treedef.num_leaves)
-            if applies_weight_decay
-            else [True] * treedef.num_leaves
-        )
-        nus = [storage.as_stored(packing.value_of(x)) for x in treedef.flatten_up_to(nu)]
 
-        def key(index: int, leaf: Any) -> Any:
-            if isinstance(nus[index], storage.Quantized):
-                return None
-            sharding = packing.sharding_key(leaf)
-            if sharding is None:
-                return None
-            return (jnp.dtype(packing.value_of(leaf).dtype), storage.dtype_of(nus[index]), decays[index], sharding)
+def _group_step(
+    options: _Options,
+    plan: plans.StatePlan,
+    number: int,
+    inputs: tuple[list[Any], list[Any], list[bool], dict[Field, list[Any]]],
+    scalars: tuple[jax.Array | None, Any, Any],
+) -> LeafStep:
+    """One group's step: a leaf's own, or the same step on each member of a stacked group."""
+    grads, params, flags, stored = inputs
+    count, lr, weight_decay = scalars
+    group = plan.groups[number]
+    storages = plan.leaves[group[0]].storages
+    arrays = [stored[field][number] if field in stored else None for field in FIELDS]
+    grad = packing.stack([grads[index] for index in group])
+    param = None if params[group[0]] is None else packing.stack([params[index] for index in group])
+    step = functools.partial(
+        _leaf_step, options.config, storages, (lr, weight_decay if flags[group[0]] else None, count)
+    )
+    seeds = _seeds(storages, count, group)
+    if len(group) == 1:
+        return step(grad, *arrays, param, seeds)
+    return jax.vmap(step)(grad, *arrays, param, seeds)
 
-        return packing.plan_for(params, largest_packed, key)
 
-    def init_fn(params: optax.Params) -> RmsPropState:
-        _refuse_unsupported_params(params, state_dtype)
-        if pack_small_leaves:
-            _refuse_placeholder(params)
-        state = RmsPropState(
-            count=jnp.zeros([], jnp.int32) if has_count else None,
-            nu=_state_tree(params, initial_scale, False, state_dtype),
-            mu=_state_tree(params, 0, True, state_dtype) if config.centered else None,
-            trace=_state_tree(params, 0, True, state_dtype) if config.momentum is not None else None,
-        )
-        if pack_small_leaves:
-            plan = plan_for(params, state.nu)
-            if plan.packs:
-                return _packed_state(state, plan, params)
-        return state
+def _scattered(
+    plan: plans.StatePlan, gradient_leaves: list[Any], steps: list[LeafStep], fields: tuple[Field, ...]
+) -> tuple[list[Any], dict[str, Any]]:
+    """The steps' updates per leaf, and each state field in the plan's layout."""
+    updates: list[Any] = [None] * len(plan.leaves)
+    for group, step in zip(plan.groups, steps, strict=True):
+        for index, update in zip(group, packing.unstack(step.update, len(group)), strict=True):
+            updates[index] = compat.with_value(gradient_leaves[index], update)
+    out = {}
+    for field in fields:
+        arrays = [getattr(step, field.name) for step in steps]
+        if plan.packed:
+            out[field.name] = packing.Packed(plan.packing, arrays)
+        else:
+            wrapped = [compat.with_value(g, a) for g, a in zip(gradient_leaves, arrays, strict=True)]
+            out[field.name] = jax.tree.unflatten(plan.treedef, wrapped)
+    return updates, out
 
-    def update_fn(
-        updates: optax.Updates,
-        state: RmsPropState,
-        params: optax.Params | None = None,
-        **extra_args: Any,
-    ) -> tuple[optax.Updates, RmsPropState]:
-        del extra_args
-        grads, treedef = jax.tree.flatten(updates)
-        layout = _StateLayout.of(state, updates, config)
-        for index, grad in enumerate(grads):
-            if jnp.shape(grad) != layout.shapes[index]:
-                raise ValueError(
-                    f"Gradient leaf {_leaf_path(updates, index)} has shape {jnp.shape(grad)} but its "
-                    f"optimizer state has shape {layout.shapes[index]} (nothing is broadcast)."
-                )
-        groups, nus, mus, traces = layout.groups, layout.nu, layout.mu, layout.trace
 
-        decays = [False] * len(grads)
-        param_leaves: list[Any] = [None] * len(grads)
-        if applies_weight_decay and grads:
-            if params is None:
-                raise ValueError(
-                    "weight_decay needs the params: call update(grads, state, params). "
-                    "(Under optax.inject_hyperparams a weight_decay of 0 is an array too: "
-                    "pass static_args=('weight_decay',) to keep it out of the step.)"
-                )
-            if jax.tree.structure(params) != treedef:
-                raise _structure_error("params", treedef, jax.tree.structure(params))
-            param_leaves = treedef.flatten_up_to(params)
-            decays = _decayed_leaves(weight_decay_mask, params, treedef.num_leaves)
+def _update(
+    options: _Options,
+    updates: optax.Updates,
+    state: RmsPropState,
+    params: optax.Params | None = None,
+    **extra_args: Any,
+) -> tuple[optax.Updates, RmsPropState]:
+    """One step of every leaf, as the state's plan says each is kept."""
+    del extra_args
+    plan = plans.of(state)
+    gradient_leaves = _gradient_leaves(plan, updates)
+    flags, param_leaves = _decay_inputs(options, plan, updates, params)
+    scalars = _step_scalars(options, state.count)
+    grads = [compat.value_of(leaf) for leaf in gradient_leaves]
+    inputs = (grads, param_leaves, flags, plans.field_arrays(state, plan))
+    steps = [_group_step(options, plan, number, inputs, scalars) for number in range(len(plan.groups))]
+    new_updates, fields = _scattered(plan, gradient_leaves, steps, options.fields())
+    new_state = RmsPropState(
+        count=scalars[0] if options.has_count else None,
+        nu=fields["nu"],
+        mu=fields.get("mu"),
+        trace=fields.get("trace"),
+        plan=plan,
+    )
+    return jax.tree.unflatten(compat.structure(updates), new_updates), new_state
 
-        count = state.count
-        lr = learning_rate(_present(count)) if callable(learning_rate) else learning_rate
-        step_weight_decay = weight_decay(_present(count)) if callable(weight_decay) else weight_decay
-        if has_count:
-            count = jnp.asarray(optax.safe_increment(_present(count)))
 
-        new_updates: list[Any] = [None] * len(grads)
-        new_nu, new_mu, new_trace = [], [], []
-        for group, nu, mu, trace in zip(groups, nus, mus, traces, strict=True):
-            decayed = {decays[index] for index in group}
-            if len(decayed) > 1:
-                raise ValueError(
-                    "weight_decay_mask marks some leaves of one packed group as decayed and others not ("
-                    + ", ".join(_leaf_path(updates, index) for index in group)
-                    + "): the mask changed since init; build the state again with tx.init(params)."
-                )
-
-            def one_leaf(
-                grad: jax.Array,
-                nu: storage.Stored,
-                mu: storage.Stored | None,
-                trace: storage.Stored | None,
-                param: jax.Array | None,
-                seeds: tuple[jax.Array | None, jax.Array | None, jax.Array | None],
-                decayed: bool = decayed.pop(),
-            ) -> LeafStep:
-                return update_leaf(
-                    config,
-                    grad,
-                    nu,
-                    mu,
-                    trace,
-                    storages=_leaf_storages(nu, mu, trace),
-                    param=param,
-                    learning_rate=lr,
-                    weight_decay=step_weight_decay if decayed else None,
-                    count=count,
-                    rounding_seeds=seeds,
-                )
-
-            seeds: tuple[jax.Array | None, jax.Array | None, jax.Array | None] = (None, None, None)
-            leaf: int | list[int] = group[0] if len(group) == 1 else list(group)
-            if rounding:
-                nu_seed, mu_seed, trace_seed = (dtypes.rounding_seed(_present(count), leaf, f) for f in range(3))
-                seeds = (nu_seed, mu_seed, trace_seed)
-            grad = packing.stack([grads[index] for index in group])
-            param = None if param_leaves[group[0]] is None else packing.stack([param_leaves[i] for i in group])
-            if len(group) == 1:
-                step = one_leaf(grad, nu, mu, trace, param, seeds)
-            else:  # the same per-leaf step on each member of the stacked group
-                step = jax.vmap(one_leaf)(grad, nu, mu, trace, param, seeds)
-            for index, update in zip(group, packing.unstack(step.update, len(group)), strict=True):
-                new_updates[index] = update
-            new_nu.append(step.nu)
-            if mu is not None:
-                new_mu.append(step.mu)
-            if trace is not None:
-                new_trace.append(step.trace)
-
-        def rebuild(leaves: list[Any], present: bool) -> Any:
-            if not present:
-                return None
-            if layout.plan is not None:
-                return packing.Packed(layout.plan, leaves)
-            return jax.tree.unflatten(treedef, leaves)
-
-        new_state = RmsPropState(
-            count=count if has_count else None,
-            nu=rebuild(new_nu, True),
-            mu=rebuild(new_mu, config.centered),
-            trace=rebuild(new_trace, config.momentum is not None),
-        )
-        return jax.tree.unflatten(treedef, new_updates), new_state
-
+def _rms_transformation(options: _Options) -> optax.GradientTransformationExtraArgs:
+    """The transformation of validated options (optax's factory pattern)."""
     # optax types init and update with the abstract OptState; ours return and take an RmsPropState.
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # pyright: ignore[reportArgumentType]
+    return optax.GradientTransformationExtraArgs(
+        functools.partial(_init, options),  # pyright: ignore[reportArgumentType]
+        functools.partial(_update, options),  # pyright: ignore[reportArgumentType]
+    )
 
 
 def scale_by_rms(
@@ -440,9 +452,7 @@ def scale_by_rms(
     )
     resolved = _check_config(config, initial_scale, state_dtype, {})
     validation.check_bool("pack_small_leaves", pack_small_leaves)
-    return _rms_transformation(
-        config, initial_scale=initial_scale, state_dtype=resolved, pack_small_leaves=pack_small_leaves
-    )
+    return _rms_transformation(_Options(config, initial_scale, resolved, pack_small_leaves=pack_small_leaves))
 
 
 def rmsprop(
@@ -629,11 +639,5 @@ def build_rmsprop(
     if weight_decay_mask is not None and not callable(weight_decay_mask):
         jax.tree.map(lambda flag: validation.check_bool("weight_decay_mask", flag), weight_decay_mask)
     return _rms_transformation(
-        config,
-        initial_scale=initial_scale,
-        state_dtype=resolved,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        weight_decay_mask=weight_decay_mask,
-        pack_small_leaves=pack_small_leaves,
+        _Options(config, initial_scale, resolved, learning_rate, weight_decay, weight_decay_mask, pack_small_leaves)
     )
