@@ -16,6 +16,7 @@ answers; it computes nothing of a step.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -47,17 +48,22 @@ class LeafStorages(NamedTuple):
         return any(s is not None and s.rounds for s in (self.nu, self.mu, self.trace))
 
 
-class LeafPlan(NamedTuple):
-    """Everything decided about one leaf's state (static, hashable)."""
+@dataclasses.dataclass(frozen=True)
+class LeafPlan:
+    """Everything decided about one leaf's state (static, hashable).
+
+    Two plans are equal when their decisions are; the report's words explain a decision and
+    take no part in comparisons (a float32 view of any state has a float32 state's structure).
+    """
 
     path: str
     shape: tuple[int, ...]
     storages: LeafStorages
     decayed: bool
     """Whether weight decay applies to the leaf (``weight_decay_mask``), as the plan's grouping saw it."""
-    eight_bit: str
+    eight_bit: str = dataclasses.field(default="", compare=False)
     """The state report's word: ``"yes"``, or ``"no: ..."`` with the reason."""
-    packing: str
+    packing: str = dataclasses.field(default="", compare=False)
     """The state report's word: ``"group N (K leaves)"``, or ``"per leaf: ..."`` with the reason."""
 
 

@@ -8,6 +8,7 @@ leaf or packed, inside any optax state tree.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -51,7 +52,11 @@ def _view_plan(plan: plans.StatePlan, values: dict[Field, list[jax.Array]]) -> p
     for index, leaf in enumerate(plan.leaves):
         kept = {field.name: storage.FloatStorage(values[field][index].dtype) for field in values}
         view_storages = plans.LeafStorages(kept["nu"], kept.get("mu"), kept.get("trace"), nu_holds_variance=False)
-        leaves.append(leaf._replace(storages=view_storages))
+        leaves.append(
+            dataclasses.replace(
+                leaf, storages=view_storages, eight_bit="no: a float view", packing="per leaf: a float view"
+            )
+        )
     return plans.StatePlan(packing.per_leaf(plan.packing), leaves)
 
 
