@@ -20,12 +20,14 @@ from rmsprop_jax._packing import PackingPlan
 from rmsprop_jax._state import RmsPropState
 from rmsprop_jax._state_report import LeafReport, StateReport, state_report
 from rmsprop_jax._state_views import convert_state, packing_plan, state_as_float32
+from rmsprop_jax._storage_8bit import Quantized
 from rmsprop_jax._transform import rmsprop, scale_by_rms
 from rmsprop_jax._version import __version__
 
 __all__ = [
     "LeafReport",
     "PackingPlan",
+    "Quantized",
     "RmsPropState",
     "StateReport",
     "__version__",
@@ -45,6 +47,7 @@ _LAZY_SUBMODULES = ("demo",)  # needs flax and matplotlib: imported on first acc
 # Classes report the path users import them from (reprs, pickles, docs).
 RmsPropState.__module__ = __name__
 PackingPlan.__module__ = __name__
+Quantized.__module__ = __name__
 LeafReport.__module__ = __name__
 StateReport.__module__ = __name__
 

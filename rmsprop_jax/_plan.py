@@ -177,7 +177,7 @@ def _packing_words(
             if len(group) > 1:
                 words[index] = f"group {number} ({len(group)} leaves)"
     variant = " with ".join(n for n, on in (("centered", request.centered), ("momentum", request.momentum)) if on)
-    for number, group in enumerate(candidate.groups):
+    for group in candidate.groups:
         for index in group:
             if words[index]:
                 continue

@@ -22,7 +22,6 @@ from rmsprop_jax import _storage as storage
 from rmsprop_jax._state import FIELDS, MU, NU, Field, RmsPropState
 
 
-
 def _is_state(x: object) -> bool:
     return isinstance(x, RmsPropState)
 

@@ -100,7 +100,9 @@ class FloatStorage:
         """``value`` stored afresh (16-bit dtypes stochastically rounded when ``seed`` is given)."""
         return dtypes.store(value, self.dtype, seed)
 
-    def keep(self, value: jax.Array, seed: jax.Array | None, majorant: Majorant | None = None) -> tuple[Stored, jax.Array]:
+    def keep(
+        self, value: jax.Array, seed: jax.Array | None, majorant: Majorant | None = None
+    ) -> tuple[Stored, jax.Array]:
         """``value`` stored, and its value as stored (a float storage needs no majorant)."""
         stored = self.store(value, seed)
         return stored, dtypes.cast(stored, value.dtype)
@@ -145,7 +147,9 @@ class BlockStorage:
         """``value`` stored afresh, each block's scale its exact maximum."""
         return codec.encode(dtypes.cast(value, jnp.float32), self.layout, self.fmt, seed)
 
-    def keep(self, value: jax.Array, seed: jax.Array | None, majorant: Majorant | None = None) -> tuple[Stored, jax.Array]:
+    def keep(
+        self, value: jax.Array, seed: jax.Array | None, majorant: Majorant | None = None
+    ) -> tuple[Stored, jax.Array]:
         """``value`` stored, each block's scale the majorant's bound, and its value as stored."""
         bound = None if majorant is None else majorant(Magnitudes(self._scale_of, self._block_maxima))
         stored, kept = codec.encode_with_value(dtypes.cast(value, jnp.float32), self.layout, self.fmt, seed, bound)

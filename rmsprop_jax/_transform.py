@@ -28,7 +28,7 @@ from rmsprop_jax import _storage as storage
 from rmsprop_jax import _validation as validation
 from rmsprop_jax._dtypes import ResolvedStateDtype, StateDtype
 from rmsprop_jax._leaf_update import LeafStep, RmsConfig, Scalar, Seeds, update_leaf
-from rmsprop_jax._state import FIELDS, Field, RmsPropState
+from rmsprop_jax._state import FIELDS, MU, NU, TRACE, Field, RmsPropState
 
 MaskOrFn: TypeAlias = Any | Callable[[optax.Params], Any] | None
 """optax's weight-decay mask type (``optax.MaskOrFn``): a pytree of bools, a callable returning one, or None."""
@@ -322,7 +322,8 @@ def _group_step(
     count, lr, weight_decay = scalars
     group = plan.groups[number]
     storages = plan.leaves[group[0]].storages
-    arrays = [stored[field][number] if field in stored else None for field in FIELDS]
+    nu = stored[NU][number]
+    mu, trace = (stored[field][number] if field in stored else None for field in (MU, TRACE))
     grad = packing.stack([grads[index] for index in group])
     param = None if params[group[0]] is None else packing.stack([params[index] for index in group])
     step = functools.partial(
@@ -330,8 +331,8 @@ def _group_step(
     )
     seeds = _seeds(storages, count, group)
     if len(group) == 1:
-        return step(grad, *arrays, param, seeds)
-    return jax.vmap(step)(grad, *arrays, param, seeds)
+        return step(grad, nu, mu, trace, param, seeds)
+    return jax.vmap(step)(grad, nu, mu, trace, param, seeds)
 
 
 def _scattered(
@@ -485,10 +486,9 @@ def rmsprop(
     optionally bias-corrected) second moment or variance; apply momentum; subtract
     decoupled weight decay ``lr * weight_decay * p``.
 
-    Deviations from :func:`optax.rmsprop`, all deliberate: invalid arguments raise
-    ``ValueError`` (optax accepts them silently); the centered variance is clamped
-    at zero (optax can return NaN); float16/bfloat16 params keep a float32 state;
-    with ``eps = 0``, zero gradients give zero updates (optax: NaN).
+    Deviations from :func:`optax.rmsprop`, all deliberate (the docs' Numerics page lists
+    them): invalid arguments raise ``ValueError``; the centered variance is clamped at zero;
+    16-bit params keep a float32 state; with ``eps = 0`` zero gradients give zero updates.
 
     Args:
       learning_rate: A non-negative float, or an optax schedule (a callable from
@@ -521,31 +521,19 @@ def rmsprop(
         only when the learning rate changes over time.
       maximize: Whether to maximize the objective (negate the gradient first).
       state_dtype: Storage of the state: a floating dtype or its name (e.g.
-        ``"bfloat16"``), or ``"8bit"``. ``None``: float32 for float16/bfloat16
-        params, else the param's dtype. A 16-bit state is written with
-        stochastic rounding. ``"8bit"`` keeps every state array of a leaf with at
-        least 4096 entries as ``uint8`` codes plus one float32 scale per 16 x 16
-        tile (or run of 256), about 1.02 bytes per entry, stochastically rounded
-        (smaller leaves, and shapes whose shards no block fits, keep the default
-        dtype; complex params are refused; centered keeps the variance itself
-        and refuses ``bias_correction``). Read any state with
-        :func:`rmsprop_jax.state_as_float32`; change it mid-run with
-        :func:`rmsprop_jax.convert_state`. Under :func:`optax.inject_hyperparams`
-        pass a dtype object in ``static_args`` (it is callable) or give its name.
+        ``"bfloat16"``, written with stochastic rounding), or ``"8bit"`` (``uint8``
+        codes and one float32 scale per block for every leaf of at least 4096 entries
+        that a block fits; about 1.02 bytes per entry). ``None``: float32 for 16-bit
+        params, else the param's dtype. The docs' Numerics page says which leaves and
+        what 8-bit changes; :func:`rmsprop_jax.state_report` shows it per leaf.
       caution: Whether to apply the momentum direction only where its sign
         agrees with the gradient, rescaled to keep its mean magnitude
         (Cautious Optimizers; needs ``momentum``). timm's ``caution``.
       pack_small_leaves: Whether to keep the state of small same-shape leaves
-        stacked in groups (one array per group, on a new leading axis), so that a
-        model with hundreds of small leaves (biases, norm scales) steps and
-        compiles several times faster with momentum or ``centered``. The results
-        are the same bit for bit; ``state.nu`` is then no longer shaped like the
-        params: read it with :func:`rmsprop_jax.state_as_float32` and see the
-        grouping with :func:`rmsprop_jax.packing_plan`. Plain RMSProp packs
-        nothing (it would not gain); leaves above 16384 entries with momentum
-        (8192 centered with momentum, 2048 centered without), 8-bit leaves, and
-        leaves whose sharding ``init`` cannot see (under ``jax.jit`` on a mesh
-        with Auto axes) stay per leaf.
+        stacked in groups, so that models with hundreds of small leaves step and
+        compile faster with momentum or ``centered`` (the same results bit for bit).
+        The docs' Scaling page says what packs; :func:`rmsprop_jax.packing_plan`
+        shows the groups.
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs` whose state is a

@@ -83,7 +83,7 @@ def test_short_run_with_compare_writes_metrics_and_plots(tmp_path, capsys):
     assert f"test accuracy {metrics['test_accuracy']:.4f} after 40 steps" in stdout
     # The state report, once, before training: one row per leaf of the network and the total.
     assert stdout.count("state keeps each leaf of the network") == 1
-    assert "['conv2']['kernel'].value  3x64x64" in stdout and "bytes (8.00 per param)" in stdout
+    assert "['conv2']['kernel']  3x64x64" in stdout and "bytes (8.00 per param)" in stdout
 
 
 @pytest.mark.slow

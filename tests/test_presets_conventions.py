@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 
@@ -19,9 +20,9 @@ def _built(monkeypatch, name: str, **kwargs) -> dict:
     seen = {}
     original = _transform._rms_transformation
 
-    def spy(config, **options):
-        seen.update(options, config=config)
-        return original(config, **options)
+    def spy(options):
+        seen.update(dataclasses.asdict(options) | {"config": options.config})
+        return original(options)
 
     monkeypatch.setattr(_transform, "_rms_transformation", spy)
     first = next(iter(inspect.signature(getattr(presets, name)).parameters.values()))
@@ -34,7 +35,14 @@ def _momentum_argument(name: str) -> dict:
     return {"momentum": 0.9} if "momentum" in parameters and name != "graves2013" else {}
 
 
-def test_every_optimizer_preset_has_a_row():
+def _builds_an_optimizer(value: object) -> bool:
+    """Whether a presets attribute is a function returning a GradientTransformation (read from its annotation)."""
+    return inspect.isfunction(value) and "GradientTransformation" in str(inspect.signature(value).return_annotation)
+
+
+def test_optimizers_names_every_preset_that_builds_an_optimizer_and_each_has_a_row():
+    found = {name for name, value in vars(presets).items() if _builds_an_optimizer(value)}
+    assert found == set(presets.OPTIMIZERS)
     assert list(CONVENTIONS) == list(presets.OPTIMIZERS)
 
 

@@ -60,12 +60,8 @@ def pytorch(
       momentum: Momentum factor in ``[0, 1)``; 0 keeps no buffer.
       centered: Whether to normalise by the variance estimate.
       maximize: Whether to maximize the objective.
-      state_dtype: Storage of the optimizer state, as in :func:`rmsprop_jax.rmsprop`:
-        ``None`` (float32 for 16-bit params), a float dtype or its name, or
-        ``"8bit"`` (block-wise 8-bit codes).
-      pack_small_leaves: Whether to keep the state of small same-shape leaves
-        stacked in groups, as in :func:`rmsprop_jax.rmsprop` (same results, faster
-        steps and compiles with many small leaves).
+      state_dtype: As in :func:`rmsprop_jax.rmsprop`.
+      pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -133,12 +129,8 @@ def keras(
       clipnorm: Positive maximum norm of each variable's gradient, or ``None``.
       clipvalue: Positive maximum absolute gradient entry, or ``None``.
       global_clipnorm: Positive maximum global norm of the gradients, or ``None``.
-      state_dtype: Storage of the optimizer state, as in :func:`rmsprop_jax.rmsprop`:
-        ``None`` (float32 for 16-bit params), a float dtype or its name, or
-        ``"8bit"`` (block-wise 8-bit codes).
-      pack_small_leaves: Whether to keep the state of small same-shape leaves
-        stacked in groups, as in :func:`rmsprop_jax.rmsprop` (same results, faster
-        steps and compiles with many small leaves).
+      state_dtype: As in :func:`rmsprop_jax.rmsprop`.
+      pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`; a chain of the
@@ -219,12 +211,8 @@ def tensorflow_v1(
         the same result).
       epsilon: Non-negative term added to the average inside the root.
       centered: Whether to normalise by the variance estimate.
-      state_dtype: Storage of the optimizer state, as in :func:`rmsprop_jax.rmsprop`:
-        ``None`` (float32 for 16-bit params), a float dtype or its name, or
-        ``"8bit"`` (block-wise 8-bit codes).
-      pack_small_leaves: Whether to keep the state of small same-shape leaves
-        stacked in groups, as in :func:`rmsprop_jax.rmsprop` (same results, faster
-        steps and compiles with many small leaves).
+      state_dtype: As in :func:`rmsprop_jax.rmsprop`.
+      pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -298,12 +286,8 @@ def timm(
       max_lr: timm's snapshot of the constructor ``lr``, needed (positive) only
         for ``corrected_weight_decay`` with a schedule; with a float ``lr`` it
         is that ``lr``.
-      state_dtype: Storage of the optimizer state, as in :func:`rmsprop_jax.rmsprop`:
-        ``None`` (float32 for 16-bit params), a float dtype or its name, or
-        ``"8bit"`` (block-wise 8-bit codes).
-      pack_small_leaves: Whether to keep the state of small same-shape leaves
-        stacked in groups, as in :func:`rmsprop_jax.rmsprop` (same results, faster
-        steps and compiles with many small leaves).
+      state_dtype: As in :func:`rmsprop_jax.rmsprop`.
+      pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.

@@ -25,12 +25,8 @@ def hinton2012(
     Args:
       learning_rate: A float or an optax schedule.
       decay: Decay of the mean square, in ``[0, 1]`` (0.9 in the lecture).
-      state_dtype: Storage of the optimizer state, as in :func:`rmsprop_jax.rmsprop`:
-        ``None`` (float32 for 16-bit params), a float dtype or its name, or
-        ``"8bit"`` (block-wise 8-bit codes).
-      pack_small_leaves: Whether to keep the state of small same-shape leaves
-        stacked in groups, as in :func:`rmsprop_jax.rmsprop` (same results, faster
-        steps and compiles with many small leaves).
+      state_dtype: As in :func:`rmsprop_jax.rmsprop`.
+      pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -72,12 +68,8 @@ def graves2013(
       decay: The averages' decay ``a`` (0.95).
       momentum: The momentum ``b`` (0.9), in ``[0, 1)``.
       eps: Positive term inside the root (1e-4).
-      state_dtype: Storage of the optimizer state, as in :func:`rmsprop_jax.rmsprop`:
-        ``None`` (float32 for 16-bit params), a float dtype or its name, or
-        ``"8bit"`` (block-wise 8-bit codes).
-      pack_small_leaves: Whether to keep the state of small same-shape leaves
-        stacked in groups, as in :func:`rmsprop_jax.rmsprop` (same results, faster
-        steps and compiles with many small leaves).
+      state_dtype: As in :func:`rmsprop_jax.rmsprop`.
+      pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -123,12 +115,8 @@ def dqn2015(
       learning_rate: A float or an optax schedule (2.5e-4).
       decay: The averages' decay (0.95).
       eps: Positive term inside the root (0.01).
-      state_dtype: Storage of the optimizer state, as in :func:`rmsprop_jax.rmsprop`:
-        ``None`` (float32 for 16-bit params), a float dtype or its name, or
-        ``"8bit"`` (block-wise 8-bit codes).
-      pack_small_leaves: Whether to keep the state of small same-shape leaves
-        stacked in groups, as in :func:`rmsprop_jax.rmsprop` (same results, faster
-        steps and compiles with many small leaves).
+      state_dtype: As in :func:`rmsprop_jax.rmsprop`.
+      pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
