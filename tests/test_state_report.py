@@ -103,26 +103,3 @@ def test_the_reinforcement_learning_page_shows_the_dqn_networks_report():
     shown = page.split("```text\n", 1)[1].split("```", 1)[0].rstrip("\n")
     tx = presets.dqn2015(state_dtype="8bit", pack_small_leaves=True)
     assert shown == str(rmsprop_jax.state_report(jax.eval_shape(tx.init, DQN)))
-
-
-SHARDED = """
-import jax, jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec as P
-import rmsprop_jax
-mesh = jax.make_mesh((2, 4), ("x", "y"), axis_types=(jax.sharding.AxisType.Explicit,) * 2)
-w = jax.device_put(jnp.ones((64, 96)), NamedSharding(mesh, P(None, "y")))  # shards of 64 x 24
-state = rmsprop_jax.rmsprop(1e-3, state_dtype="8bit").init({"w": w, "v": jnp.ones((64, 96))})
-print("|".join(leaf.eight_bit for leaf in rmsprop_jax.state_report(state).leaves))
-"""
-
-
-def test_a_leaf_whose_shards_fit_no_block_says_so():
-    """On 8 simulated devices (own process): 64 x 96 tiles globally, but its 64 x 24 shards fit no block."""
-    import os
-    import subprocess
-    import sys
-
-    environment = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    run = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=environment)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.strip().splitlines()[-1] == "yes|no: no block fits its shards (64x24)"
