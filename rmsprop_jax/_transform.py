@@ -395,9 +395,9 @@ def scale_by_rms(
     eps: Scalar = 1e-8,
     initial_scale: Scalar = 0.0,
     eps_in_sqrt: bool = True,
-    centered: bool = False,
     bias_correction: bool = False,
     *,
+    centered: bool = False,
     state_dtype: StateDtype = None,
     pack_small_leaves: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
@@ -409,13 +409,16 @@ def scale_by_rms(
     put clipping or other transforms between the scaling and the learning rate;
     ``rmsprop(lr, ...)`` equals that chain.
 
+    The positional arguments are :func:`optax.scale_by_rms`'s, in its order; ``centered``
+    (which optax's lacks) is keyword-only.
+
     Args:
       decay: As in :func:`rmsprop` (so are the next ones: the same names, defaults and checks).
       eps: As in :func:`rmsprop`.
       initial_scale: As in :func:`rmsprop`.
       eps_in_sqrt: As in :func:`rmsprop`.
-      centered: As in :func:`rmsprop`.
       bias_correction: As in :func:`rmsprop`.
+      centered: As in :func:`rmsprop`.
       state_dtype: As in :func:`rmsprop`.
       pack_small_leaves: As in :func:`rmsprop`; without momentum only ``centered`` packs.
 
@@ -445,15 +448,11 @@ def scale_by_rms(
       Those of :func:`rmsprop` (Hinton 2012, Graves 2013).
     """
     config = RmsConfig(
-        decay=decay,
-        eps=eps,
-        eps_in_sqrt=eps_in_sqrt,
-        centered=centered,
-        bias_correction=bias_correction,
+        decay=decay, eps=eps, eps_in_sqrt=eps_in_sqrt, centered=centered, bias_correction=bias_correction
     )
-    resolved = _check_config(config, initial_scale, state_dtype, {})
-    validation.check_bool("pack_small_leaves", pack_small_leaves)
-    return _rms_transformation(_Options(config, initial_scale, resolved, pack_small_leaves=pack_small_leaves))
+    return build_rmsprop(
+        config, {}, None, initial_scale=initial_scale, state_dtype=state_dtype, pack_small_leaves=pack_small_leaves
+    )
 
 
 def rmsprop(
@@ -604,7 +603,7 @@ def rmsprop(
 def build_rmsprop(
     config: RmsConfig,
     names: Mapping[str, str],
-    learning_rate: optax.ScalarOrSchedule,
+    learning_rate: optax.ScalarOrSchedule | None,
     *,
     initial_scale: Scalar = 0.0,
     weight_decay: optax.ScalarOrSchedule = 0.0,
@@ -618,10 +617,12 @@ def build_rmsprop(
     map from :func:`rmsprop`'s argument names to their own:
     ``{"decay": "alpha", "learning_rate": "lr"}`` makes a bad ``decay`` raise
     ``Invalid alpha value: ...``, so each framework's users see their own
-    argument names while the rules live here once.
+    argument names while the rules live here once. ``learning_rate=None`` builds
+    :func:`scale_by_rms` (no learning rate, no weight decay).
     """
     resolved = _check_config(config, initial_scale, state_dtype, names)
-    validation.check_scalar_or_schedule(names.get("learning_rate", "learning_rate"), learning_rate)
+    if learning_rate is not None:
+        validation.check_scalar_or_schedule(names.get("learning_rate", "learning_rate"), learning_rate)
     validation.check_scalar_or_schedule(names.get("weight_decay", "weight_decay"), weight_decay)
     validation.check_bool(names.get("pack_small_leaves", "pack_small_leaves"), pack_small_leaves)
     if weight_decay_mask is not None and not callable(weight_decay_mask):

@@ -64,7 +64,9 @@ def pytorch(
       pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
-      An :class:`optax.GradientTransformationExtraArgs`.
+      An :class:`optax.GradientTransformationExtraArgs` whose state keeps torch's
+      ``square_avg`` as ``nu`` (``grad_avg`` as ``mu``, ``momentum_buffer`` as ``trace``);
+      :func:`pytorch_state` converts a torch optimizer's state into it.
 
     Example:
       >>> import jax.numpy as jnp
@@ -215,7 +217,8 @@ def tensorflow_v1(
       pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
-      An :class:`optax.GradientTransformationExtraArgs`.
+      An :class:`optax.GradientTransformationExtraArgs` whose state keeps TF1's ``rms``
+      slot as ``nu`` (``mg`` as ``mu``, ``momentum`` as ``trace``).
 
     Example:
       >>> import jax.numpy as jnp
@@ -290,7 +293,8 @@ def timm(
       pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
-      An :class:`optax.GradientTransformationExtraArgs`.
+      An :class:`optax.GradientTransformationExtraArgs` whose state keeps timm's
+      ``square_avg`` as ``nu`` (``grad_avg`` as ``mu``, ``momentum_buffer`` as ``trace``).
 
     Example:
       >>> import jax.numpy as jnp

@@ -29,7 +29,8 @@ def hinton2012(
       pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
-      An :class:`optax.GradientTransformationExtraArgs`.
+      An :class:`optax.GradientTransformationExtraArgs` whose state is the lecture's
+      ``MeanSquare`` alone (``nu``).
 
     Example:
       >>> import jax.numpy as jnp
@@ -72,7 +73,8 @@ def graves2013(
       pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
-      An :class:`optax.GradientTransformationExtraArgs`.
+      An :class:`optax.GradientTransformationExtraArgs` whose state keeps the paper's
+      ``n`` as ``nu``, ``m`` as ``mu`` and ``D`` as ``trace``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -83,17 +85,7 @@ def graves2013(
       Graves, `Generating Sequences With Recurrent Neural Networks
       <https://arxiv.org/abs/1308.0850>`_, 2013, section 4, eqs. 38-41.
     """
-    return rmsprop(
-        learning_rate,
-        decay=decay,
-        eps=eps,
-        eps_in_sqrt=True,
-        centered=True,
-        momentum=momentum,
-        lr_in_momentum=True,
-        state_dtype=state_dtype,
-        pack_small_leaves=pack_small_leaves,
-    )
+    return _graves_form(learning_rate, decay, eps, momentum, state_dtype, pack_small_leaves)
 
 
 def dqn2015(
@@ -119,7 +111,8 @@ def dqn2015(
       pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
-      An :class:`optax.GradientTransformationExtraArgs`.
+      An :class:`optax.GradientTransformationExtraArgs` whose state keeps DeepMind's
+      averages of the squared gradient and of the gradient as ``nu`` and ``mu``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -131,12 +124,27 @@ def dqn2015(
       <https://www.nature.com/articles/nature14236>`_, Nature 518, 2015;
       DeepMind's ``dqn/NeuralQLearner.lua`` (``qLearnMinibatch``).
     """
+    return _graves_form(learning_rate, decay, eps, None, state_dtype, pack_small_leaves)
+
+
+def _graves_form(
+    learning_rate: optax.ScalarOrSchedule,
+    decay: float,
+    eps: float,
+    momentum: float | None,
+    state_dtype: StateDtype,
+    pack_small_leaves: bool,
+) -> optax.GradientTransformationExtraArgs:
+    """Graves' centered step, eps inside the root and the learning rate inside the momentum; the
+    Nature DQN's RMSProp is this form without momentum."""
     return rmsprop(
         learning_rate,
         decay=decay,
         eps=eps,
         eps_in_sqrt=True,
         centered=True,
+        momentum=momentum,
+        lr_in_momentum=True,
         state_dtype=state_dtype,
         pack_small_leaves=pack_small_leaves,
     )
