@@ -1,4 +1,5 @@
-"""Helpers the tests share: a hard gradient sequence, a script loader, and imports that may not skip in CI."""
+"""Helpers the tests share: gradient sequences, running an optimizer for some steps, a script loader,
+and imports that may not skip in CI."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import os
 import pathlib
 import sys
 import types
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import jax
 import numpy as np
+import optax
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -26,6 +31,65 @@ def hard_gradients(steps: int, shape: tuple[int, ...], seed: int = 0) -> list[np
         g = scale * (rng.standard_normal(shape) + 0.5 * np.sin(t / 7))
         grads.append(np.where(zero, 0.0, g).astype(np.float32))
     return grads
+
+
+def run_steps(
+    tx: optax.GradientTransformation,
+    params: Any,
+    gradients: Sequence[Any] | tuple[Callable[[Any, Any], Any], Sequence[int]],
+    *,
+    state: Any = None,
+    jit: bool = True,
+) -> tuple[Any, Any, list[Any]]:
+    """Steps ``tx`` from ``params`` (and ``state``, by default ``tx.init(params)``), applying each update.
+
+    Args:
+      tx: The optimizer.
+      params: The starting params.
+      gradients: The gradient trees, one per step; or ``(grad_fn, steps)``: ``grad_fn(params, i)``
+        computes step ``i``'s gradient (inside the jitted step) for each ``i`` in ``steps``, given
+        to it as a float32 scalar.
+      state: The starting state.
+      jit: Whether to jit the step.
+
+    Returns:
+      The final params, the final state, and every step's updates.
+    """
+    state = tx.init(params) if state is None else state
+    if isinstance(gradients, tuple) and callable(gradients[0]):
+        grad_fn, indices = gradients
+        inputs = [np.float32(i) for i in indices]
+    else:
+        grad_fn, inputs = None, list(gradients)
+
+    def step(params: Any, state: Any, given: Any) -> tuple[Any, Any, Any]:
+        grads = given if grad_fn is None else grad_fn(params, given)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, updates
+
+    step = jax.jit(step) if jit else step
+    every = []
+    for given in inputs:
+        params, state, updates = step(params, state, given)
+        every.append(updates)
+    return params, state, every
+
+
+def scan_steps(tx: optax.GradientTransformation, params: Any, grads: Any) -> tuple[Any, Any, Any]:
+    """``tx`` scanned (``jax.lax.scan``, jitted) over a stack of gradients: the final params and state,
+    and the stacked updates."""
+
+    @jax.jit
+    def run(params: Any, grads: Any) -> tuple[Any, Any, Any]:
+        def step(carry: tuple, g: Any) -> tuple:
+            p, state = carry
+            updates, state = tx.update(g, state, p)
+            return (optax.apply_updates(p, updates), state), updates
+
+        (params, state), updates = jax.lax.scan(step, (params, tx.init(params)), grads)
+        return params, state, updates
+
+    return run(params, grads)
 
 
 def load_script(relative_path: str) -> types.ModuleType:

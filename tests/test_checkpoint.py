@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import run_steps
 
 import rmsprop_jax
 from rmsprop_jax import checkpoint, presets
@@ -19,14 +20,7 @@ def _grads(params, step):
 
 
 def _steps(tx, params, state, start, stop):
-    @jax.jit
-    def step(params, state, i):
-        updates, state = tx.update(_grads(params, i), state, params)
-        return optax.apply_updates(params, updates), state
-
-    for i in range(start, stop):
-        params, state = step(params, state, jnp.float32(i))
-    return params, state
+    return run_steps(tx, params, (_grads, range(start, stop)), state=state)[:2]
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import hard_gradients
+from helpers import hard_gradients, scan_steps
 from rmsprop_reference import reference_trajectory
 
 import rmsprop_jax
@@ -54,19 +54,7 @@ COMBINATIONS = list(_combinations())
 
 
 def _run_ours(kwargs: dict, grads: list[np.ndarray], params: np.ndarray) -> np.ndarray:
-    tx = rmsprop_jax.rmsprop(**kwargs)
-
-    @jax.jit
-    def run(params, grads):
-        def step(carry, g):
-            p, state = carry
-            update, state = tx.update(g, state, p)
-            return (p + update, state), update
-
-        _, updates = jax.lax.scan(step, (params, tx.init(params)), grads)
-        return updates
-
-    return np.asarray(run(jnp.asarray(params), jnp.asarray(np.stack(grads))))
+    return np.asarray(scan_steps(rmsprop_jax.rmsprop(**kwargs), jnp.asarray(params), jnp.asarray(np.stack(grads)))[2])
 
 
 @pytest.mark.parametrize("combo", COMBINATIONS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))

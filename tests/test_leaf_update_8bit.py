@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import hard_gradients
+from helpers import hard_gradients, scan_steps
 
 import rmsprop_jax
 from rmsprop_jax import _dtypes as dtypes
@@ -18,15 +18,7 @@ SHAPE = (16, 256)  # 4096 entries: quantized in 16 x 16 tiles
 
 def _run(tx: optax.GradientTransformation, grads: jax.Array, params: jax.Array | None = None) -> tuple:
     """Scans ``tx`` over a stack of gradients; returns the final params, state and every update."""
-    params = jnp.zeros(grads.shape[1:], jnp.float32) if params is None else params
-
-    def step(carry: tuple, g: jax.Array) -> tuple:
-        p, state = carry
-        updates, state = tx.update(g, state, p)
-        return (optax.apply_updates(p, updates), state), updates
-
-    (params, state), updates = jax.lax.scan(step, (params, tx.init(params)), grads)
-    return params, state, updates
+    return scan_steps(tx, jnp.zeros(grads.shape[1:], jnp.float32) if params is None else params, grads)
 
 
 def _dropping_gradients(steps: int, drop_at: int) -> jax.Array:

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import require
+from helpers import require, run_steps
 
 import rmsprop_jax
 
@@ -25,11 +25,8 @@ def _params():
 
 
 def _run(tx, state, params, steps):
-    for i in range(steps):
-        grads = jax.tree.map(lambda p, i=i: jnp.sin(p + i), params)
-        updates, state = tx.update(grads, state, params)
-        params = jax.tree.map(lambda p, u: p + u, params, updates)
-    return params, state
+    sines = (lambda params, i: jax.tree.map(lambda p: jnp.sin(p + i), params), range(steps))
+    return run_steps(tx, params, sines, state=state, jit=False)[:2]
 
 
 def test_pmap_over_the_local_devices():

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import hard_gradients
+from helpers import hard_gradients, run_steps
 
 import rmsprop_jax
 from rmsprop_jax import _storage_8bit as codec
@@ -21,13 +21,8 @@ def _params() -> dict[str, jax.Array]:
 
 
 def _trained(tx: optax.GradientTransformation, steps: int = 20) -> tuple[dict, object]:
-    params = _params()
-    state = tx.init(params)
-    grads = hard_gradients(steps, (64, 128), seed=1)
-    for g in grads:
-        updates, state = tx.update({"w": jnp.asarray(g) * 0.1 + 1.0, "b": jnp.ones(16)}, state, params)
-        params = optax.apply_updates(params, updates)
-    return params, state
+    grads = [{"w": jnp.asarray(g) * 0.1 + 1.0, "b": jnp.ones(16)} for g in hard_gradients(steps, (64, 128), seed=1)]
+    return run_steps(tx, _params(), grads, jit=False)[:2]
 
 
 @pytest.mark.parametrize("variant", VARIANTS.values(), ids=VARIANTS)
