@@ -131,7 +131,8 @@ def _checked_alike(source: RmsPropState, like: RmsPropState) -> tuple[plans.Stat
 
 
 def _converted(source: RmsPropState, like: RmsPropState) -> RmsPropState:
-    _, like_plan = _checked_alike(source, like)
+    plan, like_plan = _checked_alike(source, like)
+    as_stored = plans.field_arrays(source, plan, by_group=False)
     _, values = _values(source, widest=True)
     count = source.count if source.count is not None else like.count
     count = None if like.count is None else count
@@ -139,7 +140,10 @@ def _converted(source: RmsPropState, like: RmsPropState) -> RmsPropState:
     out: dict[str, Any] = {}
     for field in values:
         stored = []
-        for index, leaf in enumerate(like_plan.leaves):
+        for index, (mine, leaf) in enumerate(zip(plan.leaves, like_plan.leaves, strict=True)):
+            if mine.storages == leaf.storages:  # kept alike: moved as it is, nothing re-rounded
+                stored.append(as_stored[field][index])
+                continue
             value = values[field][index]
             if field == NU and leaf.storages.nu_holds_variance:  # the planned nu keeps the variance
                 mu = values[MU][index]
@@ -177,7 +181,8 @@ def convert_state(state: Any, like: Any) -> Any:
     codes with block scales, and in its layout: per leaf, or packed as the groups
     of ``like`` say (``pack_small_leaves``; a packed ``state`` is read per leaf). The step
     count is kept (``like``'s where ``state`` has none); the rest of the tree comes from
-    ``state``. Use it to resume a checkpoint with another ``state_dtype`` or layout:
+    ``state``. A leaf whose storage does not change is moved as it is (nothing is
+    rounded again). Use it to resume a checkpoint with another ``state_dtype`` or layout:
     restore into the old optimizer's state, convert, continue.
 
     Args:
