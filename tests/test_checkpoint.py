@@ -181,3 +181,12 @@ def test_restoring_an_8bit_state_into_a_float32_one_names_the_mismatch_and_the_c
     converted = rmsprop_jax.convert_state(restored, float32.init(PARAMS_8BIT))
     assert converted.nu["w"].dtype == jnp.float32
     np.testing.assert_array_equal(converted.nu["w"], rmsprop_jax.state_as_float32(state).nu["w"])
+
+
+def test_restoring_a_float32_state_into_a_bfloat16_one_says_to_convert(tmp_path):
+    tx = rmsprop_jax.rmsprop(1e-3, momentum=0.9)
+    checkpoint.save(tmp_path / "ckpt", tx.init(PARAMS))
+    bfloat16 = rmsprop_jax.rmsprop(1e-3, momentum=0.9, state_dtype="bfloat16")
+    with pytest.raises(ValueError, match="nu/w: dtype float32 in the checkpoint, bfloat16 in the target") as error:
+        checkpoint.restore(tmp_path / "ckpt", bfloat16.init(PARAMS))
+    assert "another state_dtype" in str(error.value) and "rmsprop_jax.convert_state" in str(error.value)

@@ -159,3 +159,17 @@ def test_bfloat16_state_follows_a_change_of_gradient_scale():
     assert mean_ours == pytest.approx(expected, rel=0.02)
     # optax's bfloat16 state, rounded to nearest, stays frozen near the old scale.
     assert float(jnp.mean(stalled.astype(jnp.float32))) > 2 * expected
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+@pytest.mark.parametrize("fraction", [1 / 8, 1 / 3, 1 / 2, 0.9])
+def test_float16_stochastic_rounding_rounds_up_with_the_residual_as_probability(fraction, sign):
+    """float32 to float16 takes the general path (a uniform number against residual / gap): unbiased too."""
+    gap = 2.0**-10  # float16 spacing on [1, 2)
+    value = jnp.full((400_000,), sign * (1.0 + fraction * gap), jnp.float32)
+    stored = np.asarray(dtypes.store(value, jnp.dtype(jnp.float16), jnp.uint32(7)), np.float64)
+    assert set(np.unique(np.abs(stored))) == {1.0, 1.0 + gap}
+    away = np.mean(np.abs(stored) > 1.0)
+    tolerance = 4 * np.sqrt(fraction * (1 - fraction) / stored.size)
+    assert abs(away - fraction) < tolerance
+    assert abs(np.mean(stored) - float(value[0])) < tolerance * gap

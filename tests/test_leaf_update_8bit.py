@@ -181,3 +181,21 @@ def test_with_momentum_the_difference_is_the_buffers_rounding_noise():
     step directly rather than through a square root, so the figure is larger than plain's."""
     plain, momentum = _parity(), _parity(momentum=0.9)
     assert plain < momentum < 0.01
+
+
+def test_a_gradient_that_flips_sign_is_not_clipped_by_the_centered_variance_bound():
+    """The stored variance's new term is decay * (1 - decay) * |g - mu|^2, and |g - mu| exceeds
+    max(|g|, |mu|) when g turns against mu: its block scale must bound it by (|g| + |mu|)^2, or the
+    new variance is clipped at the scale. 30 steps of g = +1 in float32 (mu near 1, the variance near
+    0), converted to 8-bit (exact scales, no slack), then one step of g = -1."""
+    kwargs = {"decay": 0.9, "eps": 1e-8, "centered": True}
+    exact_tx, narrow_tx = rmsprop_jax.scale_by_rms(**kwargs), rmsprop_jax.scale_by_rms(**kwargs, state_dtype="8bit")
+    params = jnp.zeros(SHAPE)
+    _, exact, _ = _run(exact_tx, jnp.ones((30, *SHAPE)))
+    narrow = rmsprop_jax.convert_state(exact, narrow_tx.init(params))
+    flip = -jnp.ones(SHAPE)
+    _, exact = exact_tx.update(flip, exact, params)
+    _, narrow = narrow_tx.update(flip, narrow, params)
+    variance = exact.nu - exact.mu**2  # 0.9 * ~0 + 0.09 * (1 + 0.96)^2 ~ 0.35
+    stored = codec.decode(narrow.nu, "tiles", codec.UNSIGNED)  # the variance itself
+    np.testing.assert_allclose(np.asarray(stored), np.asarray(variance), rtol=0.13)

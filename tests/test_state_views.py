@@ -100,3 +100,31 @@ def test_tree_map_params_works_on_the_view():
     float_like = rmsprop_jax.rmsprop(1e-3, momentum=0.9, state_dtype="bfloat16")  # a tree with a count, as the view
     halved = optax.tree_map_params(float_like, lambda p: p / 2, view)
     np.testing.assert_allclose(halved.trace["w"], view.trace["w"] / 2)
+
+
+def test_convert_state_draws_each_leafs_rounding_from_its_own_seed():
+    """Two leaves holding the same values, stored into bfloat16 with stochastic rounding: each leaf's
+    seed is its own, so their roundings differ (with one seed for all they would be equal)."""
+    params = {"a": jnp.zeros(4096), "b": jnp.zeros(4096)}
+    source = rmsprop_jax.rmsprop(1e-3).init(params)
+    values = jnp.asarray(1.0 + np.random.default_rng(0).uniform(0, 2.0**-8, 4096), jnp.float32)
+    source = source._replace(nu={"a": values, "b": values})
+    converted = rmsprop_jax.convert_state(source, rmsprop_jax.rmsprop(1e-3, state_dtype="bfloat16").init(params))
+    a, b = (np.asarray(converted.nu[k], np.float32) for k in "ab")
+    assert np.mean(a != b) > 0.2
+    for stored in (a, b):  # each unbiased on its own
+        assert abs(float(np.mean(stored)) - float(jnp.mean(values))) < 1e-4
+
+
+def test_the_view_of_a_centered_8bit_state_is_the_second_moment_not_the_variance():
+    """A gradient of mean 1 and spread 0.01: E[g^2] ~ 1 while the stored variance ~ 1e-4. The view's nu
+    must be E[g^2] entry by entry, as the float32 state's (returning the variance would be off 10^4x)."""
+    grads = [{"w": 1.0 + 0.01 * jnp.asarray(g) / 1e3, "b": jnp.ones(16)} for g in hard_gradients(20, (64, 128), 5)]
+    grads = [{"w": jnp.clip(g["w"], 0.9, 1.1), "b": g["b"]} for g in grads]
+    exact = run_steps(rmsprop_jax.rmsprop(1e-3, centered=True), _params(), grads, jit=False)[1]
+    narrow = run_steps(rmsprop_jax.rmsprop(1e-3, centered=True, state_dtype="8bit"), _params(), grads, jit=False)[1]
+    assert isinstance(narrow.nu["w"], codec.Quantized)
+    view = rmsprop_jax.state_as_float32(narrow)
+    # mu is on a neighbouring code (within 1/8 of a binade), so E[g^2] = var + mu^2 is within about 2/8
+    np.testing.assert_allclose(np.asarray(view.mu["w"]), np.asarray(exact.mu["w"]), rtol=0.13)
+    np.testing.assert_allclose(np.asarray(view.nu["w"]), np.asarray(exact.nu["w"]), rtol=0.3)

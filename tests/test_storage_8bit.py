@@ -120,3 +120,31 @@ def test_the_value_encode_returns_is_what_the_codes_decode_to_bit_for_bit(fmt, s
         )
         decoded = s8.decode(q, "tiles", fmt)
         np.testing.assert_array_equal(np.asarray(value).view(np.uint32), np.asarray(decoded).view(np.uint32))
+
+
+def test_the_layout_rule_reads_one_shards_shape_where_it_is_given():
+    """Without a GPU mesh: the rule of what fits, applied to the shard shape a sharded array would show."""
+    assert s8.block_layout((64, 96)) == "tiles"
+    assert s8.block_layout((64, 96), (64, 24)) is None  # 24 columns: no 16 x 16 tile, no 256-run
+    assert s8.block_layout((64, 96), (32, 96)) == "tiles"
+    assert s8.block_layout((8, 1024), (8, 256)) == "runs"
+    assert s8.block_layout((8, 1024), (8, 128)) is None
+    assert s8.layout_decision((64, 96), (64, 24)) == (None, "no block fits its shards (64x24)")
+    assert s8.layout_decision((100, 100)) == (None, "no 16x16 tile or 256-run fits 100x100")
+    assert s8.layout_decision((10, 10)) == (None, "100 entries < 4096")
+
+
+@pytest.mark.parametrize("fmt", [s8.UNSIGNED, s8.SIGNED], ids=["unsigned", "signed"])
+@pytest.mark.parametrize("given_scale", [False, True], ids=["exact scale", "bound inf"])
+def test_a_block_holding_inf_keeps_finite_codes_and_scales(fmt, given_scale):
+    """inf is clamped to the largest magnitude kept (2**126) before the scale is taken, and so is a bound
+    that is inf: no scale or value is inf or NaN, and (exact scales) the other blocks keep their values."""
+    x = jnp.asarray(np.random.default_rng(0).uniform(0.5, 1.0, (32, 32)), jnp.float32).at[0, 0].set(jnp.inf)
+    scale = jnp.full((2, 2), jnp.inf, jnp.float32) if given_scale else None
+    q, value = s8.encode_with_value(x, "tiles", fmt, jnp.uint32(3), scale)
+    decoded = s8.decode(q, "tiles", fmt)
+    assert np.all(np.isfinite(np.asarray(q.scale))) and np.all(np.isfinite(np.asarray(decoded)))
+    assert float(q.scale[0, 0]) == s8.LARGEST and float(decoded[0, 0]) == s8.LARGEST
+    np.testing.assert_array_equal(np.asarray(value), np.asarray(decoded))
+    if not given_scale:  # each entry on a neighbouring code: within 1/8 of a binade
+        np.testing.assert_allclose(np.asarray(decoded[16:, 16:]), np.asarray(x[16:, 16:]), rtol=0.13)
