@@ -4,10 +4,10 @@
     python3 benchmarks/packing.py --trees 512x8192 --variants momentum --out /tmp/grid.json
 
 Method: for each tree and variant, four contenders are jitted and donated, as a training
-step is (``suite.donated_timer``): ``optax.rmsprop``, a second copy of it (the A/A control:
+step is (``timing.donated_timer``): ``optax.rmsprop``, a second copy of it (the A/A control:
 the noise of comparing equal code), ``rmsprop_jax.rmsprop`` with packing off, and with
 packing on. Their steps are timed interleaved in one process, in a fresh random order each
-round (``suite.interleaved``), and the median of ``--repeats`` rounds is reported with its
+round (``timing.interleaved``), and the median of ``--repeats`` rounds is reported with its
 ratio to optax. Trace + compile time is one ``lower(...).compile()`` per contender, after a
 throwaway compile that pays JAX's one-time costs; the eager ``tx.init`` before it is timed
 apart (``eager_init_s``). Peak memory is XLA's own count for the
@@ -39,9 +39,12 @@ import optax
 
 import rmsprop_jax
 from rmsprop_jax import _packing
+from rmsprop_jax._leaf_update import RmsConfig
+from rmsprop_jax._transform import build_rmsprop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite beside this script
 import suite
+import timing
 
 RESULTS = Path(__file__).resolve().parent / "results" / "packing-cpu2core.json"
 VARIANTS = {
@@ -95,13 +98,16 @@ def _hlo(compiled: Any) -> str:
     return re.sub(r", metadata=\{[^}]*\}", "", program)
 
 
-def measure(tree: str, variant: str, repeats: int) -> dict[str, Any]:
+def measure(
+    tree: str, variant: str, repeats: int, thresholds: _packing.Thresholds = _packing.DEFAULT_THRESHOLDS
+) -> dict[str, Any]:
     kwargs = {"decay": 0.9, "eps": 1e-8, **VARIANTS[variant]}
+    config = RmsConfig(decay=0.9, eps=1e-8, **VARIANTS[variant])
     contenders = {
         "optax": optax.rmsprop(1e-3, **kwargs),
         suite.CONTROL: optax.rmsprop(1e-3, **kwargs),
         OFF: rmsprop_jax.rmsprop(1e-3, **kwargs),
-        ON: rmsprop_jax.rmsprop(1e-3, **kwargs, pack_small_leaves=True),
+        ON: build_rmsprop(config, {}, 1e-3, pack_small_leaves=True, thresholds=thresholds),
     }
     shapes = tree_shapes(tree)
     keys = jax.random.split(jax.random.key(0), len(shapes))
@@ -130,8 +136,8 @@ def measure(tree: str, variant: str, repeats: int) -> dict[str, Any]:
         }
         if label in (OFF, ON):
             hlo[label] = _hlo(compiled)
-        timers[label] = suite.donated_timer(step, params, tx.init(params), grads)
-    times = suite.interleaved(timers, repeats)
+        timers[label] = timing.donated_timer(step, params, tx.init(params), grads)
+    times = timing.interleaved(timers, repeats)
     medians = {label: 1e3 * statistics.median(samples) for label, samples in times.items()}
     plan = rmsprop_jax.packing_plan(jax.eval_shape(contenders[ON].init, grads))
     return {
@@ -186,12 +192,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "--group-elements", type=int, default=None, help="override the group cap (an experiment, not an option)"
     )
     args = parser.parse_args(argv)
+    thresholds = _packing.DEFAULT_THRESHOLDS
     if args.group_elements is not None:
-        _packing.GROUP_ELEMENTS = args.group_elements
+        thresholds = thresholds._replace(group_elements=args.group_elements)
     rows = []
     for tree in args.trees:
         for variant in args.variants:
-            row = measure(tree, variant, args.repeats)
+            row = measure(tree, variant, args.repeats, thresholds)
             rows.append(row)
             print(
                 f"{tree} {variant} ({row['packed_leaves']}/{row['leaves']} leaves in {row['groups']} groups): "
@@ -204,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             meta = {
                 "repeats": args.repeats,
-                "group_elements": _packing.GROUP_ELEMENTS,
+                "group_elements": thresholds.group_elements,
                 "jax": jax.__version__,
                 "optax": optax.__version__,
             }

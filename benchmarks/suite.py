@@ -4,7 +4,7 @@ Run ``python3 benchmarks/suite.py`` (``--quick`` for a tiny smoke run). It write
 ``benchmarks/results/<host>-<date>.json``, a Markdown table (``.md``) and a plot
 (``.png``), and prints the table.
 
-Method (benchmarks/NOTES.md has the reasoning):
+Method (``benchmarks/NOTES.md``, "Method", has the reasoning):
 
 - Step time: the jit-compiled ``tx.update`` + ``optax.apply_updates`` with params
   and state donated, one warm-up call, ``jax.block_until_ready`` on every output,
@@ -35,10 +35,9 @@ import datetime
 import json
 import os
 import platform
-import random
-import re
 import socket
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +48,9 @@ import jax.numpy as jnp
 import optax
 
 import rmsprop_jax
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # timing.py beside this script
+import timing
 
 LR, DECAY, EPS = 1e-3, 0.9, 1e-8
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -109,10 +111,6 @@ def _leaf_sizes(case: Case) -> list[int]:
     return [base + (i < extra) for i in range(case.leaves)]
 
 
-def _median_spread(times: list[float]) -> tuple[float, float]:
-    return statistics.median(times), max(times) - min(times)
-
-
 def _jax_step(tx: optax.GradientTransformation) -> Callable:
     def step(params: list, state: Any, grads: list) -> tuple:
         updates, state = tx.update(grads, state, params)
@@ -143,18 +141,6 @@ def _arrays(
 ) -> list[jax.Array]:
     keys = jax.random.split(jax.random.key(seed), len(sizes))
     return [jax.random.normal(k, shape(n), jnp.float32).astype(dtype) for k, n in zip(keys, sizes, strict=True)]
-
-
-def hlo_summary(compiled: Any) -> dict[str, int]:
-    """Fusions, copies, and bytes of the arguments and outputs of a compiled step."""
-    text = compiled.as_text()
-    analysis = compiled.memory_analysis()
-    return {
-        "fusions": len(re.findall(r"^\s*\S+ = \S+ fusion\(", text, re.M)),
-        "copies": len(re.findall(r"^\s*\S+ = \S+ copy\(", text, re.M)),
-        "argument_bytes": int(analysis.argument_size_in_bytes),
-        "output_bytes": int(analysis.output_size_in_bytes),
-    }
 
 
 def pass_bandwidth(sizes: list[int], dtype: str, repeats: int) -> float:
@@ -223,33 +209,6 @@ class TorchContender:
         )
 
 
-def donated_timer(step: Callable, params: Any, state: Any, grads: Any) -> Callable[[], float]:
-    """A timer of one donated ``step(params, state, grads)`` call, after one warm-up call (it compiles).
-
-    Each call feeds the previous call's outputs back in, as a training loop does.
-    """
-    carry = [jax.block_until_ready(step(params, state, grads))]
-
-    def timer() -> float:
-        start = time.perf_counter()
-        carry[0] = jax.block_until_ready(step(*carry[0], grads))
-        return time.perf_counter() - start
-
-    return timer
-
-
-def interleaved(timers: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
-    """Every timer's samples, ``repeats`` rounds each in a fresh random order (no position bias)."""
-    times: dict[str, list[float]] = {label: [] for label in timers}
-    order = list(timers)
-    shuffler = random.Random(0)
-    for _ in range(repeats):
-        shuffler.shuffle(order)
-        for label in order:
-            times[label].append(timers[label]())
-    return times
-
-
 def _torch_device() -> str | None:
     try:
         import torch
@@ -275,17 +234,17 @@ def measure_case(case: Case, repeats: int, torch_device: str | None) -> dict[str
         step = _jax_step(tx)
         params = _arrays(sizes, case.dtype, 4, case.leaf_shape)
         if case.state == "8bit" and label != CONTROL:
-            hlo[label] = hlo_summary(step.lower(params, tx.init(params), grads).compile())
-        timers[label] = donated_timer(step, params, tx.init(params), grads)
+            hlo[label] = timing.hlo_summary(step.lower(params, tx.init(params), grads).compile())
+        timers[label] = timing.donated_timer(step, params, tx.init(params), grads)
     if torch_device is not None and case.variant != "nesterov":  # torch's RMSprop has no Nesterov
         for foreach in (True, False):
             run = TorchContender(case, foreach, torch_device)
             run.step()  # warm-up
             timers[f"torch foreach={foreach}"] = run.step
-    times = interleaved(timers, repeats)
+    times = timing.interleaved(timers, repeats)
     results = {}
     for label, samples in times.items():
-        median, spread = _median_spread(samples)
+        median, spread = timing.median_spread(samples)
         results[label] = {"median_ms": 1e3 * median, "spread_ms": 1e3 * spread}
     floor = floor_bytes / bandwidth
     ours, theirs = results["rmsprop_jax"]["median_ms"], results["optax"]["median_ms"]

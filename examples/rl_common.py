@@ -71,7 +71,7 @@ def run_seeds(
     ``train(rng)`` returns ``{"params": ..., "training_returns": ...}``. The evaluation is
     a second jitted program: in the same program as a vmapped training run, XLA:CPU
     (jax 0.10.2) hung in ``block_until_ready`` once the policies were good
-    (``benchmarks/NOTES.md``, "RL examples").
+    (``benchmarks/NOTES.md``, "Real clients: RL examples").
 
     Returns ``train``'s outputs (each with a leading seed axis), the greedy returns
     ``(seeds, episodes)``, and the seconds spent tracing and compiling, and running.

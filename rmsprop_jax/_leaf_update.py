@@ -43,7 +43,7 @@ Centered, where the plan says ``nu_holds_variance`` (a storage whose lossiness c
 ``E[g^2] - E[g]^2`` in exact arithmetic, bounded below by its new term in the same
 way), because the difference of two independently quantized averages cancels
 catastrophically when the gradient's mean dominates its spread
-(``benchmarks/NOTES.md``). Float states keep the frameworks' form, so their parity
+(``benchmarks/NOTES.md``, "8-bit: centered RMSProp in 8 bits"). Float states keep the frameworks' form, so their parity
 does not move. ``bias_correction`` would bring the subtraction back
 (``nu_hat - mu_hat^2`` differs from ``v / (1 - decay^t)``); the factories refuse
 that combination.

@@ -18,7 +18,7 @@ that a layout is the same on every machine:
 - Only leaves of at most :func:`largest_packed` entries: packing pays where a leaf's fixed cost
   (a kernel and buffers per state array) dominates its bytes: up to 16K entries with momentum,
   8K centered with momentum, 2K centered without. Plain RMSProp (no momentum, not centered)
-  packs nothing: its step gains nothing (``benchmarks/NOTES.md``).
+  packs nothing: its step gains nothing (``benchmarks/NOTES.md``, "Packing: the prototype").
 - Only with leaves of the same shape, dtype, storage, weight-decay flag and visible sharding.
   Leaves stored as 8-bit codes stay per leaf.
 - A leaf whose sharding cannot be seen stays per leaf: a tracer on a mesh with Auto axes
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,11 +48,12 @@ per step, and very large stacks compile slowly (one group of 4096 leaves: 42 s).
 
 GROUP_LEAVES = 64
 """The most leaves one group holds: at 4096 leaves of 1K entries, groups of 64 compiled in 0.32x
-optax's time against 0.42x for groups of 256, stepping as fast (``benchmarks/NOTES.md``)."""
+optax's time against 0.42x for groups of 256, stepping as fast (``benchmarks/NOTES.md``,
+"Packing: `pack_small_leaves` as built")."""
 
 LARGEST_PACKED_MOMENTUM = 1 << 14
 """The largest leaf (entries) packed with momentum, not centered: stepping 0.80x of per leaf at
-8K entries, 0.87x at 16K (``benchmarks/NOTES.md``)."""
+8K entries, 0.87x at 16K (``benchmarks/NOTES.md``, "Packing: the prototype")."""
 
 LARGEST_PACKED_CENTERED_MOMENTUM = 1 << 13
 """The largest leaf packed for centered RMSProp with momentum: 0.63x of per leaf at 8K entries;
@@ -63,13 +64,32 @@ LARGEST_PACKED_CENTERED = 1 << 11
 entries, but 1.14x at 4K and 1.38x at 8K (the update leaves the group as one more copy)."""
 
 
+class Thresholds(NamedTuple):
+    """The constants that decide what packs (the defaults are the module's documented constants).
+
+    A benchmark or an experiment passes other values (``build_rmsprop(..., thresholds=...)``);
+    the factories always use the defaults, so that a layout is the same on every machine.
+    """
+
+    largest_momentum: int = LARGEST_PACKED_MOMENTUM
+    largest_centered_momentum: int = LARGEST_PACKED_CENTERED_MOMENTUM
+    largest_centered: int = LARGEST_PACKED_CENTERED
+    group_leaves: int = GROUP_LEAVES
+    group_elements: int = GROUP_ELEMENTS
+
+    def largest(self, centered: bool, momentum: bool) -> int:
+        """The largest leaf, in entries, that a variant packs (0: plain RMSProp packs nothing)."""
+        if centered:
+            return self.largest_centered_momentum if momentum else self.largest_centered
+        return self.largest_momentum if momentum else 0
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
 def largest_packed(centered: bool, momentum: bool) -> int:
-    """The largest leaf, in entries, that a variant packs (0: plain RMSProp packs nothing)."""
-    if centered:
-        return LARGEST_PACKED_CENTERED_MOMENTUM if momentum else LARGEST_PACKED_CENTERED
-    if momentum:
-        return LARGEST_PACKED_MOMENTUM
-    return 0
+    """The largest leaf, in entries, that a variant packs with the default thresholds."""
+    return DEFAULT_THRESHOLDS.largest(centered, momentum)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +210,7 @@ def plan_for(
     params: Any,
     largest: int,
     key: Callable[[int, Any], Hashable | None],
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> PackingPlan:
     """The plan for ``params``: leaves with equal ``key(index, leaf)`` share groups.
 
@@ -198,6 +219,7 @@ def plan_for(
       largest: The largest leaf (entries) packed.
       key: What else a group's leaves share (dtype, storage, weight-decay flag, sharding),
         or ``None`` for a leaf that stays per leaf.
+      thresholds: The group caps (:attr:`Thresholds.group_leaves`, :attr:`Thresholds.group_elements`).
     """
     with_paths = compat.leaves_with_paths(params)
     treedef = compat.structure(params)
@@ -216,7 +238,10 @@ def plan_for(
             continue
         group_key = (shapes[index], shared)
         group = open_groups.get(group_key)
-        if group is None or len(group) == GROUP_LEAVES or (len(group) + 1) * size > GROUP_ELEMENTS:
+        full = group is not None and (
+            len(group) == thresholds.group_leaves or (len(group) + 1) * size > thresholds.group_elements
+        )
+        if group is None or full:
             group = open_groups[group_key] = []
             groups.append(group)
         group.append(index)

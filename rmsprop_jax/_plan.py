@@ -121,10 +121,11 @@ class Request(NamedTuple):
     centered: bool
     momentum: bool
     largest_packed: int
-    """The largest leaf (entries) that packs (:func:`rmsprop_jax._packing.largest_packed`)."""
+    """The largest leaf (entries) that packs (:meth:`rmsprop_jax._packing.Thresholds.largest`)."""
     pack_small_leaves: bool
     decayed: Callable[[Any], list[bool]]
     """The per-leaf weight-decay flags of the params."""
+    thresholds: packing.Thresholds = packing.DEFAULT_THRESHOLDS
 
 
 def plan_state(params: Any, request: Request) -> StatePlan:
@@ -154,7 +155,7 @@ def plan_state(params: Any, request: Request) -> StatePlan:
             return None
         return (compat.value_of(leaf).dtype, storages[index].nu, decayed[index], sharding)
 
-    candidate = packing.plan_for(params, request.largest_packed, key)
+    candidate = packing.plan_for(params, request.largest_packed, key, request.thresholds)
     chosen = candidate if request.pack_small_leaves else packing.per_leaf(candidate)
     words = _packing_words(chosen, candidate, storages, request)
     leaves = [

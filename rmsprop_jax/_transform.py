@@ -95,6 +95,7 @@ class _Options:
     weight_decay: optax.ScalarOrSchedule = 0.0
     weight_decay_mask: MaskOrFn = None
     pack_small_leaves: bool = False
+    thresholds: packing.Thresholds = packing.DEFAULT_THRESHOLDS
 
     @property
     def has_count(self) -> bool:
@@ -124,9 +125,10 @@ class _Options:
             self.state_dtype,
             self.config.centered,
             momentum,
-            packing.largest_packed(self.config.centered, momentum and self.learning_rate is not None),
+            self.thresholds.largest(self.config.centered, momentum and self.learning_rate is not None),
             self.pack_small_leaves,
             self.decayed,
+            self.thresholds,
         )
 
 
@@ -610,6 +612,7 @@ def build_rmsprop(
     weight_decay_mask: MaskOrFn = None,
     state_dtype: StateDtype = None,
     pack_small_leaves: bool = False,
+    thresholds: packing.Thresholds = packing.DEFAULT_THRESHOLDS,
 ) -> optax.GradientTransformationExtraArgs:
     """Validates a configuration and builds its transformation: :func:`rmsprop`'s body.
 
@@ -618,7 +621,8 @@ def build_rmsprop(
     ``{"decay": "alpha", "learning_rate": "lr"}`` makes a bad ``decay`` raise
     ``Invalid alpha value: ...``, so each framework's users see their own
     argument names while the rules live here once. ``learning_rate=None`` builds
-    :func:`scale_by_rms` (no learning rate, no weight decay).
+    :func:`scale_by_rms` (no learning rate, no weight decay). ``thresholds`` (what packs)
+    is for benchmarks and experiments; the public factories keep the defaults.
     """
     resolved = _check_config(config, initial_scale, state_dtype, names)
     if learning_rate is not None:
@@ -628,5 +632,14 @@ def build_rmsprop(
     if weight_decay_mask is not None and not callable(weight_decay_mask):
         jax.tree.map(lambda flag: validation.check_bool("weight_decay_mask", flag), weight_decay_mask)
     return _rms_transformation(
-        _Options(config, initial_scale, resolved, learning_rate, weight_decay, weight_decay_mask, pack_small_leaves)
+        _Options(
+            config,
+            initial_scale,
+            resolved,
+            learning_rate,
+            weight_decay,
+            weight_decay_mask,
+            pack_small_leaves,
+            thresholds,
+        )
     )

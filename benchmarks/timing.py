@@ -1,0 +1,103 @@
+"""How the benchmarks time things: interleaved rounds, donated steps, trace and compile, HLO counts.
+
+Every benchmark script imports these, so that each measures the same way
+(``benchmarks/NOTES.md``, "Method"):
+
+- :func:`interleaved` runs every contender once per round, in a fresh random order each round
+  (seeded), so that no contender always follows the one that warmed or polluted the caches;
+- :func:`donated_timer` times a jitted step with params and state donated, feeding each call's
+  outputs to the next as a training loop does, after one warm-up call that compiles;
+- :func:`trace_and_compile` times ``jax.jit(f).lower(...)`` and ``.compile()`` of a fresh
+  function object (nothing cached), and :func:`interleaved_trace_and_compile` takes the median
+  over interleaved rounds;
+- :func:`hlo_summary` counts fusions, copies and argument / output bytes of a compiled step.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+
+def median_spread(times: list[float]) -> tuple[float, float]:
+    """The median and the spread (max - min) of some samples."""
+    return statistics.median(times), max(times) - min(times)
+
+
+def interleaved(timers: dict[str, Callable[[], float]], repeats: int, seed: int = 0) -> dict[str, list[float]]:
+    """Every timer's samples, ``repeats`` rounds each in a fresh random order (no position bias)."""
+    times: dict[str, list[float]] = {label: [] for label in timers}
+    order = list(timers)
+    shuffler = random.Random(seed)
+    for _ in range(repeats):
+        shuffler.shuffle(order)
+        for label in order:
+            times[label].append(timers[label]())
+    return times
+
+
+def donated_timer(step: Callable, params: Any, state: Any, grads: Any) -> Callable[[], float]:
+    """A timer of one donated ``step(params, state, grads)`` call, after one warm-up call (it compiles).
+
+    Each call feeds the previous call's outputs back in, as a training loop does.
+    """
+    carry = [jax.block_until_ready(step(params, state, grads))]
+
+    def timer() -> float:
+        start = time.perf_counter()
+        carry[0] = jax.block_until_ready(step(*carry[0], grads))
+        return time.perf_counter() - start
+
+    return timer
+
+
+def trace_and_compile(make: Callable[[], tuple[Callable, tuple]]) -> tuple[float, float]:
+    """Seconds to lower (trace) and to compile ``jax.jit(f)`` for ``f, args = make()``.
+
+    ``make`` must build a new function object each call, so that JAX's trace cache misses.
+    """
+    function, args = make()
+    start = time.perf_counter()
+    lowered = jax.jit(function).lower(*args)
+    traced = time.perf_counter()
+    lowered.compile()
+    return traced - start, time.perf_counter() - traced
+
+
+def interleaved_trace_and_compile(
+    makers: dict[str, Callable[[], tuple[Callable, tuple]]], rounds: int, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Each contender's median trace and compile seconds over ``rounds`` interleaved rounds."""
+    samples: dict[str, list[tuple[float, float]]] = {label: [] for label in makers}
+    order = list(makers)
+    shuffler = random.Random(seed)
+    for _ in range(rounds):
+        shuffler.shuffle(order)
+        for label in order:
+            samples[label].append(trace_and_compile(makers[label]))
+    return {
+        label: {
+            "trace_s": statistics.median(t for t, _ in pairs),
+            "compile_s": statistics.median(c for _, c in pairs),
+            "total_s": statistics.median(t + c for t, c in pairs),
+        }
+        for label, pairs in samples.items()
+    }
+
+
+def hlo_summary(compiled: Any) -> dict[str, int]:
+    """Fusions, copies, and bytes of the arguments and outputs of a compiled step."""
+    text = compiled.as_text()
+    analysis = compiled.memory_analysis()
+    return {
+        "fusions": len(re.findall(r"^\s*\S+ = \S+ fusion\(", text, re.M)),
+        "copies": len(re.findall(r"^\s*\S+ = \S+ copy\(", text, re.M)),
+        "argument_bytes": int(analysis.argument_size_in_bytes),
+        "output_bytes": int(analysis.output_size_in_bytes),
+    }
