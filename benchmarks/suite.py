@@ -21,8 +21,9 @@ Method (``benchmarks/NOTES.md``, "Method", has the reasoning):
   and state, each once) divided by the bandwidth of a donated elementwise pass
   ``p + 0.5 * g`` over the same arrays (read 2, write 1), measured in the same
   case. On a GPU the device-to-device copy bandwidth is measured too.
-- Compile: ``jax.jit(step).lower(...)`` (trace) and ``.compile()`` wall time, once
-  each, for many small leaves.
+- Compile: ``jax.jit(step).lower(...)`` (trace) and ``.compile()`` wall time of a fresh
+  step, for many small leaves: each contender's median over interleaved rounds, the A/A
+  control beside them (``timing.interleaved_trace_and_compile``).
 - State bytes per parameter: the sum of the state arrays after ``init`` (torch:
   after one step, the ``step`` counter excluded) over the parameter count.
 """
@@ -262,25 +263,33 @@ def measure_case(case: Case, repeats: int, torch_device: str | None) -> dict[str
     }
 
 
+def _step_maker(tx: optax.GradientTransformation, leaves: int, leaf_size: int) -> Callable[[], tuple[Any, tuple]]:
+    """A fresh jitted step and its arguments on each call (so that nothing is cached between rounds)."""
+
+    def make() -> tuple[Any, tuple]:
+        params = [jnp.full((leaf_size,), float(i)) for i in range(leaves)]
+        return _jax_step(tx), (params, tx.init(params), params)
+
+    return make
+
+
 def compile_times(
-    leaves_list: list[int], leaf_size: int, on_row: Callable[[list[dict[str, Any]]], None] | None = None
+    leaves_list: list[int],
+    leaf_size: int,
+    rounds: int = 3,
+    on_row: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Trace (lower) and compile wall time, once each, for many small float32 leaves."""
+    """Trace (lower) and compile wall time for many small float32 leaves: each contender's median over
+    ``rounds`` interleaved rounds (a fresh step each time), with optax's A/A control beside it."""
     rows: list[dict[str, Any]] = []
-    for variant in ("plain", "centered+momentum"):
+    for variant in ("plain", "momentum", "centered+momentum"):
         for leaves in leaves_list:
-            row: dict[str, Any] = {"variant": variant, "leaves": leaves}
-            for label, tx in jax_contenders(Case(variant, leaves * leaf_size, leaves)).items():
-                if label == CONTROL:
-                    continue
-                params = [jnp.full((leaf_size,), float(i)) for i in range(leaves)]
-                start = time.perf_counter()
-                lowered = _jax_step(tx).lower(params, tx.init(params), params)
-                traced = time.perf_counter()
-                lowered.compile()
-                row[label] = {"trace_s": traced - start, "compile_s": time.perf_counter() - traced}
-            total = {k: v["trace_s"] + v["compile_s"] for k, v in row.items() if isinstance(v, dict)}
-            row["ours_over_optax"] = total["rmsprop_jax"] / total["optax"]
+            contenders = jax_contenders(Case(variant, leaves * leaf_size, leaves))
+            makers = {label: _step_maker(tx, leaves, leaf_size) for label, tx in contenders.items()}
+            row: dict[str, Any] = {"variant": variant, "leaves": leaves, "rounds": rounds}
+            row |= timing.interleaved_trace_and_compile(makers, rounds)
+            row["ours_over_optax"] = row["rmsprop_jax"]["total_s"] / row["optax"]["total_s"]
+            row["control_over_optax"] = row[CONTROL]["total_s"] / row["optax"]["total_s"]
             rows.append(row)
             if on_row is not None:
                 on_row(rows)
@@ -348,13 +357,17 @@ def markdown(report: dict[str, Any]) -> str:
             )
     if report.get("copy_bandwidth_gbs"):
         lines += ["", f"Device-to-device copy bandwidth: {report['copy_bandwidth_gbs']:.0f} GB/s (read + write)."]
-    lines += ["", "| compile: variant, leaves | rmsprop_jax trace + compile s | optax trace + compile s | ours/optax |"]
+    lines += [
+        "",
+        "| compile: variant, leaves | rmsprop_jax trace + compile s | optax trace + compile s | ours/optax | A/A |",
+    ]
     lines.append("|---|---|---|---|")
     for row in report["compile"]:
         ours, theirs = row["rmsprop_jax"], row["optax"]
         lines.append(
             f"| {row['variant']}, {row['leaves']} | {ours['trace_s']:.2f} + {ours['compile_s']:.2f} "
-            f"| {theirs['trace_s']:.2f} + {theirs['compile_s']:.2f} | {row['ours_over_optax']:.2f} |"
+            f"| {theirs['trace_s']:.2f} + {theirs['compile_s']:.2f} | {row['ours_over_optax']:.2f} "
+            f"| {row.get('control_over_optax', float('nan')):.2f} |"
         )
     lines += ["", "| state bytes / param: variant, dtype | rmsprop_jax | optax | torch |", "|---|---|---|---|"]
     for row in report["state_bytes"]:
@@ -391,7 +404,14 @@ def plot(report: dict[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def run(cases: list[Case], repeats: int, compile_leaves: list[int], out_dir: Path, suffix: str = "") -> dict[str, Any]:
+def run(
+    cases: list[Case],
+    repeats: int,
+    compile_leaves: list[int],
+    out_dir: Path,
+    suffix: str = "",
+    compile_rounds: int = 3,
+) -> dict[str, Any]:
     """Runs everything and writes ``<host>-<date>.json``, ``.md`` and ``.png`` into ``out_dir``."""
     torch_device = _torch_device()
     try:
@@ -435,7 +455,7 @@ def run(cases: list[Case], repeats: int, compile_leaves: list[int], out_dir: Pat
         write()
         print(f"[{time.perf_counter() - start:6.1f} s] compiled {rows[-1]['variant']}, {rows[-1]['leaves']} leaves")
 
-    compile_times(compile_leaves, leaf_size=256, on_row=compiled)
+    compile_times(compile_leaves, leaf_size=1024, rounds=compile_rounds, on_row=compiled)
     print(f"[{time.perf_counter() - start:6.1f} s] compile times done", flush=True)
     plot(report, stem.with_suffix(".png"))
     return report
@@ -445,19 +465,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 3 repeats: a smoke run")
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per contender (default 15)")
-    parser.add_argument("--compile-leaves", type=int, nargs="+", default=[256, 4096], help="leaf counts to compile")
+    parser.add_argument(
+        "--compile-leaves", type=int, nargs="+", default=[256, 1024, 4096], help="leaf counts to compile"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument(
         "--only", default=None, help="measure only the step-time cases whose label contains this text (e.g. 8bit)"
     )
     parser.add_argument("--suffix", default="", help="appended to the result files' names")
+    parser.add_argument("--compile-rounds", type=int, default=3, help="interleaved rounds of trace + compile")
     args = parser.parse_args()
     gpu = jax.default_backend() == "gpu"
     if args.quick:
         report = run(quick_cases(), 3, [2, 4], args.out, args.suffix)
     else:
         cases = [case for case in full_cases(gpu) if args.only is None or args.only in case.label]
-        report = run(cases, args.repeats, args.compile_leaves, args.out, args.suffix)
+        report = run(cases, args.repeats, args.compile_leaves, args.out, args.suffix, args.compile_rounds)
     print(markdown(report))
 
 

@@ -57,21 +57,21 @@ def donated_timer(step: Callable, params: Any, state: Any, grads: Any) -> Callab
     return timer
 
 
-def trace_and_compile(make: Callable[[], tuple[Callable, tuple]]) -> tuple[float, float]:
-    """Seconds to lower (trace) and to compile ``jax.jit(f)`` for ``f, args = make()``.
+def trace_and_compile(make: Callable[[], tuple[Any, tuple]]) -> tuple[float, float]:
+    """Seconds to lower (trace) and to compile ``jitted`` for ``jitted, args = make()``.
 
-    ``make`` must build a new function object each call, so that JAX's trace cache misses.
+    ``make`` must build a new jitted function each call, so that JAX's trace cache misses.
     """
-    function, args = make()
+    jitted, args = make()
     start = time.perf_counter()
-    lowered = jax.jit(function).lower(*args)
+    lowered = jitted.lower(*args)
     traced = time.perf_counter()
     lowered.compile()
     return traced - start, time.perf_counter() - traced
 
 
 def interleaved_trace_and_compile(
-    makers: dict[str, Callable[[], tuple[Callable, tuple]]], rounds: int, seed: int = 0
+    makers: dict[str, Callable[[], tuple[Any, tuple]]], rounds: int, seed: int = 0
 ) -> dict[str, dict[str, float]]:
     """Each contender's median trace and compile seconds over ``rounds`` interleaved rounds."""
     samples: dict[str, list[tuple[float, float]]] = {label: [] for label in makers}

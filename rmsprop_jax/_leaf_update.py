@@ -11,8 +11,8 @@ One step, in this order:
 3. ``nu = decay * nu + (1 - decay) * |g|^2``; if ``centered``,
    ``mu = decay * mu + (1 - decay) * g``. Each is stored, and the rest of the step
    uses ``nu`` as stored, but at least its new term: ``nu = max(nu, (1 - decay) * |g|^2)``
-   (a no-op in exact and in float32 arithmetic; with a lossy storage it bounds the
-   step, below).
+   where the storage rounded it (where it did not, the float sum is at least its term
+   already, and no ``max`` is traced; with a rounding storage it bounds the step, below).
 4. With ``bias_correction``, ``nu_hat = nu / (1 - decay^t)`` (and ``mu_hat``).
 5. ``v = nu_hat``, or ``max(nu_hat - |mu_hat|^2, 0)`` if ``centered`` (clamped:
    rounding can make the difference negative, which would give NaN).
@@ -114,9 +114,19 @@ def _abs_sq(x: jax.Array) -> jax.Array:
 
 def _average(
     storage: Storage, old: jax.Array, weight: Scalar, added: jax.Array, seed: jax.Array | None, majorant: Majorant
-) -> tuple[Stored, jax.Array]:
-    """``weight * old + added`` as the state stores it: the stored array and its value as stored."""
-    return storage.keep(added + weight * old, seed, majorant)
+) -> tuple[Stored, jax.Array, bool]:
+    """``weight * old + added`` as the state stores it: the stored array, its value as stored, and
+    whether that is the value itself (a storage that rounds nothing returns it: ``keep``'s contract)."""
+    value = added + weight * old
+    stored, kept = storage.keep(value, seed, majorant)
+    return stored, kept, kept is value
+
+
+def _floored(kept: jax.Array, term: jax.Array, exact: bool) -> jax.Array:
+    """Step 3's floor ``max(kept, term)``, where the storage rounded the new average. Where it did
+    not, the float sum of non-negative terms is at least ``term`` already, and a no-op ``max`` would
+    still cost an op per leaf in the traced program (trace and compile time)."""
+    return kept if exact else jnp.maximum(kept, term)
 
 
 def _step_bound(config: RmsConfig, lr: Scalar) -> Scalar | None:
@@ -176,9 +186,9 @@ def _stored_variance(
     def mu_majorant(m: Magnitudes) -> jax.Array:
         return decay * m.of_state(mu) + (1 - decay) * m.of_value(g)
 
-    new_nu, nu_kept = _average(storages.nu, storages.nu.load(nu, compute), decay, term, seeds[0], nu_majorant)
-    new_mu, _ = _average(storages.mu, mu_old, decay, (1 - decay) * g, seeds[1], mu_majorant)
-    return new_nu, new_mu, jnp.maximum(nu_kept, term)
+    new_nu, nu_kept, exact = _average(storages.nu, storages.nu.load(nu, compute), decay, term, seeds[0], nu_majorant)
+    new_mu, _, _ = _average(storages.mu, mu_old, decay, (1 - decay) * g, seeds[1], mu_majorant)
+    return new_nu, new_mu, _floored(nu_kept, term, exact)
 
 
 def _moments(
@@ -200,8 +210,8 @@ def _moments(
     def nu_majorant(m: Magnitudes) -> jax.Array:
         return decay * m.of_state(nu) + (1 - decay) * jnp.square(m.of_value(g))
 
-    new_nu, nu_kept = _average(storages.nu, storages.nu.load(nu, compute), decay, term, seeds[0], nu_majorant)
-    nu_hat = jnp.maximum(nu_kept, term)
+    new_nu, nu_kept, exact = _average(storages.nu, storages.nu.load(nu, compute), decay, term, seeds[0], nu_majorant)
+    nu_hat = _floored(nu_kept, term, exact)
     if config.bias_correction:
         assert count is not None, "bias_correction needs the step count"
         correction = (1 - decay**count).astype(compute)
@@ -214,7 +224,7 @@ def _moments(
         return decay * m.of_state(mu) + (1 - decay) * m.of_value(g)
 
     mu_old = storages.mu.load(mu, g.dtype)
-    new_mu, mu_kept = _average(storages.mu, mu_old, decay, (1 - decay) * g, seeds[1], mu_majorant)
+    new_mu, mu_kept, _ = _average(storages.mu, mu_old, decay, (1 - decay) * g, seeds[1], mu_majorant)
     mu_hat = mu_kept / correction if config.bias_correction else mu_kept
     return new_nu, new_mu, jnp.maximum(nu_hat - _abs_sq(mu_hat), 0)
 
@@ -243,12 +253,12 @@ def _with_momentum(
     assert config.momentum is not None and trace is not None and storage is not None, "momentum needs the trace"
     momentum = config.momentum
     step = lr * scaled if config.lr_in_momentum else scaled
-    bound = _step_bound(config, lr)
 
-    def majorant(m: Magnitudes) -> jax.Array:
+    def majorant(m: Magnitudes) -> jax.Array:  # traced only by a storage that reads it
+        bound = _step_bound(config, lr)
         return momentum * m.of_state(trace) + (m.of_value(step) if bound is None else bound)
 
-    new_trace, trace_kept = _average(storage, storage.load(trace, g.dtype), momentum, step, seed, majorant)
+    new_trace, trace_kept, _ = _average(storage, storage.load(trace, g.dtype), momentum, step, seed, majorant)
     velocity = step + momentum * trace_kept if config.nesterov else trace_kept
     if config.caution:
         velocity = _cautious(velocity, g)

@@ -3,7 +3,8 @@
 The step's arithmetic (:mod:`rmsprop_jax._leaf_update`) sees every state array through a
 :class:`FloatStorage` or a :class:`BlockStorage`, and asks it for two things: ``load``
 returns the stored values in the compute dtype, ``keep`` stores a new value and returns
-it as stored. ``keep`` may be given a *majorant*: an upper bound of the new value's
+it as stored (the value itself, the same array, where it rounds nothing: the step then
+traces no floor). ``keep`` may be given a *majorant*: an upper bound of the new value's
 magnitudes written in terms of the magnitudes of what it was computed from, which the
 8-bit storage evaluates per block (from stored scales and fused reductions over the
 step's inputs) so that its encode needs no reduction over the new value
