@@ -125,7 +125,11 @@ def _average(
 def _floored(kept: jax.Array, term: jax.Array, exact: bool) -> jax.Array:
     """Step 3's floor ``max(kept, term)``, where the storage rounded the new average. Where it did
     not, the float sum of non-negative terms is at least ``term`` already, and a no-op ``max`` would
-    still cost an op per leaf in the traced program (trace and compile time)."""
+    still cost an op per leaf in the traced program (trace and compile time).
+
+    Centered steps keep it either way (``_moments``): there XLA:CPU contracts the subtraction
+    ``nu - mu^2`` that follows into a fused multiply-add differently without it, which moves
+    the last bits of the recorded trajectories (``tests/test_trajectories.py``)."""
     return kept if exact else jnp.maximum(kept, term)
 
 
@@ -211,7 +215,7 @@ def _moments(
         return decay * m.of_state(nu) + (1 - decay) * jnp.square(m.of_value(g))
 
     new_nu, nu_kept, exact = _average(storages.nu, storages.nu.load(nu, compute), decay, term, seeds[0], nu_majorant)
-    nu_hat = _floored(nu_kept, term, exact)
+    nu_hat = _floored(nu_kept, term, exact and not config.centered)
     if config.bias_correction:
         assert count is not None, "bias_correction needs the step count"
         correction = (1 - decay**count).astype(compute)

@@ -27,8 +27,9 @@ from rmsprop_jax import _plan as plans
 from rmsprop_jax import _storage as storage
 from rmsprop_jax import _validation as validation
 from rmsprop_jax._dtypes import ResolvedStateDtype, StateDtype
-from rmsprop_jax._leaf_update import LeafStep, RmsConfig, Scalar, Seeds, update_leaf
+from rmsprop_jax._leaf_update import LeafStep, RmsConfig, Scalar, Seeds
 from rmsprop_jax._state import FIELDS, MU, NU, TRACE, Field, RmsPropState
+from rmsprop_jax._traced_once import leaf_step
 
 MaskOrFn: TypeAlias = Any | Callable[[optax.Params], Any] | None
 """optax's weight-decay mask type (``optax.MaskOrFn``): a pytree of bools, a callable returning one, or None."""
@@ -284,34 +285,6 @@ def _seeds(storages: plans.LeafStorages, count: jax.Array | None, group: tuple[i
     return seeds[0], seeds[1], seeds[2]
 
 
-def _leaf_step(
-    config: RmsConfig,
-    storages: plans.LeafStorages,
-    scalars: tuple[Any, Any, jax.Array | None],
-    grad: jax.Array,
-    nu: storage.Stored,
-    mu: storage.Stored | None,
-    trace: storage.Stored | None,
-    param: jax.Array | None,
-    seeds: Seeds,
-) -> LeafStep:
-    """:func:`update_leaf` with positional array arguments, for ``jax.vmap`` over a stacked group."""
-    lr, weight_decay, count = scalars
-    return update_leaf(
-        config,
-        grad,
-        nu,
-        mu,
-        trace,
-        storages=storages,
-        param=param,
-        learning_rate=lr,
-        weight_decay=weight_decay,
-        count=count,
-        rounding_seeds=seeds,
-    )
-
-
 def _group_step(
     options: _Options,
     plan: plans.StatePlan,
@@ -329,7 +302,7 @@ def _group_step(
     grad = packing.stack([grads[index] for index in group])
     param = None if params[group[0]] is None else packing.stack([params[index] for index in group])
     step = functools.partial(
-        _leaf_step, options.config, storages, (lr, weight_decay if flags[group[0]] else None, count)
+        leaf_step, options.config, storages, (lr, weight_decay if flags[group[0]] else None, count)
     )
     seeds = _seeds(storages, count, group)
     if len(group) == 1:
