@@ -5,9 +5,12 @@ call JAX infers afresh each time (about 0.1 ms); a model with a thousand leaves 
 each operator of each leaf, which made tracing our step slower than optax's. :func:`leaf_step`
 jits :func:`~rmsprop_jax._leaf_update.update_leaf` with everything static bound (the
 configuration, the leaf's storages, a learning rate and weight decay that are Python numbers)
-and ``inline=True``: JAX traces it once per distinct input type and inlines the recorded
-equations into the step. The step's jaxpr, and so its HLO and its results, are those that
-tracing each leaf would give (``tests/test_trajectories.py`` holds them bit for bit).
+as a function of its own, ``rmsprop_leaf``: JAX traces it once per distinct input type and
+lowers it once, and the step calls it for each leaf. XLA inlines the calls before it
+optimizes, so the compiled step is the one tracing each leaf would give, and its results
+are too (``tests/test_trajectories.py`` holds them bit for bit). Measured at 1024 leaves of
+1K entries: the trace (``lower``) takes 0.4-0.6x optax's (``benchmarks/NOTES.md``, "Trace
+and compile: one traced function per kind of leaf").
 
 Outside a trace (an eager ``update``) and with hyperparameters that are arrays (as under
 ``optax.inject_hyperparams``: they cannot be static) it calls ``update_leaf`` directly.
@@ -39,7 +42,7 @@ def _static(value: Any) -> Any:
 
 @functools.lru_cache(maxsize=256)
 def _jitted(config: RmsConfig, storages: LeafStorages, learning_rate: Any, weight_decay: Any) -> Callable:
-    def step(grad, nu, mu, trace, param, count, seeds, dynamic_lr, dynamic_weight_decay):  # noqa: ANN001, ANN202
+    def rmsprop_leaf(grad, nu, mu, trace, param, count, seeds, dynamic_lr, dynamic_weight_decay):  # noqa: ANN001, ANN202
         return update_leaf(
             config,
             grad,
@@ -54,7 +57,7 @@ def _jitted(config: RmsConfig, storages: LeafStorages, learning_rate: Any, weigh
             rounding_seeds=seeds,
         )
 
-    return jax.jit(step, inline=True)
+    return jax.jit(rmsprop_leaf)  # not inlined into the jaxpr: lowered once, called per leaf
 
 
 def leaf_step(
