@@ -357,17 +357,15 @@ def markdown(report: dict[str, Any]) -> str:
             )
     if report.get("copy_bandwidth_gbs"):
         lines += ["", f"Device-to-device copy bandwidth: {report['copy_bandwidth_gbs']:.0f} GB/s (read + write)."]
-    lines += [
-        "",
-        "| compile: variant, leaves | rmsprop_jax trace + compile s | optax trace + compile s | ours/optax | A/A |",
-    ]
-    lines.append("|---|---|---|---|")
+    with_control = all("control_over_optax" in row for row in report["compile"])  # older reports have none
+    header = "| compile: variant, leaves | rmsprop_jax trace + compile s | optax trace + compile s | ours/optax |"
+    lines += ["", header + (" A/A |" if with_control else ""), "|---|---|---|---|" + ("---|" if with_control else "")]
     for row in report["compile"]:
         ours, theirs = row["rmsprop_jax"], row["optax"]
         lines.append(
             f"| {row['variant']}, {row['leaves']} | {ours['trace_s']:.2f} + {ours['compile_s']:.2f} "
-            f"| {theirs['trace_s']:.2f} + {theirs['compile_s']:.2f} | {row['ours_over_optax']:.2f} "
-            f"| {row.get('control_over_optax', float('nan')):.2f} |"
+            f"| {theirs['trace_s']:.2f} + {theirs['compile_s']:.2f} | {row['ours_over_optax']:.2f} |"
+            + (f" {row['control_over_optax']:.2f} |" if with_control else "")
         )
     lines += ["", "| state bytes / param: variant, dtype | rmsprop_jax | optax | torch |", "|---|---|---|---|"]
     for row in report["state_bytes"]:

@@ -19,13 +19,15 @@ that a layout is the same on every machine:
   (a kernel and buffers per state array) dominates its bytes: up to 16K entries with momentum,
   8K centered with momentum, 2K centered without. Plain RMSProp (no momentum, not centered)
   packs nothing: its step gains nothing (``benchmarks/NOTES.md``, "Packing: the prototype").
-- Only with leaves of the same shape, dtype, storage, weight-decay flag and visible sharding.
-  Leaves stored as 8-bit codes stay per leaf.
+- Only with leaves of the same shape, dtype, storage, weight-decay flag and visible sharding
+  (the key :mod:`rmsprop_jax._plan` builds). A storage says whether it stacks
+  (:attr:`rmsprop_jax._storage.BlockStorage.packable`: 8-bit codes stay per leaf).
 - A leaf whose sharding cannot be seen stays per leaf: a tracer on a mesh with Auto axes
   (``jax.jit(tx.init)`` on an Auto mesh reads every sharding as replicated). Concrete arrays,
   tracers on an Explicit mesh, and Flax NNX variables with sharding metadata show theirs.
 - Groups hold at most :data:`GROUP_LEAVES` leaves and :data:`GROUP_ELEMENTS` entries; a group
-  needs at least two leaves.
+  needs at least two leaves. The constants are :class:`Thresholds`' defaults, which a
+  benchmark may replace (``build_rmsprop(..., thresholds=...)``) without touching the module.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ visible (a concrete array, or a tracer on a mesh with Explicit axes) the rule is
 each shard's extents, so that no block crosses a shard boundary and the step needs no
 collective; under ``jax.jit`` on a mesh with Auto axes the sharding is invisible and the
 rule reads the global shape (collective-free for every sharding whose shards hold whole
-blocks). The layout of a stored array is read back from its codes' and scales' shapes.
+blocks). The layout of each stored array is decided once, in the state's plan
+(:mod:`rmsprop_jax._plan`), and read from there.
 """
 
 from __future__ import annotations
@@ -148,14 +149,6 @@ def shard_shape(x: jax.Array) -> tuple[int, ...] | None:
         return tuple(jax.typeof(x).sharding.shard_shape(x.shape))  # what a tracer shows (Explicit axes)
     except (AttributeError, TypeError, ValueError):
         return None
-
-
-def layout_of(q: Quantized) -> Layout:
-    """The layout a stored array was encoded with, read from its codes' and scales' shapes."""
-    shape, blocks = q.codes.shape, q.scale.shape
-    if len(shape) >= 2 and blocks == (*shape[:-2], shape[-2] // TILE, shape[-1] // TILE):
-        return "tiles"
-    return "runs"
 
 
 def _explicit_spec(x: jax.Array) -> tuple | None:

@@ -40,8 +40,9 @@ def _static(value: Any) -> Any:
     return _ARGUMENT
 
 
-@functools.lru_cache(maxsize=256)
-def _jitted(config: RmsConfig, storages: LeafStorages, learning_rate: Any, weight_decay: Any) -> Callable:
+def _leaf_function(config: RmsConfig, storages: LeafStorages, learning_rate: Any, weight_decay: Any) -> Callable:
+    """``update_leaf`` with the static parts bound; an array learning rate or weight decay is an argument."""
+
     def rmsprop_leaf(grad, nu, mu, trace, param, count, seeds, dynamic_lr, dynamic_weight_decay):  # noqa: ANN001, ANN202
         return update_leaf(
             config,
@@ -57,7 +58,14 @@ def _jitted(config: RmsConfig, storages: LeafStorages, learning_rate: Any, weigh
             rounding_seeds=seeds,
         )
 
-    return jax.jit(rmsprop_leaf)  # not inlined into the jaxpr: lowered once, called per leaf
+    return rmsprop_leaf
+
+
+@functools.lru_cache(maxsize=256)
+def _jitted(config: RmsConfig, storages: LeafStorages, learning_rate: Any, weight_decay: Any) -> Callable:
+    """The jitted ``rmsprop_leaf``, one per distinct static part (not inlined into the jaxpr: lowered
+    once, called per leaf)."""
+    return jax.jit(_leaf_function(config, storages, learning_rate, weight_decay))
 
 
 def leaf_step(
@@ -73,24 +81,13 @@ def leaf_step(
 ) -> LeafStep:
     """:func:`update_leaf` of one leaf (positional arrays, for ``jax.vmap`` over a stacked group)."""
     lr, weight_decay, count = scalars
+    static_lr, static_weight_decay = _static(lr), _static(weight_decay)
+    arguments = (grad, nu, mu, trace, param, count, seeds, lr, weight_decay)
     if isinstance(grad, core.Tracer):
-        static_lr, static_weight_decay = _static(lr), _static(weight_decay)
         try:
             step = _jitted(config, storages, static_lr, static_weight_decay)
         except TypeError:  # array hyperparameters in the configuration are not hashable: trace directly
             pass
         else:
-            return step(grad, nu, mu, trace, param, count, seeds, lr, weight_decay)
-    return update_leaf(
-        config,
-        grad,
-        nu,
-        mu,
-        trace,
-        storages=storages,
-        param=param,
-        learning_rate=lr,
-        weight_decay=weight_decay,
-        count=count,
-        rounding_seeds=seeds,
-    )
+            return step(*arguments)
+    return _leaf_function(config, storages, static_lr, static_weight_decay)(*arguments)

@@ -118,3 +118,10 @@ def test_every_citation_of_the_notes_names_a_section_that_exists():
     assert len(cited) >= 8
     for where, title in cited:
         assert any(t.startswith(title) for t in titles), (where, title)
+
+
+def test_trace_compile_benchmark_runs_at_tiny_size_and_writes_its_table(tmp_path):
+    script = load_script("benchmarks/trace_compile.py")
+    results = script.main(["--leaves", "2", "--leaf-size", "8", "--rounds", "1", "--out", str(tmp_path / "t")])
+    assert [row["variant"] for row in results["rows"]] == ["plain", "momentum", "centered+momentum"]
+    assert (tmp_path / "t.md").read_text() == script.markdown(json.loads((tmp_path / "t.json").read_text()))

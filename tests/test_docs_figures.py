@@ -46,6 +46,13 @@ def test_the_packing_table_is_the_results_file():
     assert packing.markdown(results) in (DOCS / "speed.md").read_text()
 
 
+def test_the_trace_and_compile_table_is_the_results_file():
+    script = load_script("benchmarks/trace_compile.py")
+    results = json.loads(script.RESULTS.with_suffix(".json").read_text())
+    assert script.markdown(results) in (DOCS / "speed.md").read_text()
+    assert script.markdown(results) == script.RESULTS.with_suffix(".md").read_text()
+
+
 def test_the_suite_tables_on_the_speed_page_are_the_results_files():
     """The Speed page includes each suite report; each report is its JSON rendered (plus a note)."""
     suite = load_script("benchmarks/suite.py")
