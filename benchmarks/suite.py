@@ -278,11 +278,12 @@ def compile_times(
     leaf_size: int,
     rounds: int = 3,
     on_row: Callable[[list[dict[str, Any]]], None] | None = None,
+    variants: tuple[str, ...] = ("plain", "momentum", "centered+momentum"),
 ) -> list[dict[str, Any]]:
     """Trace (lower) and compile wall time for many small float32 leaves: each contender's median over
     ``rounds`` interleaved rounds (a fresh step each time), with optax's A/A control beside it."""
     rows: list[dict[str, Any]] = []
-    for variant in ("plain", "momentum", "centered+momentum"):
+    for variant in variants:
         for leaves in leaves_list:
             contenders = jax_contenders(Case(variant, leaves * leaf_size, leaves))
             makers = {label: _step_maker(tx, leaves, leaf_size) for label, tx in contenders.items()}

@@ -55,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--leaves", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--leaf-size", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--variants", nargs="+", default=["plain", "momentum", "centered+momentum"])
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     meta = {
@@ -65,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "rmsprop_jax": rmsprop_jax.__version__,
         "leaf_size": args.leaf_size,
         "rounds": args.rounds,
+        "command": "python3 benchmarks/trace_compile.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     results = {"meta": meta, "rows": []}
 
@@ -75,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.out.with_suffix(".md").write_text(markdown(results))
         print(markdown({"rows": rows[-1:]}).splitlines()[-1], flush=True)
 
-    suite.compile_times(args.leaves, args.leaf_size, args.rounds, on_row=write)
+    suite.compile_times(args.leaves, args.leaf_size, args.rounds, on_row=write, variants=tuple(args.variants))
     return results
 
 
