@@ -95,15 +95,20 @@ def test_signature_is_a_superset_of_optax_with_same_positions_and_defaults(name)
             assert parameter.kind == inspect.Parameter.KEYWORD_ONLY, argument
 
 
+def _assert_same_updates(tx_a, tx_b, steps: int, seed: int) -> None:
+    """Both transformations, stepped on the same hard gradients from zero params, give the same updates."""
+    params = jnp.zeros(5)
+    state_a, state_b = tx_a.init(params), tx_b.init(params)
+    for g in hard_gradients(steps, (5,), seed=seed):
+        u_a, state_a = tx_a.update(jnp.asarray(g), state_a, params)
+        u_b, state_b = tx_b.update(jnp.asarray(g), state_b, params)
+        np.testing.assert_allclose(u_a, u_b, rtol=2e-6, atol=1e-30)
+
+
 def test_scale_by_rms_called_positionally_as_optax_is_steps_as_optax_does():
     """optax.scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction): the fifth is bias correction."""
     ours, theirs = rmsprop_jax.scale_by_rms(0.8, 1e-6, 0.0, True, True), optax.scale_by_rms(0.8, 1e-6, 0.0, True, True)
-    params = jnp.zeros(5)
-    state_a, state_b = ours.init(params), theirs.init(params)
-    for g in hard_gradients(10, (5,), seed=4):
-        u_a, state_a = ours.update(jnp.asarray(g), state_a, params)
-        u_b, state_b = theirs.update(jnp.asarray(g), state_b, params)
-        np.testing.assert_allclose(u_a, u_b, rtol=2e-6, atol=1e-30)
+    _assert_same_updates(ours, theirs, steps=10, seed=4)
 
 
 @pytest.mark.parametrize("centered", [False, True])
@@ -117,12 +122,7 @@ def test_rmsprop_equals_the_scale_by_rms_chain(centered, momentum):
         optax.scale_by_learning_rate(schedule),
         optax.trace(momentum) if momentum is not None else optax.identity(),
     )
-    params = jnp.zeros(5)
-    state_a, state_b = fused.init(params), chained.init(params)
-    for g in hard_gradients(30, (5,), seed=2):
-        u_a, state_a = fused.update(jnp.asarray(g), state_a, params)
-        u_b, state_b = chained.update(jnp.asarray(g), state_b, params)
-        np.testing.assert_allclose(u_a, u_b, rtol=2e-6, atol=1e-30)
+    _assert_same_updates(fused, chained, steps=30, seed=2)
 
 
 def test_scale_by_rms_in_the_documented_chain_with_clipping_and_schedule():
