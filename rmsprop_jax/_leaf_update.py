@@ -122,15 +122,20 @@ def _average(
     return stored, kept, kept is value
 
 
-def _floored(kept: jax.Array, term: jax.Array, exact: bool) -> jax.Array:
+def _floored(kept: jax.Array, term: jax.Array, exact: bool, centered: bool = False) -> jax.Array:
     """Step 3's floor ``max(kept, term)``, where the storage rounded the new average. Where it did
     not, the float sum of non-negative terms is at least ``term`` already, and a no-op ``max`` would
-    still cost an op per leaf in the traced program (trace and compile time).
+    still cost ops per leaf in the traced program, duplicated by XLA into each fusion that reads
+    the variance (trace and compile time).
 
-    Centered steps keep it either way (``_moments``): there XLA:CPU contracts the subtraction
-    ``nu - mu^2`` that follows into a fused multiply-add differently without it, which moves
-    the last bits of the recorded trajectories (``tests/test_trajectories.py``)."""
-    return kept if exact else jnp.maximum(kept, term)
+    A centered step keeps a ``max`` with 0 there instead, as cheap as a ``max`` gets (it shares
+    the clamp's constant): without any ``max`` before the subtraction ``nu - mu^2``, XLA:CPU
+    compiles that subtraction differently on leaves of odd size, which moves the last bits of
+    the recorded trajectories (``tests/test_trajectories.py``). ``benchmarks/NOTES.md``,
+    "Trace and compile time", has the measurements."""
+    if not exact:
+        return jnp.maximum(kept, term)
+    return jnp.maximum(kept, 0) if centered else kept
 
 
 def _step_bound(config: RmsConfig, lr: Scalar) -> Scalar | None:
@@ -215,7 +220,7 @@ def _moments(
         return decay * m.of_state(nu) + (1 - decay) * jnp.square(m.of_value(g))
 
     new_nu, nu_kept, exact = _average(storages.nu, storages.nu.load(nu, compute), decay, term, seeds[0], nu_majorant)
-    nu_hat = _floored(nu_kept, term, exact and not config.centered)
+    nu_hat = _floored(nu_kept, term, exact, config.centered)
     if config.bias_correction:
         assert count is not None, "bias_correction needs the step count"
         correction = (1 - decay**count).astype(compute)
