@@ -8,13 +8,16 @@ Every benchmark script imports these, so that each measures the same way
 - :func:`donated_timer` times a jitted step with params and state donated, feeding each call's
   outputs to the next as a training loop does, after one warm-up call that compiles;
 - :func:`trace_and_compile` times ``jax.jit(f).lower(...)`` and ``.compile()`` of a fresh
-  function object (nothing cached), and :func:`interleaved_trace_and_compile` takes the median
-  over interleaved rounds;
+  function object (nothing cached), after a full garbage collection (so that collecting the
+  previous contender's objects does not land in whichever measurement follows; the
+  collector stays on during the timing, as in a user's program), and
+  :func:`interleaved_trace_and_compile` takes the median over interleaved rounds;
 - :func:`hlo_summary` counts fusions, copies and argument / output bytes of a compiled step.
 """
 
 from __future__ import annotations
 
+import gc
 import random
 import re
 import statistics
@@ -63,6 +66,7 @@ def trace_and_compile(make: Callable[[], tuple[Any, tuple]]) -> tuple[float, flo
     ``make`` must build a new jitted function each call, so that JAX's trace cache misses.
     """
     jitted, args = make()
+    gc.collect()
     start = time.perf_counter()
     lowered = jitted.lower(*args)
     traced = time.perf_counter()

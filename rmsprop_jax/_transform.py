@@ -29,7 +29,7 @@ from rmsprop_jax import _validation as validation
 from rmsprop_jax._dtypes import ResolvedStateDtype, StateDtype
 from rmsprop_jax._leaf_update import LeafStep, RmsConfig, Scalar, Seeds
 from rmsprop_jax._state import FIELDS, MU, NU, TRACE, Field, RmsPropState
-from rmsprop_jax._traced_once import leaf_step
+from rmsprop_jax._traced_once import Arguments, Scalars, leaf_step, leaf_steps
 
 MaskOrFn: TypeAlias = Any | Callable[[optax.Params], Any] | None
 """optax's weight-decay mask type (``optax.MaskOrFn``): a pytree of bools, a callable returning one, or None."""
@@ -285,29 +285,39 @@ def _seeds(storages: plans.LeafStorages, count: jax.Array | None, group: tuple[i
     return seeds[0], seeds[1], seeds[2]
 
 
-def _group_step(
-    options: _Options,
+def _group_inputs(
     plan: plans.StatePlan,
     number: int,
     inputs: tuple[list[Any], list[Any], list[bool], dict[Field, list[Any]]],
     scalars: tuple[jax.Array | None, Any, Any],
-) -> LeafStep:
-    """One group's step: a leaf's own, or the same step on each member of a stacked group."""
+) -> tuple[plans.LeafStorages, Scalars, Arguments]:
+    """One group's storages, step scalars and arrays (stacked for a group of several leaves)."""
     grads, params, flags, stored = inputs
     count, lr, weight_decay = scalars
     group = plan.groups[number]
     storages = plan.leaves[group[0]].storages
-    nu = stored[NU][number]
     mu, trace = (stored[field][number] if field in stored else None for field in (MU, TRACE))
     grad = packing.stack([grads[index] for index in group])
     param = None if params[group[0]] is None else packing.stack([params[index] for index in group])
-    step = functools.partial(
-        leaf_step, options.config, storages, (lr, weight_decay if flags[group[0]] else None, count)
-    )
     seeds = _seeds(storages, count, group)
-    if len(group) == 1:
-        return step(grad, nu, mu, trace, param, seeds)
-    return jax.vmap(step)(grad, nu, mu, trace, param, seeds)
+    step_scalars = (lr, weight_decay if flags[group[0]] else None, count)
+    return storages, step_scalars, (grad, stored[NU][number], mu, trace, param, seeds)
+
+
+def _steps(
+    options: _Options,
+    plan: plans.StatePlan,
+    inputs: tuple[list[Any], list[Any], list[bool], dict[Field, list[Any]]],
+    scalars: tuple[jax.Array | None, Any, Any],
+) -> list[LeafStep]:
+    """Every group's step: single leaves together (:func:`leaf_steps`), each stacked group vmapped."""
+    requests = [_group_inputs(plan, number, inputs, scalars) for number in range(len(plan.groups))]
+    single = [number for number, group in enumerate(plan.groups) if len(group) == 1]
+    steps = dict(zip(single, leaf_steps(options.config, [requests[n] for n in single]), strict=True))
+    for number, (storages, step_scalars, arguments) in enumerate(requests):
+        if number not in steps:
+            steps[number] = jax.vmap(functools.partial(leaf_step, options.config, storages, step_scalars))(*arguments)
+    return [steps[number] for number in range(len(plan.groups))]
 
 
 def _scattered(
@@ -344,7 +354,7 @@ def _update(
     scalars = _step_scalars(options, state.count)
     grads = [compat.value_of(leaf) for leaf in gradient_leaves]
     inputs = (grads, param_leaves, flags, plans.field_arrays(state, plan))
-    steps = [_group_step(options, plan, number, inputs, scalars) for number in range(len(plan.groups))]
+    steps = _steps(options, plan, inputs, scalars)
     new_updates, fields = _scattered(plan, gradient_leaves, steps, options.fields())
     new_state = RmsPropState(
         count=scalars[0] if options.has_count else None,
