@@ -16,7 +16,7 @@ it inlines calls (flattening the call graph clones the callee per site; the veri
 simplifiers then walk every clone), about 0.3-0.45 ms per site at 1024 sites. With a call per
 leaf the compile took 1.2x optax's at 1024 leaves; 16 leaves per call leave 64 sites there,
 and both the trace and the compile are at or under optax's (``benchmarks/NOTES.md``, "Trace and
-compile: one traced function per kind of leaf").
+compile: 16 leaves per call").
 
 Outside a trace (an eager ``update``) and with hyperparameters that are arrays in the
 configuration (they cannot be static) it calls ``update_leaf`` directly.
