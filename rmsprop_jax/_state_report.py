@@ -27,7 +27,8 @@ class LeafReport(NamedTuple):
       path: The leaf's path in the params (``jax.tree_util.keystr``).
       shape: The param's shape.
       storage: ``"float32"`` (or the state's float dtype), or ``"8bit tiles"`` /
-        ``"8bit runs"`` (uint8 codes with one float32 scale per 16 x 16 tile or run of 256).
+        ``"8bit runs"``, ``"8bit runs of 252 over the last 2 axes"`` (uint8 codes with one
+        float32 scale per 16 x 16 tile or run; the layouts are in the Numerics page).
       eight_bit: ``"yes"``, or ``"no: ..."`` with the reason (too small, no block fits the
         shape or its shards, or not requested).
       packing: ``"group N (K leaves)"``, or ``"per leaf: ..."`` with the reason.
@@ -127,13 +128,13 @@ def state_report(state: Any) -> StateReport:
       >>> tx = rmsprop_jax.rmsprop(1e-3, momentum=0.9, state_dtype="8bit", pack_small_leaves=True)
       >>> report = rmsprop_jax.state_report(jax.eval_shape(tx.init, params))
       >>> for leaf in report.leaves:
-      ...     print(f"{leaf.path:6} {leaf.storage:10} {leaf.eight_bit:36} {leaf.packing}")
-      ['b1'] float32    no: 84 entries < 4096                group 0 (2 leaves)
-      ['b2'] float32    no: 84 entries < 4096                group 0 (2 leaves)
-      ['v']  8bit tiles yes                                  per leaf: 8-bit codes
-      ['w']  float32    no: no 16x16 tile or 256-run fits 120x84 per leaf: no other leaf of its shape and dtype
+      ...     print(f"{leaf.path:6} {leaf.storage:37} {leaf.eight_bit:22} {leaf.packing}")
+      ['b1'] float32                               no: 84 entries < 4096  group 0 (2 leaves)
+      ['b2'] float32                               no: 84 entries < 4096  group 0 (2 leaves)
+      ['v']  8bit tiles                            yes                    per leaf: 8-bit codes
+      ['w']  8bit runs of 252 over the last 2 axes yes                    per leaf: 8-bit codes
       >>> print(f"{report.bytes_per_param:.2f} bytes per param")
-      4.33 bytes per param
+      2.07 bytes per param
     """
     found = the_rmsprop_state(state, "state_report")
     plan = plans.of(found)

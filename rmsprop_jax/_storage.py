@@ -27,9 +27,9 @@ Which storage a leaf gets (:func:`for_param`, once, when ``init`` plans the stat
 
 - ``state_dtype`` ``None`` or a float dtype: the policy of :mod:`rmsprop_jax._dtypes`.
 - ``state_dtype="8bit"``: :class:`BlockStorage` where :func:`_storage_8bit.block_layout`
-  finds blocks (at least 4096 entries, and 16 x 16 tiles or runs of 256 that fit each
-  shard where the sharding is visible); every other leaf keeps the default policy's dtype
-  (float32, float64 for float64 params).
+  finds blocks (every leaf of at least 4096 entries: 16 x 16 tiles or runs of up to 256
+  entries, inside each shard where the sharding is visible); every other leaf keeps the
+  default policy's dtype (float32, float64 for float64 params).
 """
 
 from __future__ import annotations

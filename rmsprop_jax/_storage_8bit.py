@@ -16,14 +16,29 @@ decades and a lookup map needs a table search that costs 150-190x the bit operat
 XLA:CPU). The block's largest entry is exact (it encodes to 1.0); rounding is unbiased
 (random bits below the kept mantissa, then truncation); an all-zero block decodes to zeros.
 
-Blocks (:func:`block_layout`): 16 x 16 tiles over the last two axes when both extents are
-multiples of 16, else runs of 256 along the last axis when it is a multiple of 256; other
-shapes, and arrays under 4096 entries, are not quantized. Where the array's sharding is
-visible (a concrete array, or a tracer on a mesh with Explicit axes) the rule is applied to
-each shard's extents, so that no block crosses a shard boundary and the step needs no
-collective; under ``jax.jit`` on a mesh with Auto axes the sharding is invisible and the
-rule reads the global shape (collective-free for every sharding whose shards hold whole
-blocks). The layout of each stored array is decided once, in the state's plan
+Blocks (:func:`block_layout`), for every array of at least 4096 entries:
+
+- 16 x 16 tiles over the last two axes when both extents are multiples of 16 (a matrix
+  sharded along either axis keeps whole tiles);
+- else runs along a row: the last axis, or the fewest trailing axes that hold 256 entries
+  read as one axis in memory order (an HWIO kernel of 3 x 3 x 40 x 240 has rows of
+  40 x 240 entries, a depthwise 5 x 5 x 672 x 1 rows of 672). A run is 256 entries when 256
+  divides the row; else the largest divisor of the row up to 256 when that is at least 192
+  (a 1280 x 1000 classifier: runs of 250; the 9600-entry rows above: runs of 240); else 256
+  with each row's last run shorter (a row of 257: 256 and 1). That short run is padded with
+  zeros to a full run inside the codec only: the stored codes keep the array's shape, a zero
+  cannot raise a block's largest magnitude (padding never moves a scale), and the padding
+  is sliced off before anything is returned.
+
+Arrays under 4096 entries are not quantized (their codes would save little). Where the
+array's sharding is visible (a concrete array, or a tracer on a mesh with Explicit axes) the
+rule is applied to each shard's extents: a row never spans a sharded axis, and along a
+sharded last axis a run is the largest divisor of the shard's width up to 256 (at least
+16, else the array keeps float32), so that no block crosses a shard boundary and the step
+needs no collective; under ``jax.jit`` on a mesh
+with Auto axes the sharding is invisible and the rule reads the global shape (collective-free
+for every sharding whose shards hold whole blocks: any sharding of the axes before a run's).
+The layout of each stored array is decided once, in the state's plan
 (:mod:`rmsprop_jax._plan`), and read from there.
 """
 
@@ -37,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import core
-from jax.sharding import AxisType
+from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from rmsprop_jax import _dtypes as dtypes
@@ -45,11 +60,37 @@ from rmsprop_jax import _dtypes as dtypes
 MIN_SIZE = 4096  # smaller arrays keep a float32 state (their codes would save little)
 TILE = 16
 RUN = 256
+MIN_RUN = 16  # a run cut shorter than this by a sharded axis would cost more in scales than it saves
+FULL_RUN = 192  # a run this long that divides its row needs no padding, at most 4/3 of 256's scales
 # Values and scales are clamped here (inf would poison a block), 2**126 rather than float32's largest
 # (~2**128): XLA:CPU computes x / scale as x * (1 / scale) and flushes a subnormal reciprocal to zero.
 LARGEST = 2.0**126
 
-Layout = Literal["tiles", "runs"]
+
+class Layout(NamedTuple):
+    """How an array is cut into blocks of one scale each (:func:`block_layout`).
+
+    Attributes:
+      kind: ``"tiles"``, 16 x 16 over the last two axes; or ``"runs"`` along a row.
+      run_axes: For runs: how many trailing axes make a row, read as one axis in memory
+        order (1: the last axis).
+      run_length: For runs: the entries of each run; a row's last run is padded where
+        this does not divide the row.
+    """
+
+    kind: Literal["tiles", "runs"]
+    run_axes: int = 1
+    run_length: int = 256
+
+    def __str__(self) -> str:
+        if self.kind == "tiles":
+            return "tiles"
+        over = "" if self.run_axes == 1 else f" over the last {self.run_axes} axes"
+        return "runs" if (self.run_length, over) == (RUN, "") else f"runs of {self.run_length}{over}"
+
+
+TILES = Layout("tiles")
+RUNS = Layout("runs")  # of 256 along the last axis
 
 
 class Format(NamedTuple):
@@ -104,7 +145,7 @@ class Quantized(NamedTuple):
 
 
 def block_layout(shape: tuple[int, ...], local_shape: tuple[int, ...] | None = None) -> Layout | None:
-    """How an array of ``shape`` is blocked: ``"tiles"``, ``"runs"``, or ``None`` (not quantized).
+    """How an array of ``shape`` is blocked (:data:`TILES`, a runs :class:`Layout`), or ``None`` (not quantized).
 
     Args:
       shape: The array's (global) shape.
@@ -118,23 +159,31 @@ def layout_decision(shape: tuple[int, ...], local_shape: tuple[int, ...] | None 
     entries = math.prod(shape)
     if entries < MIN_SIZE:
         return None, f"{entries} entries < {MIN_SIZE}"
-    global_layout = _fitting(shape)
-    if global_layout is None:
-        return None, f"no {TILE}x{TILE} tile or {RUN}-run fits {_dims(shape)}"
-    if local_shape is None:
-        return global_layout, ""
-    local_layout = _fitting(local_shape)
-    if local_layout is None:
-        return None, f"no block fits its shards ({_dims(local_shape)})"
-    return local_layout, ""
+    fit = shape if local_shape is None else local_shape
+    layout = _fitting(fit, tuple(local < whole for local, whole in zip(fit, shape, strict=True)))
+    if layout is None:
+        return None, f"no block fits its shards ({_dims(fit)})"
+    return layout, ""
 
 
-def _fitting(fit: tuple[int, ...]) -> Layout | None:
+def _fitting(fit: tuple[int, ...], sharded: tuple[bool, ...]) -> Layout | None:
+    """The module docstring's rule over one shard's extents (``sharded``: which axes are split)."""
+    if len(fit) == 0:  # a scalar: fewer than 4096 entries, never asked
+        return None
     if len(fit) >= 2 and fit[-2] % TILE == 0 and fit[-1] % TILE == 0:
-        return "tiles"
-    if len(fit) >= 1 and fit[-1] % RUN == 0:
-        return "runs"
-    return None
+        return TILES
+    run_axes, row = 1, fit[-1]
+    while row < RUN and run_axes < len(fit) and not sharded[-run_axes] and not sharded[-1 - run_axes]:
+        row *= fit[-1 - run_axes]
+        run_axes += 1
+    divisor = max(d for d in range(1, min(row, RUN) + 1) if row % d == 0)
+    if sharded[-1]:  # runs must tile each shard's rows exactly
+        return Layout("runs", 1, divisor) if divisor >= MIN_RUN else None
+    if row < MIN_RUN:
+        return None
+    if divisor >= FULL_RUN or divisor == row:
+        return Layout("runs", run_axes, divisor)
+    return Layout("runs", run_axes, RUN)  # the row's last run is padded
 
 
 def _dims(shape: tuple[int, ...]) -> str:
@@ -162,34 +211,55 @@ def _explicit_spec(x: jax.Array) -> tuple | None:
 
 
 def _reshape(x: jax.Array, shape: tuple[int, ...], spec: tuple | None) -> jax.Array:
-    """``x.reshape(shape)``; on an Explicit mesh with the output sharding spelled out, as JAX requires."""
+    """``x.reshape(shape)``; on an Explicit mesh with the output sharding spelled out, as JAX requires
+    (on ``x``'s own mesh: an eager ``init`` need not run under ``jax.set_mesh``)."""
     if spec is None:
         return x.reshape(shape)
-    return jax.lax.reshape(x, shape, out_sharding=P(*spec))
+    return jax.lax.reshape(x, shape, out_sharding=NamedSharding(jax.typeof(x).sharding.mesh, P(*spec)))
+
+
+def _runs(shape: tuple[int, ...], layout: Layout) -> tuple[tuple[int, ...], int, int, int]:
+    """A runs layout's geometry: the leading axes, the entries of one row (the trailing
+    ``run_axes`` read as one), the run length and the runs per row (the last may be padded)."""
+    lead, row = shape[: len(shape) - layout.run_axes], math.prod(shape[len(shape) - layout.run_axes :])
+    return lead, row, layout.run_length, -(-row // layout.run_length)
 
 
 def _blocked(x: jax.Array, layout: Layout) -> jax.Array:
-    """``x`` with each block on its own axes: tiles ``(..., H/16, 16, W/16, 16)``, runs ``(..., W/256, 256)``."""
+    """``x`` with each block on its own axes: tiles ``(..., H/16, 16, W/16, 16)``, runs
+    ``(..., runs per row, run_length)``, a row's last run padded with zeros where the run
+    length does not divide the row."""
     spec = _explicit_spec(x)
-    if layout == "tiles":
+    if layout.kind == "tiles":
         *lead, height, width = x.shape
         blocked_spec = None if spec is None else (*spec[:-2], spec[-2], None, spec[-1], None)
         return _reshape(x, (*lead, height // TILE, TILE, width // TILE, TILE), blocked_spec)
-    *lead, width = x.shape
-    blocked_spec = None if spec is None else (*spec[:-1], spec[-1], None)
-    return _reshape(x, (*lead, width // RUN, RUN), blocked_spec)
+    lead, row, length, runs = _runs(x.shape, layout)
+    row_spec = None if spec is None else (*spec[: len(lead)], spec[-1] if layout.run_axes == 1 else None)
+    if layout.run_axes > 1:
+        x = _reshape(x, (*lead, row), row_spec)
+    if runs * length > row:  # the rule puts no sharded axis in a padded row
+        x = jnp.pad(x, [(0, 0)] * len(lead) + [(0, runs * length - row)])
+    return _reshape(x, (*lead, runs, length), None if row_spec is None else (*row_spec, None))
 
 
 def _unblocked(x: jax.Array, layout: Layout, shape: tuple[int, ...]) -> jax.Array:
-    """The inverse of :func:`_blocked`."""
+    """The inverse of :func:`_blocked` (the padding sliced off)."""
     spec = _explicit_spec(x)
-    if spec is not None:
-        spec = (*spec[:-4], spec[-4], spec[-2]) if layout == "tiles" else (*spec[:-2], spec[-2])
-    return _reshape(x, shape, spec)
+    if layout.kind == "tiles":
+        return _reshape(x, shape, None if spec is None else (*spec[:-4], spec[-4], spec[-2]))
+    lead, row, length, runs = _runs(shape, layout)
+    row_spec = None if spec is None else (*spec[:-2], spec[-2])
+    x = _reshape(x, (*lead, runs * length), row_spec)
+    if runs * length > row:
+        x = x[..., :row]
+    if layout.run_axes == 1:
+        return x
+    return _reshape(x, shape, None if spec is None else (*spec[:-2], *(None,) * layout.run_axes))
 
 
 def _block_axes(layout: Layout) -> tuple[int, ...]:
-    return (-3, -1) if layout == "tiles" else (-1,)
+    return (-3, -1) if layout.kind == "tiles" else (-1,)
 
 
 def _magnitude_code(y: jax.Array, bits: jax.Array, fmt: Format) -> tuple[jax.Array, jax.Array]:

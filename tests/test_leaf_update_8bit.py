@@ -14,6 +14,13 @@ from rmsprop_jax import _dtypes as dtypes
 from rmsprop_jax import _storage_8bit as codec
 
 SHAPE = (16, 256)  # 4096 entries: quantized in 16 x 16 tiles
+RAGGED = (3, 3, 17, 31)  # a kernel whose 527-entry rows (17 x 31) hold runs of 256, 256 and a padded 15
+SHAPES = {"tiles": SHAPE, "ragged runs": RAGGED}
+
+
+def _first_block(x: np.ndarray) -> np.ndarray:
+    """A view of the entries of ``x``'s first block (``x`` of a shape in :data:`SHAPES`)."""
+    return x[:16, :16] if x.shape == SHAPE else x.reshape(-1)[:256]
 
 
 def _run(tx: optax.GradientTransformation, grads: jax.Array, params: jax.Array | None = None) -> tuple:
@@ -21,50 +28,65 @@ def _run(tx: optax.GradientTransformation, grads: jax.Array, params: jax.Array |
     return scan_steps(tx, jnp.zeros(grads.shape[1:], jnp.float32) if params is None else params, grads)
 
 
-def _dropping_gradients(steps: int, drop_at: int) -> jax.Array:
-    """One entry per 16 x 16 tile keeps |g| = 1 (its block's maximum stays put); the others
-    have |g| = 0.1 with random signs and fall to 0.01 at ``drop_at``."""
+def _kept(shape: tuple[int, ...]) -> np.ndarray:
+    """Entries that keep |g| = 1, at least one in every block (so each block's maximum stays put):
+    one per 16 x 16 tile, or every 16th entry of the ragged kernel (each run but the 15-entry ones)."""
+    kept = np.zeros(shape, bool)
+    if shape == SHAPE:
+        kept[::16, ::16] = True
+    else:
+        kept.reshape(-1)[::16] = True
+    return kept
+
+
+def _dropping_gradients(steps: int, drop_at: int, shape: tuple[int, ...]) -> jax.Array:
+    """The :func:`_kept` entries keep |g| = 1; the others have |g| = 0.1 with random signs and fall
+    to 0.01 at ``drop_at``."""
     rng = np.random.default_rng(0)
-    signs = np.where(rng.random((steps, *SHAPE)) < 0.5, -1.0, 1.0)
-    size = np.where(np.arange(steps)[:, None, None] < drop_at, 0.1, 0.01) * np.ones(SHAPE)
-    size[:, ::16, ::16] = 1.0
+    signs = np.where(rng.random((steps, *shape)) < 0.5, -1.0, 1.0)
+    size = np.where(np.arange(steps).reshape(-1, *[1] * len(shape)) < drop_at, 0.1, 0.01) * np.ones(shape)
+    size[:, _kept(shape)] = 1.0
     return jnp.asarray(signs * size, jnp.float32)
 
 
-def _dropped_ratio(monkeypatch: pytest.MonkeyPatch | None) -> float:
-    grads = _dropping_gradients(3000, 1000)
+def _dropped_ratio(monkeypatch: pytest.MonkeyPatch | None, shape: tuple[int, ...]) -> float:
+    grads = _dropping_gradients(3000, 1000, shape)
     if monkeypatch is not None:  # every rounding seed None: round to nearest
         monkeypatch.setattr(dtypes, "rounding_seed", lambda *args: None)
     _, state8, _ = _run(rmsprop_jax.scale_by_rms(decay=0.999, state_dtype="8bit"), grads)
+    assert isinstance(state8.nu, codec.Quantized)
     _, state32, _ = _run(rmsprop_jax.scale_by_rms(decay=0.999), grads)
-    dropped = np.ones(SHAPE, bool)
-    dropped[::16, ::16] = False
+    dropped = ~_kept(shape)
     nu8 = np.asarray(rmsprop_jax.state_as_float32(state8).nu)[dropped]
     return float(np.mean(nu8) / np.mean(np.asarray(state32.nu)[dropped]))
 
 
 @pytest.mark.slow
-def test_stochastic_rounding_follows_a_10x_gradient_drop_at_decay_0_999():
-    assert abs(_dropped_ratio(None) - 1) < 0.05
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES)
+def test_stochastic_rounding_follows_a_10x_gradient_drop_at_decay_0_999(shape):
+    assert abs(_dropped_ratio(None, shape) - 1) < 0.05
 
 
 @pytest.mark.slow
-def test_the_same_drop_stalls_with_nearest_rounding(monkeypatch):
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES)
+def test_the_same_drop_stalls_with_nearest_rounding(monkeypatch, shape):
     """The control: round-to-nearest freezes the average near its old value."""
-    assert _dropped_ratio(monkeypatch) > 2
+    assert _dropped_ratio(monkeypatch, shape) > 2
 
 
-def _mixed_gradients(steps: int) -> jax.Array:
+def _mixed_gradients(steps: int, shape: tuple[int, ...] = SHAPE) -> jax.Array:
     """The tests' jumping gradients, with one block holding 1e-3 beside 1e6 (nu spans 18 decades)."""
-    grads = np.stack(hard_gradients(steps, SHAPE, seed=3))
-    grads[:, :16, :16] = np.where(np.arange(256).reshape(16, 16) % 2, 1e-3, 1e6)
+    grads = np.stack(hard_gradients(steps, shape, seed=3))
+    for g in grads:
+        _first_block(g)[:] = np.where(np.arange(256).reshape(_first_block(g).shape) % 2, 1e-3, 1e6)
     return jnp.asarray(grads)
 
 
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES)
 @pytest.mark.parametrize("decay", [0.9, 0.99, 0.999])
-def test_update_never_exceeds_lr_over_sqrt_one_minus_decay(decay):
+def test_update_never_exceeds_lr_over_sqrt_one_minus_decay(decay, shape):
     lr = 0.01
-    _, _, updates = _run(rmsprop_jax.rmsprop(lr, decay=decay, state_dtype="8bit"), _mixed_gradients(60))
+    _, _, updates = _run(rmsprop_jax.rmsprop(lr, decay=decay, state_dtype="8bit"), _mixed_gradients(60, shape))
     bound = lr / np.sqrt(1 - decay)
     assert np.all(np.isfinite(updates))
     assert float(np.max(np.abs(updates))) <= bound * (1 + 1e-5)
@@ -127,26 +149,29 @@ def test_centered_8bit_with_bias_correction_is_refused():
     rmsprop_jax.rmsprop(0.1, centered=True, bias_correction=True, state_dtype="bfloat16")  # float states keep it
 
 
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES)
 @pytest.mark.parametrize("variant", [{}, {"momentum": 0.9}, {"centered": True, "momentum": 0.9}])
 @pytest.mark.parametrize(
     "case",
     ["zeros", "tiny", "mixed", "zero blocks", "overflowing square"],
 )
-def test_no_nan_and_no_block_contaminated(variant, case):
+def test_no_nan_and_no_block_contaminated(variant, case, shape):
     rng = np.random.default_rng(2)
-    g = rng.standard_normal(SHAPE).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
     if case == "zeros":
         g[:] = 0
     elif case == "tiny":
         g[:] = 1e-30
     elif case == "mixed":
-        g[:16, :16] = np.where(rng.random((16, 16)) < 0.5, 1e-20, 1e10)
+        _first_block(g)[:] = np.where(rng.random(_first_block(g).shape) < 0.5, 1e-20, 1e10)
     elif case == "zero blocks":
-        g[:16, :] = 0
+        _first_block(g)[:] = 0
     else:
-        g[0, 0] = 1e20  # its square overflows float32
-    grads = jnp.asarray(np.stack([g] * 5 + [rng.standard_normal(SHAPE).astype(np.float32)] * 5))
-    params, state, updates = _run(rmsprop_jax.rmsprop(0.01, state_dtype="8bit", **variant), grads)
+        g.reshape(-1)[0] = 1e20  # its square overflows float32
+    grads = jnp.asarray(np.stack([g] * 5 + [rng.standard_normal(shape).astype(np.float32)] * 5))
+    tx = rmsprop_jax.rmsprop(0.01, state_dtype="8bit", **variant)
+    params, state, updates = _run(tx, grads)
+    assert isinstance(state.nu, codec.Quantized)
     view = rmsprop_jax.state_as_float32(state)
     for leaf in (params, updates, *jax.tree.leaves(state)):
         assert np.all(np.isfinite(np.asarray(leaf))), case
@@ -154,8 +179,8 @@ def test_no_nan_and_no_block_contaminated(variant, case):
         assert not np.any(np.isnan(np.asarray(leaf))), case
     if case == "overflowing square":
         nu = np.asarray(view.nu)
-        assert nu[0, 0] > 1e37  # clamped at 2**126 (8.5e37), decaying
-        assert np.all(nu[:16, :16].ravel()[1:] < 1e30)  # the block's other entries hold finite values
+        assert nu.reshape(-1)[0] > 1e37  # clamped at 2**126 (8.5e37), decaying
+        assert np.all(_first_block(nu).ravel()[1:] < 1e30)  # the block's other entries hold finite values
 
 
 def _relative_difference(a: jax.Array, b: jax.Array) -> float:
@@ -197,5 +222,5 @@ def test_a_gradient_that_flips_sign_is_not_clipped_by_the_centered_variance_boun
     _, exact = exact_tx.update(flip, exact, params)
     _, narrow = narrow_tx.update(flip, narrow, params)
     variance = exact.nu - exact.mu**2  # 0.9 * ~0 + 0.09 * (1 + 0.96)^2 ~ 0.35
-    stored = codec.decode(narrow.nu, "tiles", codec.UNSIGNED)  # the variance itself
+    stored = codec.decode(narrow.nu, codec.TILES, codec.UNSIGNED)  # the variance itself
     np.testing.assert_allclose(np.asarray(stored), np.asarray(variance), rtol=0.13)

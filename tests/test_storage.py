@@ -15,14 +15,16 @@ from rmsprop_jax import _storage_8bit as codec
 @pytest.mark.parametrize(
     ("shape", "dtype", "layout"),
     [
-        ((256, 512), jnp.float32, "tiles"),
-        ((64, 64), jnp.bfloat16, "tiles"),
-        ((3, 64, 64), jnp.float16, "tiles"),
-        ((4096,), jnp.float32, "runs"),
-        ((24, 512), jnp.float32, "runs"),
+        ((256, 512), jnp.float32, codec.TILES),
+        ((64, 64), jnp.bfloat16, codec.TILES),
+        ((3, 64, 64), jnp.float16, codec.TILES),
+        ((4096,), jnp.float32, codec.RUNS),
+        ((24, 512), jnp.float32, codec.RUNS),
         ((8, 16), jnp.float32, None),  # under 4096 entries
-        ((100, 100), jnp.float32, None),  # no block fits
-        ((4097,), jnp.float32, None),
+        ((100, 100), jnp.float32, codec.Layout("runs", 2, 250)),  # no tile fits: runs over both axes
+        ((4097,), jnp.float32, codec.Layout("runs", 1, 241)),  # 17 x 241
+        ((4099,), jnp.float32, codec.RUNS),  # prime: the last run padded
+        ((3, 3, 40, 240), jnp.bfloat16, codec.Layout("runs", 2, 240)),
     ],
 )
 def test_the_documented_rule_decides_which_leaves_are_quantized(shape, dtype, layout):

@@ -15,14 +15,20 @@ FORMATS = {"unsigned": s8.UNSIGNED, "signed": s8.SIGNED}
 @pytest.mark.parametrize(
     ("shape", "layout"),
     [
-        ((256, 512), "tiles"),
-        ((3, 64, 64), "tiles"),
-        ((16, 4096), "tiles"),
-        ((4096,), "runs"),
-        ((24, 512), "runs"),
+        ((256, 512), s8.TILES),
+        ((3, 64, 64), s8.TILES),
+        ((16, 4096), s8.TILES),
+        ((4096,), s8.RUNS),
+        ((24, 512), s8.RUNS),
         ((8, 16), None),  # too small
-        ((4097,), None),  # no block fits
-        ((100, 100), None),
+        ((4097,), s8.Layout("runs", 1, 241)),  # 17 x 241: no padding
+        ((4099,), s8.RUNS),  # prime: 16 runs of 256 and a padded last one of 3
+        ((1280, 1000), s8.Layout("runs", 1, 250)),  # a classifier: 4 runs per row
+        ((16, 257), s8.RUNS),  # each row: 256 and a padded 1
+        ((100, 100), s8.Layout("runs", 2, 250)),  # rows of 100 < 256: the whole matrix is one row
+        ((3, 3, 40, 240), s8.Layout("runs", 2, 240)),  # an HWIO kernel: a row per 40 x 240 slice
+        ((5, 5, 672, 1), s8.Layout("runs", 2, 224)),  # a depthwise kernel
+        ((5000, 2, 1), s8.Layout("runs", 3, 250)),
     ],
 )
 def test_layout_follows_from_the_shape(shape, layout):
@@ -35,14 +41,14 @@ def _roundtrip(x, layout, fmt, seed=0):
 
 
 @pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS)
-@pytest.mark.parametrize(("shape", "layout"), [((32, 256), "tiles"), ((4, 1024), "runs")])
+@pytest.mark.parametrize(("shape", "layout"), [((32, 256), s8.TILES), ((4, 1024), s8.RUNS)])
 def test_codes_keep_the_shape_and_each_entry_lands_on_a_neighbouring_code(fmt, shape, layout):
     rng = np.random.default_rng(0)
     x = rng.lognormal(0.0, 1.0, shape) * (rng.choice([-1, 1], shape) if fmt.signed else 1)
     q, decoded = _roundtrip(x, layout, fmt)
     assert q.codes.dtype == jnp.uint8 and q.codes.shape == shape
     assert q.scale.dtype == jnp.float32
-    assert q.scale.shape == ((shape[0] // 16, shape[1] // 16) if layout == "tiles" else (shape[0], shape[1] // 256))
+    assert q.scale.shape == ((shape[0] // 16, shape[1] // 16) if layout == s8.TILES else (shape[0], shape[1] // 256))
     assert np.all(np.sign(decoded) == np.sign(x))
     relative = np.abs(decoded / x - 1)
     assert relative.max() < 2.0**-fmt.mantissa_bits  # within one mantissa step (values span under 5 decades)
@@ -52,7 +58,7 @@ def test_codes_keep_the_shape_and_each_entry_lands_on_a_neighbouring_code(fmt, s
 def test_each_blocks_largest_magnitude_is_exact(fmt):
     rng = np.random.default_rng(1)
     x = rng.uniform(0.1, 1.0, (4, 1024)) * (rng.choice([-1, 1], (4, 1024)) if fmt.signed else 1)
-    _, decoded = _roundtrip(x, "runs", fmt)
+    _, decoded = _roundtrip(x, s8.RUNS, fmt)
     blocks, original = decoded.reshape(4, 4, 256), np.asarray(x, np.float32).reshape(4, 4, 256)
     where = np.abs(original).argmax(axis=-1)
     np.testing.assert_array_equal(
@@ -64,7 +70,7 @@ def test_each_blocks_largest_magnitude_is_exact(fmt):
 def test_rounding_is_unbiased(value):
     x = np.full((1, 256), value, np.float32)
     x[0, 0] = 1.0  # the block's maximum, which fixes the scale
-    means = [_roundtrip(x, "runs", s8.UNSIGNED, seed)[1][0, 1:].mean() for seed in range(300)]
+    means = [_roundtrip(x, s8.RUNS, s8.UNSIGNED, seed)[1][0, 1:].mean() for seed in range(300)]
     assert abs(np.mean(means) / np.float32(value) - 1) < 3e-3
 
 
@@ -72,7 +78,7 @@ def test_zeros_tiny_and_huge_never_give_nan():
     x = np.zeros((2, 256), np.float32)
     x[1, :3] = [1e-30, 1e-20, 1e10]
     for fmt in FORMATS.values():
-        q, decoded = _roundtrip(x, "runs", fmt)
+        q, decoded = _roundtrip(x, s8.RUNS, fmt)
         assert np.all(np.isfinite(decoded)) and np.all(np.isfinite(np.asarray(q.scale)))
         assert np.all(decoded[0] == 0)  # an all-zero block
         assert decoded[1, 2] == np.float32(1e10)
@@ -83,7 +89,7 @@ def test_jit_equals_eager_and_the_seed_changes_the_rounding():
     x = jnp.asarray(np.random.default_rng(2).lognormal(0, 2, (64, 64)), jnp.float32)
 
     def roundtrip(x, seed):
-        return s8.decode(s8.encode(x, "tiles", s8.UNSIGNED, seed), "tiles", s8.UNSIGNED)
+        return s8.decode(s8.encode(x, s8.TILES, s8.UNSIGNED, seed), s8.TILES, s8.UNSIGNED)
 
     eager = roundtrip(x, jnp.uint32(5))
     np.testing.assert_array_equal(jax.jit(roundtrip)(x, jnp.uint32(5)), eager)
@@ -95,14 +101,16 @@ def test_a_given_upper_bound_scale_is_kept_and_the_rounding_stays_unbiased():
     bound = jnp.asarray([[2.0]], jnp.float32)  # above the block's largest entry
     decoded = [
         np.asarray(
-            s8.decode(s8.encode(jnp.asarray(x), "runs", s8.UNSIGNED, jnp.uint32(seed), bound), "runs", s8.UNSIGNED)
+            s8.decode(s8.encode(jnp.asarray(x), s8.RUNS, s8.UNSIGNED, jnp.uint32(seed), bound), s8.RUNS, s8.UNSIGNED)
         )
         for seed in range(300)
     ]
-    q = s8.encode(jnp.asarray(x), "runs", s8.UNSIGNED, jnp.uint32(0), bound)
+    q = s8.encode(jnp.asarray(x), s8.RUNS, s8.UNSIGNED, jnp.uint32(0), bound)
     np.testing.assert_array_equal(q.scale, bound)
     assert abs(np.mean(decoded) / np.float32(0.3) - 1) < 3e-3
-    clipped = s8.decode(s8.encode(jnp.asarray(x) * 10, "runs", s8.UNSIGNED, jnp.uint32(0), bound), "runs", s8.UNSIGNED)
+    clipped = s8.decode(
+        s8.encode(jnp.asarray(x) * 10, s8.RUNS, s8.UNSIGNED, jnp.uint32(0), bound), s8.RUNS, s8.UNSIGNED
+    )
     assert np.all(np.asarray(clipped) == 2.0)  # magnitudes above the bound are clipped to it
 
 
@@ -116,21 +124,24 @@ def test_the_value_encode_returns_is_what_the_codes_decode_to_bit_for_bit(fmt, s
     bound = jnp.asarray(np.abs(x).reshape(2, 16, 16, 16).max(axis=(1, 3)) * 1.7, jnp.float32)
     for scale in (None, bound):
         q, value = s8.encode_with_value(
-            jnp.asarray(x, jnp.float32), "tiles", fmt, None if seed is None else jnp.uint32(seed), scale
+            jnp.asarray(x, jnp.float32), s8.TILES, fmt, None if seed is None else jnp.uint32(seed), scale
         )
-        decoded = s8.decode(q, "tiles", fmt)
+        decoded = s8.decode(q, s8.TILES, fmt)
         np.testing.assert_array_equal(np.asarray(value).view(np.uint32), np.asarray(decoded).view(np.uint32))
 
 
 def test_the_layout_rule_reads_one_shards_shape_where_it_is_given():
     """Without a GPU mesh: the rule of what fits, applied to the shard shape a sharded array would show."""
-    assert s8.block_layout((64, 96)) == "tiles"
-    assert s8.block_layout((64, 96), (64, 24)) is None  # 24 columns: no 16 x 16 tile, no 256-run
-    assert s8.block_layout((64, 96), (32, 96)) == "tiles"
-    assert s8.block_layout((8, 1024), (8, 256)) == "runs"
-    assert s8.block_layout((8, 1024), (8, 128)) is None
-    assert s8.layout_decision((64, 96), (64, 24)) == (None, "no block fits its shards (64x24)")
-    assert s8.layout_decision((100, 100)) == (None, "no 16x16 tile or 256-run fits 100x100")
+    assert s8.block_layout((64, 96)) == s8.TILES
+    assert s8.block_layout((64, 96), (64, 24)) == s8.Layout("runs", 1, 24)  # 24 columns: no tile; runs of 24
+    assert s8.block_layout((4096, 16), (4096, 4)) is None  # 4 columns: runs of 4 would cost more than they save
+    assert s8.block_layout((64, 96), (32, 96)) == s8.TILES
+    assert s8.block_layout((8, 1024), (8, 256)) == s8.RUNS
+    assert s8.block_layout((8, 1024), (8, 128)) == s8.Layout("runs", 1, 128)  # runs tile each shard's rows
+    assert s8.layout_decision((4096, 16), (4096, 4)) == (None, "no block fits its shards (4096x4)")
+    assert s8.block_layout((64, 100), (32, 100)) == s8.Layout("runs", 1, 100)  # a row never spans sharded rows
+    assert s8.block_layout((64, 100), (64, 50)) == s8.Layout("runs", 1, 50)
+    assert s8.block_layout((4096, 2), (512, 2)) is None  # runs of 2 < MIN_RUN entries would cost more than float32
     assert s8.layout_decision((10, 10)) == (None, "100 entries < 4096")
 
 
@@ -141,10 +152,63 @@ def test_a_block_holding_inf_keeps_finite_codes_and_scales(fmt, given_scale):
     that is inf: no scale or value is inf or NaN, and (exact scales) the other blocks keep their values."""
     x = jnp.asarray(np.random.default_rng(0).uniform(0.5, 1.0, (32, 32)), jnp.float32).at[0, 0].set(jnp.inf)
     scale = jnp.full((2, 2), jnp.inf, jnp.float32) if given_scale else None
-    q, value = s8.encode_with_value(x, "tiles", fmt, jnp.uint32(3), scale)
-    decoded = s8.decode(q, "tiles", fmt)
+    q, value = s8.encode_with_value(x, s8.TILES, fmt, jnp.uint32(3), scale)
+    decoded = s8.decode(q, s8.TILES, fmt)
     assert np.all(np.isfinite(np.asarray(q.scale))) and np.all(np.isfinite(np.asarray(decoded)))
     assert float(q.scale[0, 0]) == s8.LARGEST and float(decoded[0, 0]) == s8.LARGEST
     np.testing.assert_array_equal(np.asarray(value), np.asarray(decoded))
     if not given_scale:  # each entry on a neighbouring code: within 1/8 of a binade
         np.testing.assert_allclose(np.asarray(decoded[16:, 16:]), np.asarray(x[16:, 16:]), rtol=0.13)
+
+
+RAGGED = {  # shapes that no 16 x 16 tile or run of 256 divides: (shape, the scales' shape)
+    "classifier": ((40, 1000), (40, 4)),
+    "hwio": ((3, 3, 40, 240), (3, 3, 40)),
+    "depthwise": ((5, 5, 672, 1), (5, 5, 3)),
+    "odd": ((4097,), (17,)),
+    "padded prime": ((4099,), (17,)),
+    "padded rows": ((16, 257), (16, 2)),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS)
+@pytest.mark.parametrize(("shape", "scale_shape"), RAGGED.values(), ids=RAGGED)
+def test_ragged_runs_keep_the_shape_and_each_entry_lands_on_a_neighbouring_code(fmt, shape, scale_shape):
+    rng = np.random.default_rng(0)
+    x = rng.lognormal(0.0, 1.0, shape) * (rng.choice([-1, 1], shape) if fmt.signed else 1)
+    layout = s8.block_layout(shape)
+    assert layout is not None and layout.kind == "runs"
+    q, decoded = _roundtrip(x, layout, fmt)
+    assert q.codes.dtype == jnp.uint8 and q.codes.shape == shape and q.scale.shape == scale_shape
+    assert np.all(np.sign(decoded) == np.sign(x))
+    assert np.abs(decoded / x - 1).max() < 2.0**-fmt.mantissa_bits
+    rows = np.abs(np.asarray(x, np.float32)).reshape(*scale_shape[:-1], -1)  # each run's entries, in order
+    length = layout.run_length
+    padded = np.pad(rows, [(0, 0)] * (rows.ndim - 1) + [(0, scale_shape[-1] * length - rows.shape[-1])])
+    np.testing.assert_array_equal(q.scale, padded.reshape(*scale_shape, length).max(axis=-1))  # exact maxima
+
+
+def test_padding_never_moves_a_scale_nor_reaches_the_values():
+    """A row's last run is shorter than 256: its scale is the largest of its real entries, however
+    small (padding that held anything but zeros would raise it), and its entries round as any others."""
+    x = np.full((16, 509), 1.0, np.float32)  # 509 is prime: runs of 256 and 253
+    x[:, 256:] = np.linspace(1e-6, 2e-6, 253, dtype=np.float32)[::-1]  # the short run: small, largest first
+    layout = s8.block_layout(x.shape)
+    assert layout == s8.RUNS
+    q, decoded = _roundtrip(x, layout, s8.UNSIGNED)
+    np.testing.assert_array_equal(q.scale, np.tile(np.float32([1.0, 2e-6]), (16, 1)))
+    np.testing.assert_allclose(decoded[:, 256:], x[:, 256:], rtol=2.0**-3)
+    means = [_roundtrip(x, layout, s8.UNSIGNED, seed)[1][:, 257:].mean() for seed in range(200)]
+    assert abs(np.mean(means) / x[:, 257:].mean() - 1) < 3e-3  # unbiased in the short run too
+
+
+def test_ragged_runs_jit_equals_eager_and_the_seed_changes_the_rounding():
+    x = jnp.asarray(np.random.default_rng(3).lognormal(0, 2, (3, 3, 40, 240)), jnp.float32)
+    layout = s8.block_layout(x.shape)
+
+    def roundtrip(x, seed):
+        return s8.decode(s8.encode(x, layout, s8.UNSIGNED, seed), layout, s8.UNSIGNED)
+
+    eager = roundtrip(x, jnp.uint32(5))
+    np.testing.assert_array_equal(jax.jit(roundtrip)(x, jnp.uint32(5)), eager)
+    assert not np.array_equal(roundtrip(x, jnp.uint32(6)), eager)

@@ -36,11 +36,12 @@ EIGHT_BIT = {  # params large enough to be quantized (tests/test_storage.py has 
     "8bit centered+momentum": lambda: rmsprop_jax.rmsprop(1e-2, centered=True, momentum=0.9, state_dtype="8bit"),
     "8bit presets.pytorch": lambda: presets.pytorch(lr=1e-2, momentum=0.9, weight_decay=1e-3, state_dtype="8bit"),
 }
-LAYOUTS_8BIT = {  # (w (128, 256), b (4096,), n (256, 16)): n's shards are narrower than a tile under TP and 2-D
-    "data-parallel": (P(), P(), P()),
-    "fsdp": (P("data", None), P("data"), P("data", None)),
-    "tensor-parallel": (P(None, "model"), P("model"), P(None, "model")),
-    "2d": (P("data", "model"), P("model"), P("data", "model")),
+LAYOUTS_8BIT = {  # w (128, 256), b (4096,), n (256, 16): n's shards are narrower than a tile under TP and 2-D;
+    # r (40, 1000) and q (24, 509): shapes no tile or run of 256 divides (runs of 250; runs of 256 and a padded 253)
+    "data-parallel": (P(), P(), P(), P(), P()),
+    "fsdp": (P("data", None), P("data"), P("data", None), P("data", None), P("data", None)),
+    "tensor-parallel": (P(None, "model"), P("model"), P(None, "model"), P(None, "model"), P()),
+    "2d": (P("data", "model"), P("model"), P("data", "model"), P("data", "model"), P("data", None)),
 }
 NARROW = ("tensor-parallel", "2d")  # the layouts whose n shards are narrower than a 16 x 16 tile
 LAYOUTS = {  # (w spec, b spec): data-parallel (replicated), FSDP, tensor-parallel
@@ -65,7 +66,7 @@ def params_on(mesh: jax.sharding.Mesh | None, layout: str) -> dict[str, jax.Arra
 
 def params_8bit_on(mesh: jax.sharding.Mesh | None, layout: str) -> dict[str, jax.Array]:
     rng = np.random.default_rng(1)
-    shapes = {"w": (128, 256), "b": (4096,), "n": (256, 16)}
+    shapes = {"w": (128, 256), "b": (4096,), "n": (256, 16), "r": (40, 1000), "q": (24, 509)}
     params = {name: jnp.asarray(rng.standard_normal(shape), jnp.float32) for name, shape in shapes.items()}
     if mesh is None:
         return params

@@ -83,10 +83,12 @@ def test_state_follows_the_params_update_has_no_collective_and_equals_one_device
             np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=0, atol=1e-6)
     if eight_bit:
         quantized = sorted(key for key, leaf in state.nu.items() if isinstance(leaf, Quantized))
-        # n (256, 16) is quantized unless its shards are 4 columns wide: no tile fits them
-        assert quantized == (["b", "w"] if layout in NARROW else ["b", "n", "w"])
+        # n (256, 16) is quantized unless its shards are 4 columns wide: no tile fits them, nor a run of 16
+        assert quantized == (["b", "q", "r", "w"] if layout in NARROW else ["b", "n", "q", "r", "w"])
         jit_quantized = sorted(key for key, leaf in jitted_state.nu.items() if isinstance(leaf, Quantized))
-        assert jit_quantized == (["b", "n", "w"] if hidden else quantized)
+        assert jit_quantized == (["b", "n", "q", "r", "w"] if hidden else quantized)
+        # r's runs of 250 fit its 250-column shards, and q's padded rows are never split
+        assert str(state.plan.leaves[3].storages.nu.layout) == "runs of 250" and state.plan.leaves[3].path == "['r']"
 
 
 def test_the_collective_check_sees_the_reduction_of_global_norm_clipping():
@@ -264,9 +266,12 @@ def test_nnx_partitioning_metadata_lets_a_jitted_optimizer_pack():
 
 
 def test_a_leaf_whose_shards_fit_no_block_says_so_in_the_report():
-    """64 x 96 tiles globally, but its 64 x 24 shards fit no block: float32, and the report says why."""
+    """4096 x 16 tiles globally, but its 4096 x 4 shards fit no tile, and runs of 4 would cost more in
+    scales than they save: float32, and the report says why. 64 x 96 in 64 x 24 shards runs along them."""
     mesh = jax.make_mesh((2, 4), ("x", "y"), axis_types=(AxisType.Explicit,) * 2)
+    narrow = jax.device_put(jnp.ones((4096, 16)), NamedSharding(mesh, P(None, "y")))
     w = jax.device_put(jnp.ones((64, 96)), NamedSharding(mesh, P(None, "y")))
-    state = rmsprop_jax.rmsprop(1e-3, state_dtype="8bit").init({"w": w, "v": jnp.ones((64, 96))})
+    state = rmsprop_jax.rmsprop(1e-3, state_dtype="8bit").init({"narrow": narrow, "v": jnp.ones((64, 96)), "w": w})
     report = rmsprop_jax.state_report(state)
-    assert [leaf.eight_bit for leaf in report.leaves] == ["yes", "no: no block fits its shards (64x24)"]
+    assert [leaf.eight_bit for leaf in report.leaves] == ["no: no block fits its shards (4096x4)", "yes", "yes"]
+    assert [leaf.storage for leaf in report.leaves] == ["float32", "8bit tiles", "8bit runs of 24"]
