@@ -35,9 +35,9 @@ array's sharding is visible (a concrete array, or a tracer on a mesh with Explic
 rule is applied to each shard's extents: a row never spans a sharded axis, and along a
 sharded last axis a run is the largest divisor of the shard's width up to 256 (at least
 16, else the array keeps float32), so that no block crosses a shard boundary and the step
-needs no collective; under ``jax.jit`` on a mesh
-with Auto axes the sharding is invisible and the rule reads the global shape (collective-free
-for every sharding whose shards hold whole blocks: any sharding of the axes before a run's).
+needs no collective. Under ``jax.jit`` on a mesh with Auto axes the sharding is invisible and
+the rule reads the global shape (collective-free for every sharding whose shards hold whole
+blocks: any sharding of the axes before a row's, and of a row's axis in whole runs).
 The layout of each stored array is decided once, in the state's plan
 (:mod:`rmsprop_jax._plan`), and read from there.
 """

@@ -507,8 +507,8 @@ def rmsprop(
       state_dtype: Storage of the state: a floating dtype or its name (e.g.
         ``"bfloat16"``, written with stochastic rounding), or ``"8bit"`` (``uint8``
         codes and one float32 scale per block of about 256 entries, for every leaf of at
-        least 4096 entries whatever its shape; about 1.02 bytes per entry). ``None``: float32 for 16-bit
-        params, else the param's dtype. The docs' Numerics page says which leaves and
+        least 4096 entries whatever its shape; about 1.02 bytes per entry). ``None``:
+        float32 for 16-bit params, else the param's dtype. The docs' Numerics page says which leaves and
         what 8-bit changes; :func:`rmsprop_jax.state_report` shows it per leaf.
       caution: Whether to apply the momentum direction only where its sign
         agrees with the gradient, rescaled to keep its mean magnitude
