@@ -11,19 +11,32 @@ and a ViT-B/16 encoder written out here (patch embedding, class token, position 
 1000-class head: 86.6M params, 152 leaves, as in ``timm``'s ``vit_base_patch16_224``).
 
 Tests and benchmarks read the committed file (:func:`load`), so nothing needs Keras to run.
+
+    python3 benchmarks/model_trees.py --coverage   # -> results/model-trees-8bit.{json,md}
+
+``--coverage`` writes what ``state_dtype="8bit"`` makes of each tree (:func:`coverage`, from
+``jax.eval_shape(tx.init, ...)`` and ``rmsprop_jax.state_report``: no array is allocated): the
+share of entries in leaves of at least 4096 entries, the share kept in 8 bits, and the state's
+bytes per param for plain RMSProp, with momentum, and centered with momentum. The docs'
+Numerics page and the README quote that table (a test checks both against the file).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 PATH = Path(__file__).resolve().parent / "results" / "model-trees.json"
+COVERAGE = PATH.with_name("model-trees-8bit")
+VARIANTS = {"plain": {}, "momentum": {"momentum": 0.9}, "centered+momentum": {"centered": True, "momentum": 0.9}}
+SMALLEST_8BIT = 4096  # entries: the smaller leaves keep float32 (the docs' Numerics page, "Which leaves")
 KERAS_MODELS = {
     "EfficientNet-B0": "EfficientNetB0",
     "MobileNetV3-Large": "MobileNetV3Large",
@@ -81,7 +94,61 @@ def params(tree: dict[str, tuple[int, ...]], dtype: jnp.dtype = jnp.float32) -> 
     return {path: jax.ShapeDtypeStruct(shape, dtype) for path, shape in tree.items()}
 
 
+def coverage(trees: dict[str, dict[str, tuple[int, ...]]]) -> dict[str, Any]:
+    """Per tree: its size, the entries 8-bit reaches, and the 8-bit state's bytes per param per variant."""
+    import rmsprop_jax
+
+    rows = []
+    for name, tree in trees.items():
+        entries = sum(math.prod(shape) for shape in tree.values())
+        row: dict[str, Any] = {
+            "tree": name,
+            "leaves": len(tree),
+            "params": entries,
+            "large_share": sum(math.prod(s) for s in tree.values() if math.prod(s) >= SMALLEST_8BIT) / entries,
+            "bytes_per_param": {},
+        }
+        for variant, options in VARIANTS.items():
+            tx = rmsprop_jax.rmsprop(1e-3, state_dtype="8bit", **options)
+            report = rmsprop_jax.state_report(jax.eval_shape(tx.init, params(tree)))
+            row["bytes_per_param"][variant] = report.bytes_per_param
+            eight_bit = sum(math.prod(leaf.shape) for leaf in report.leaves if leaf.eight_bit == "yes")
+            row["eight_bit_share"] = eight_bit / entries
+        rows.append(row)
+    return {"rows": rows}
+
+
+def coverage_markdown(results: dict[str, Any]) -> str:
+    """The Numerics page's table of :func:`coverage`."""
+    lines = [
+        "| model (params, leaves) | entries in leaves >= 4096 | entries 8-bit | state B/param: plain "
+        "| with momentum | centered + momentum |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        size = row["bytes_per_param"]
+        lines.append(
+            f"| {row['tree']} ({row['params'] / 1e6:.1f}M, {row['leaves']}) | {100 * row['large_share']:.1f}% "
+            f"| {100 * row['eight_bit_share']:.1f}% | {size['plain']:.3f} | {size['momentum']:.3f} "
+            f"| {size['centered+momentum']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_coverage() -> dict[str, Any]:
+    results = coverage(load())
+    COVERAGE.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    COVERAGE.with_suffix(".md").write_text(coverage_markdown(results))
+    print(coverage_markdown(results))
+    return results
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--coverage", action="store_true", help="write the 8-bit coverage table instead")
+    if parser.parse_args().coverage:
+        write_coverage()
+        return
     trees = {name: keras_shapes(name) for name in KERAS_MODELS} | {"ViT-B/16": vit_b16()}
     import keras
 

@@ -256,6 +256,25 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary_markdown(results: dict[str, Any]) -> str:
+    """The README's table: per tree, packed and 8-bit against optax (step, compile, state bytes)."""
+    lines = [
+        "| model (params, leaves) | optax step ms | per leaf / packed step | per leaf / packed compile "
+        "| 8-bit step | 8-bit state B/param (optax's) | timm in torch, step |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        step, comp, size = row["step"], row["compile"], row["bytes"]
+        lines.append(
+            f"| {row['tree']} ({row['params'] / 1e6:.1f}M, {row['leaves']}) | {step[OPTAX]['median_ms']:.1f} "
+            f"| {step['per leaf']['over_optax']:.2f}x / {step['packed']['over_optax']:.2f}x "
+            f"| {comp['per leaf']['over_optax']:.2f}x / {comp['packed']['over_optax']:.2f}x "
+            f"| {step['8-bit']['over_optax']:.2f}x | {size['8-bit']['state_bytes_per_param']:.2f} "
+            f"({size[OPTAX]['state_bytes_per_param']:.0f}) | {step[TORCH]['over_optax']:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trees", nargs="+", default=list(TREES))

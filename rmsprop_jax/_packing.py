@@ -262,11 +262,45 @@ def stack(arrays: Sequence[Any]) -> Any:
     return jax.tree.map(lambda *members: jnp.stack(members), *arrays)
 
 
-def unstack(stacked: Any, size: int) -> list[Any]:
-    """The members of a group's array (``size`` of them), in the group's order."""
+def unstack(stacked: Any, size: int, offsets: Sequence[jax.Array] | None = None) -> list[Any]:
+    """The members of a group's array (``size`` of them), in the group's order.
+
+    With ``offsets`` (:func:`member_offsets`), member ``k`` is read at the runtime offset
+    ``offsets[k]`` rather than at the constant ``k``: the same values, from kernels that XLA
+    compiles once per shape instead of once per member.
+    """
     if size == 1:
         return [stacked]
-    return [jax.tree.map(lambda x, k=k: x[k], stacked) for k in range(size)]
+    if offsets is None:
+        return [jax.tree.map(lambda x, k=k: x[k], stacked) for k in range(size)]
+    return [
+        jax.tree.map(lambda x, k=k: jax.lax.dynamic_index_in_dim(x, offsets[k], keepdims=False), stacked)
+        for k in range(size)
+    ]
+
+
+def member_offsets(anchor: jax.Array, size: int) -> list[jax.Array]:
+    """The offsets ``0, 1, ..., size - 1`` as ``uint32`` scalars that XLA cannot fold into constants.
+
+    XLA:CPU compiles one kernel per distinct fused computation (about 10 ms each), and a member
+    read at a constant offset is a computation of its own: on a real model, where few leaves
+    share a shape, those reads made packing compile slower than per leaf
+    (``benchmarks/NOTES.md``, "Real models: why packing compiles slower on real trees"). Offsets
+    held in buffers make every member's read of one shape the same kernel. Each offset is the
+    previous one plus one through a ``sort`` (an op that XLA neither fuses into its consumer nor
+    folds), so that the ops that make them are alike too, the first included (through a sort of
+    0); the 0 is computed from ``anchor`` (any non-empty floating array of the step) by a comparison
+    that is false for every value, NaN included. Unsigned, so that no index is wrapped as
+    negative (which would add a kernel per group size). Under ``vmap`` the offsets are batched
+    like the anchor, and each read becomes a gather: the same values.
+    """
+    first = jnp.ravel(anchor)[0]
+    zero = jnp.logical_and(first != first, first == first).astype(jnp.uint32)
+    one, ceiling = zero + 1, zero + jnp.uint32(2**30)
+    offsets = [jax.lax.sort(jnp.stack([zero, ceiling]))[0]]
+    for _ in range(size - 1):
+        offsets.append(jax.lax.sort(jnp.stack([offsets[-1] + one, ceiling]))[0])
+    return offsets
 
 
 def pack(plan: PackingPlan, leaves: Sequence[Any], params: Sequence[Any] | None = None) -> Packed:

@@ -323,10 +323,20 @@ def _steps(
 def _scattered(
     plan: plans.StatePlan, gradient_leaves: list[Any], steps: list[LeafStep], fields: tuple[Field, ...]
 ) -> tuple[list[Any], dict[str, Any]]:
-    """The steps' updates per leaf, and each state field in the plan's layout."""
+    """The steps' updates per leaf, and each state field in the plan's layout.
+
+    A stacked group's updates are read at runtime offsets (:func:`rmsprop_jax._packing.member_offsets`):
+    one kernel per member shape rather than one per member, so that packing compiles no slower
+    than per leaf on trees whose small leaves come in many shapes.
+    """
     updates: list[Any] = [None] * len(plan.leaves)
+    stacked = [group for group in plan.groups if len(group) > 1]
+    offsets = None
+    if stacked:
+        anchor = compat.value_of(gradient_leaves[stacked[0][0]])  # a packed leaf: never empty
+        offsets = packing.member_offsets(anchor, max(len(group) for group in stacked))
     for group, step in zip(plan.groups, steps, strict=True):
-        for index, update in zip(group, packing.unstack(step.update, len(group)), strict=True):
+        for index, update in zip(group, packing.unstack(step.update, len(group), offsets), strict=True):
             updates[index] = compat.with_value(gradient_leaves[index], update)
     out = {}
     for field in fields:

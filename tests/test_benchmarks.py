@@ -125,3 +125,19 @@ def test_trace_compile_benchmark_runs_at_tiny_size_and_writes_its_table(tmp_path
     results = script.main(["--leaves", "2", "--leaf-size", "8", "--rounds", "1", "--out", str(tmp_path / "t")])
     assert [row["variant"] for row in results["rows"]] == ["plain", "momentum", "centered+momentum"]
     assert (tmp_path / "t.md").read_text() == script.markdown(json.loads((tmp_path / "t.json").read_text()))
+
+
+def test_real_model_benchmark_runs_at_tiny_size_and_writes_its_table(tmp_path):
+    """Two trees cut to their first 6 leaves: every contender, torch's timm included, in every part."""
+    script = load_script("benchmarks/real_models.py")
+    argv = ["--trees", "EfficientNet-B0", "ViT-B/16", "--leaves", "6", "--repeats", "1", "--rounds", "1"]
+    results = script.main([*argv, "--out", str(tmp_path / "r")])
+    contenders = [script.OPTAX, script.CONTROL, *script.OURS]
+    for row in results["rows"]:
+        assert row["leaves"] == 6
+        assert list(row["bytes"]) == list(row["compile"]) == contenders
+        assert list(row["step"]) == [*contenders, script.TORCH, "floor"]
+        assert row["bytes"]["per leaf"]["state_bytes_per_param"] == row["bytes"][script.OPTAX]["state_bytes_per_param"]
+        assert row["step"][script.OPTAX]["over_optax"] == 1.0
+    assert (tmp_path / "r.md").read_text() == script.markdown(json.loads((tmp_path / "r.json").read_text()))
+    assert len(script.summary_markdown(results).splitlines()) == 2 + len(results["rows"])

@@ -7,7 +7,7 @@ import math
 
 import jax
 import pytest
-from helpers import ROOT
+from helpers import ROOT, load_script
 
 import rmsprop_jax
 
@@ -60,3 +60,11 @@ def test_every_leaf_of_4096_entries_or_more_is_8bit_and_its_blocks_hold_about_25
 @pytest.mark.parametrize("model", TREES, ids=TREES)
 def test_plain_rmsprop_keeps_at_most_1_07_bytes_per_param(model):
     assert _report(TREES[model], {}).bytes_per_param <= 1.07
+
+
+def test_the_committed_coverage_table_is_what_the_trees_give_today():
+    """``results/model-trees-8bit.json`` (quoted by Numerics and the README) is recomputed from the trees."""
+    script = load_script("benchmarks/model_trees.py")
+    committed = json.loads(script.COVERAGE.with_suffix(".json").read_text())
+    assert script.coverage(script.load()) == committed
+    assert script.COVERAGE.with_suffix(".md").read_text() == script.coverage_markdown(committed)
