@@ -285,7 +285,7 @@ def member_offsets(anchor: jax.Array, size: int) -> list[jax.Array]:
     XLA:CPU compiles one kernel per distinct fused computation (about 10 ms each), and a member
     read at a constant offset is a computation of its own: on a real model, where few leaves
     share a shape, those reads made packing compile slower than per leaf
-    (``benchmarks/NOTES.md``, "Real models: why packing compiles slower on real trees"). Offsets
+    (``benchmarks/NOTES.md``, "Real models: why packing compiled slower on real trees"). Offsets
     held in buffers make every member's read of one shape the same kernel. Each offset is the
     previous one plus one through a ``sort`` (an op that XLA neither fuses into its consumer nor
     folds), so that the ops that make them are alike too, the first included (through a sort of

@@ -83,3 +83,19 @@ def test_the_8bit_speed_figures_are_the_results_file():
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert cells[1].split()[0] == ours and cells[2].split()[0] == theirs, (variant, cells)
         assert f"{float(cells[6]):.1f}" == ratio, (variant, cells[6], ratio)
+
+
+def test_the_8bit_coverage_of_the_model_trees_is_the_results_file_on_numerics_and_in_the_readme():
+    table = (RESULTS / "model-trees-8bit.md").read_text()
+    assert table in (DOCS / "numerics.md").read_text()
+    assert table in README.read_text()
+
+
+def test_the_real_model_tables_are_the_results_file():
+    """The Speed page's full table and the README's summary are ``results/real-models-cpu2core.json``."""
+    script = load_script("benchmarks/real_models.py")
+    results = json.loads(script.RESULTS.with_suffix(".json").read_text())
+    assert [row["tree"] for row in results["rows"]] == list(script.TREES)
+    assert script.markdown(results) == script.RESULTS.with_suffix(".md").read_text()
+    assert script.markdown(results) in (DOCS / "speed.md").read_text()
+    assert script.summary_markdown(results) in README.read_text()
