@@ -274,9 +274,26 @@ def unstack(stacked: Any, size: int, offsets: Sequence[jax.Array] | None = None)
     if offsets is None:
         return [jax.tree.map(lambda x, k=k: x[k], stacked) for k in range(size)]
     return [
-        jax.tree.map(lambda x, k=k: jax.lax.dynamic_index_in_dim(x, offsets[k], keepdims=False), stacked)
+        jax.tree.map(lambda x, at=offsets[k]: jax.lax.dynamic_index_in_dim(x, at, keepdims=False), stacked)
         for k in range(size)
     ]
+
+
+def local_anchor(leaf: Any) -> jax.Array | None:
+    """``leaf``'s value where every device holds all of it (one device, or replicated), else ``None``.
+
+    :func:`member_offsets` reads one entry of its anchor; of a sharded array that read would be
+    a collective (or, on an Explicit mesh, an error), so sharded steps read members at constant
+    offsets as before.
+    """
+    key = sharding_key(leaf)
+    if key is None:
+        return None
+    if key[0] == "single" or (key[0] == "placed" and len(key[1].device_set) == 1):
+        return compat.value_of(leaf)
+    if key[0] in ("named", "metadata", "explicit") and all(axis is None for axis in key[2]):
+        return compat.value_of(leaf)
+    return None
 
 
 def member_offsets(anchor: jax.Array, size: int) -> list[jax.Array]:

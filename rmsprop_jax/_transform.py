@@ -327,13 +327,14 @@ def _scattered(
 
     A stacked group's updates are read at runtime offsets (:func:`rmsprop_jax._packing.member_offsets`):
     one kernel per member shape rather than one per member, so that packing compiles no slower
-    than per leaf on trees whose small leaves come in many shapes.
+    than per leaf on trees whose small leaves come in many shapes. Sharded gradients keep
+    constant offsets (:func:`rmsprop_jax._packing.local_anchor`).
     """
     updates: list[Any] = [None] * len(plan.leaves)
     stacked = [group for group in plan.groups if len(group) > 1]
     offsets = None
-    if stacked:
-        anchor = compat.value_of(gradient_leaves[stacked[0][0]])  # a packed leaf: never empty
+    anchor = packing.local_anchor(gradient_leaves[stacked[0][0]]) if stacked else None  # packed: never empty
+    if anchor is not None:
         offsets = packing.member_offsets(anchor, max(len(group) for group in stacked))
     for group, step in zip(plan.groups, steps, strict=True):
         for index, update in zip(group, packing.unstack(step.update, len(group), offsets), strict=True):
