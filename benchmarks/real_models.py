@@ -132,12 +132,7 @@ class TimmContender:
         return time.perf_counter() - start
 
     def state_bytes(self) -> int:
-        return sum(
-            v.numel() * v.element_size()
-            for state in self.optimizer.state.values()
-            for k, v in state.items()
-            if k != "step" and hasattr(v, "numel")
-        )
+        return suite.torch_state_bytes(self.optimizer)
 
 
 def _memory(compiled: Any) -> dict[str, int]:

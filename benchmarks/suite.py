@@ -202,12 +202,19 @@ class TorchContender:
         return time.perf_counter() - start
 
     def state_bytes(self) -> int:
-        return sum(
-            v.numel() * v.element_size()
-            for state in self.optimizer.state.values()
-            for k, v in state.items()
-            if k != "step" and self.torch.is_tensor(v)
-        )
+        return torch_state_bytes(self.optimizer)
+
+
+def torch_state_bytes(optimizer: Any) -> int:
+    """The bytes of a torch optimizer's state tensors (its step counters left out)."""
+    import torch
+
+    return sum(
+        v.numel() * v.element_size()
+        for state in optimizer.state.values()
+        for k, v in state.items()
+        if k != "step" and torch.is_tensor(v)
+    )
 
 
 def _torch_device() -> str | None:
