@@ -39,11 +39,9 @@ Parts (``--parts``):
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -288,16 +286,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     trees = model_trees.load()
     txs = contenders([OPTAX, *(name for name in args.contenders if name != OPTAX)])
     meta = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "jax": jax.__version__,
-        "optax": optax.__version__,
-        "rmsprop_jax": rmsprop_jax.__version__,
+        **timing.run_meta("real_models.py", None if argv is None else list(argv)),
         "recipe": RECIPE,
         "repeats": args.repeats,
         "rounds": args.rounds,
         "leaves": args.leaves,
-        "command": "python3 benchmarks/real_models.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     results: dict[str, Any] = {"meta": meta, "rows": []}
     for name in args.trees:

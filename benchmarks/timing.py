@@ -17,7 +17,10 @@ Every benchmark script imports these, so that each measures the same way
 
 from __future__ import annotations
 
+import datetime
 import gc
+import os
+import platform
 import random
 import re
 import statistics
@@ -26,6 +29,9 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import optax
+
+import rmsprop_jax
 
 
 def median_spread(times: list[float]) -> tuple[float, float]:
@@ -104,4 +110,18 @@ def hlo_summary(compiled: Any) -> dict[str, int]:
         "copies": len(re.findall(r"^\s*\S+ = \S+ copy\(", text, re.M)),
         "argument_bytes": int(analysis.argument_size_in_bytes),
         "output_bytes": int(analysis.output_size_in_bytes),
+    }
+
+
+def run_meta(script: str, argv: list[str] | None) -> dict[str, Any]:
+    """What a results file records of its run: date, machine, versions and the command line."""
+    import sys
+
+    return {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "jax": jax.__version__,
+        "optax": optax.__version__,
+        "rmsprop_jax": rmsprop_jax.__version__,
+        "command": f"python3 benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:]),
     }

@@ -12,22 +12,15 @@ median of ``--rounds`` rounds (``suite.compile_times``, ``timing.interleaved_tra
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
-import optax
-
-import rmsprop_jax
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite beside this script
 import suite
+import timing
 
 RESULTS = Path(__file__).resolve().parent / "results" / "trace-compile-cpu2core"
 
@@ -59,14 +52,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     meta = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "jax": jax.__version__,
-        "optax": optax.__version__,
-        "rmsprop_jax": rmsprop_jax.__version__,
+        **timing.run_meta("trace_compile.py", None if argv is None else list(argv)),
         "leaf_size": args.leaf_size,
         "rounds": args.rounds,
-        "command": "python3 benchmarks/trace_compile.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     results = {"meta": meta, "rows": []}
 
