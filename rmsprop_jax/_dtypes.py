@@ -42,10 +42,13 @@ def resolve_state_dtype(name: str, state_dtype: StateDtype) -> ResolvedStateDtyp
         return None
     if isinstance(state_dtype, str) and state_dtype == EIGHT_BIT:
         return EIGHT_BIT
-    try:
-        dtype = jnp.dtype(state_dtype)
-    except TypeError:
-        dtype = None
+    if isinstance(state_dtype, str) and state_dtype not in _STATE_DTYPES:
+        dtype = None  # numpy would read "8-bit" as a format string and fail with its own words
+    else:
+        try:
+            dtype = jnp.dtype(state_dtype)
+        except TypeError:
+            dtype = None
     if dtype is None or dtype.name not in _STATE_DTYPES:
         choices = ", ".join((*_STATE_DTYPES, repr(EIGHT_BIT)))
         raise ValueError(f"Invalid {name} value: {state_dtype!r} ({name} must be one of {choices})")

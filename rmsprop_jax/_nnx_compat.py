@@ -8,7 +8,9 @@ pairs. NNX reaches it in two ways, and both are undone here:
   ``init`` reads each variable's value and metadata (:func:`value_of`, :func:`sharding_names`)
   and wraps each state array back into a variable like its param's (:func:`with_value`,
   :func:`stacked_variable`), so that ``nnx.Optimizer``'s state carries the sharding.
-- Under ``nnx.jit`` NNX rebuilds a ``Quantized`` pair as a mapping with its field names;
+- Each state array is its own variable (an 8-bit leaf's codes and scales are two), so that
+  NNX's pure dictionaries hold one array per key.
+- Under ``nnx.jit`` NNX may rebuild a ``Quantized`` pair as a mapping with its field names;
   :func:`stored` turns it back.
 
 Flax itself converts at its boundary the same way (``flax.nnx.training.optimizer.to_opt_state``).
@@ -20,7 +22,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
+from rmsprop_jax._state import InGroup
 from rmsprop_jax._storage_8bit import Quantized
 
 
@@ -55,9 +59,23 @@ def sharding_names(leaf: Any) -> tuple | None:
 
 
 def with_value(leaf: Any, value: Any) -> Any:
-    """``value`` wrapped as ``leaf`` is: a variable with ``leaf``'s metadata, or ``value`` itself."""
+    """``value`` wrapped as ``leaf`` is: a variable with ``leaf``'s metadata, or ``value`` itself.
+
+    A :class:`~rmsprop_jax._storage_8bit.Quantized` pair becomes a pair of variables: the codes
+    with ``leaf``'s metadata, the scales with it where they keep the param's axes (tiles, and
+    runs along the last axis; runs over several trailing axes drop the merged axes' names).
+    """
     if not is_variable(leaf):
         return value
+    if isinstance(value, Quantized):
+        names = sharding_names(leaf)
+        extra: dict[str, Any] = {}
+        if names is not None:
+            codes_ndim, scales_ndim = jnp.ndim(value.codes), jnp.ndim(value.scales)
+            padded = (*names, *(None,) * (codes_ndim - len(names)))
+            kept = padded[: scales_ndim - 1] if scales_ndim < codes_ndim else padded[:scales_ndim]
+            extra["out_sharding"] = (*kept, None) if scales_ndim < codes_ndim else kept
+        return Quantized(with_value(leaf, value.codes), leaf.replace(value=value.scales, **extra))
     return jax.tree.unflatten(jax.tree.structure(leaf), [value])
 
 
@@ -72,9 +90,19 @@ def stacked_variable(first_member: Any, stacked: jax.Array) -> Any:
 
 
 def stored(x: Any) -> Any:
-    """A state array as the package keeps it: a variable's value, and a ``Quantized`` pair that NNX
-    rebuilt as a mapping (under ``nnx.jit``) as the pair again."""
+    """A state array as the package keeps it: a variable's value, and a ``Quantized`` pair (of
+    variables, or a mapping NNX rebuilt under ``nnx.jit``) as a pair of arrays."""
     x = value_of(x)
+    if isinstance(x, Quantized):
+        return Quantized(value_of(x.codes), value_of(x.scales))
     if isinstance(x, Mapping) and set(x.keys()) == set(Quantized._fields):
-        return Quantized(x["codes"], x["scale"])
+        return Quantized(value_of(x["codes"]), value_of(x["scales"]))
     return x
+
+
+def is_stored_leaf(x: Any) -> bool:
+    """One leaf's entry in a state field: an array, a variable, a ``Quantized`` pair (or NNX's
+    mapping of one), or a packed leaf's marker."""
+    if is_variable(x) or isinstance(x, (Quantized, InGroup)):
+        return True
+    return isinstance(x, Mapping) and set(x.keys()) == set(Quantized._fields)

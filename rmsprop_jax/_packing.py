@@ -1,12 +1,14 @@
 """The layout of a state: one array per leaf, or small same-shape leaves stacked in groups.
 
 With ``pack_small_leaves=True``, ``init`` decides a :class:`PackingPlan` once, from the params
-alone, and each state field (``nu``, ``mu``, ``trace``) becomes a :class:`Packed` node:
-one stored array per group, the members' arrays stacked on a new leading axis (never
-ravelled, so a member's sharding ``P(*spec)`` becomes the group's ``P(None, *spec)``). The
-plan is the node's static data: it is part of the state's tree structure, so ``jit`` and
-``eval_shape`` carry it, a checkpoint names each group (``nu/group3``), and ``update`` reads
-the plan instead of re-deriving it.
+alone, and each state field (``nu``, ``mu``, ``trace``) where some group stacks becomes a
+:class:`~rmsprop_jax._state.PackedGroups` pair, arrays only: the params' tree with each packed
+leaf marked :class:`~rmsprop_jax._state.InGroup`, and one stacked array per group, keyed by its
+members' leaf numbers (:func:`group_name`), the members' arrays stacked on a new leading axis
+(never ravelled, so a member's sharding ``P(*spec)`` becomes the group's ``P(None, *spec)``).
+The keys are the plan: ``update`` and the views read the groups back from them
+(:func:`members_of`), so that a checkpoint, a msgpack file or a pure dictionary carries the
+layout with the arrays, and nothing that is not an array is in the state.
 
 This module knows nothing of the step's arithmetic (:mod:`rmsprop_jax._leaf_update`) nor of
 how an array is stored (:mod:`rmsprop_jax._storage`): it groups leaves, stacks and unstacks.
@@ -33,7 +35,7 @@ that a layout is the same on every machine:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -43,6 +45,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from rmsprop_jax import _nnx_compat as compat
+from rmsprop_jax._state import InGroup, PackedGroups
 
 GROUP_ELEMENTS = 1 << 18
 """The most entries one group holds (64 leaves of 4096): each group is one stacked gradient copy
@@ -144,27 +147,34 @@ class PackingPlan:
         return "\n".join(lines)
 
 
-@jax.tree_util.register_pytree_with_keys_class
-class Packed:
-    """One state field in a packed layout: one stored array per group of :attr:`plan`.
+def group_name(members: Sequence[int]) -> str:
+    """A stacked group's key in :attr:`~rmsprop_jax._state.PackedGroups.stacked`: its leaf numbers."""
+    return "_".join(str(index) for index in members)
 
-    A group of one leaf holds that leaf's array as the per-leaf layout would; a larger group
-    holds its members' arrays stacked on a new leading axis, in the group's order.
-    """
 
-    def __init__(self, plan: PackingPlan, groups: Sequence[Any]) -> None:
-        self.plan = plan
-        self.groups = tuple(groups)
+def members_of(name: str) -> tuple[int, ...]:
+    """The leaf numbers of a stacked group's key; raises for a key that no group has."""
+    parts = str(name).split("_")
+    if len(parts) < 2 or not all(part.isdigit() for part in parts):
+        raise ValueError(f"{name!r} is not a packed group's key (leaf numbers joined by '_', at least two)")
+    return tuple(int(part) for part in parts)
 
-    def tree_flatten_with_keys(self) -> tuple[list[tuple[Any, Any]], PackingPlan]:
-        return [(jax.tree_util.DictKey(f"group{i}"), g) for i, g in enumerate(self.groups)], self.plan
 
-    @classmethod
-    def tree_unflatten(cls, plan: PackingPlan, groups: Sequence[Any]) -> Packed:
-        return cls(plan, groups)
+def is_packed(field: Any) -> bool:
+    """Whether a state field is in the packed layout (a ``PackedGroups`` pair, or the mapping NNX
+    makes of one)."""
+    if isinstance(field, PackedGroups):
+        return True
+    return isinstance(field, Mapping) and set(field.keys()) == set(PackedGroups._fields)
 
-    def __repr__(self) -> str:
-        return f"Packed({len(self.plan.paths)} leaves in {len(self.groups)} groups)"
+
+def parts(field: Any) -> tuple[Any, Mapping[str, Any]]:
+    """A field's per-leaf tree and its stacked groups (none for the per-leaf layout)."""
+    if isinstance(field, PackedGroups):
+        return field.per_leaf, field.stacked
+    if is_packed(field):
+        return field["per_leaf"], field["stacked"]
+    return field, {}
 
 
 def sharding_key(leaf: Any) -> tuple | None:
@@ -320,31 +330,26 @@ def member_offsets(anchor: jax.Array, size: int) -> list[jax.Array]:
     return offsets
 
 
-def pack(plan: PackingPlan, leaves: Sequence[Any], params: Sequence[Any] | None = None) -> Packed:
-    """Per-leaf arrays (the params' leaf order) in ``plan``'s layout.
+def pack(plan: PackingPlan, leaves: Sequence[Any], params: Sequence[Any] | None = None) -> Any:
+    """Per-leaf arrays (the params' leaf order) in ``plan``'s layout: the params' tree where nothing
+    stacks, else a :class:`~rmsprop_jax._state.PackedGroups` pair.
 
     With the params' leaves (``params``), each group is placed with its members' sharding on
     the new leading axis, and a group of variables becomes one variable whose sharding
     metadata gains that axis (:func:`rmsprop_jax._nnx_compat.stacked_variable`).
     """
-    groups = []
+    if not plan.packs:
+        return jax.tree.unflatten(plan.treedef, list(leaves))
+    per_leaf: list[Any] = list(leaves)
+    stacked: dict[str, Any] = {}
     for group in plan.groups:
-        members = [leaves[index] for index in group]
         if len(group) == 1:
-            groups.append(members[0])
             continue
-        stacked = stack([compat.value_of(member) for member in members])
+        members = [leaves[index] for index in group]
+        array = stack([compat.value_of(member) for member in members])
         if params is not None:
-            stacked = _placed(stacked, sharding_key(params[group[0]]))
-        groups.append(compat.stacked_variable(members[0], stacked))
-    return Packed(plan, groups)
-
-
-def unpack(packed: Packed) -> list[Any]:
-    """A packed field's arrays, one per leaf in the params' leaf order."""
-    plan = packed.plan
-    leaves: list[Any] = [None] * len(plan.paths)
-    for group, stacked in zip(plan.groups, packed.groups, strict=True):
-        for index, member in zip(group, unstack(compat.value_of(stacked), len(group)), strict=True):
-            leaves[index] = member
-    return leaves
+            array = _placed(array, sharding_key(params[group[0]]))
+        stacked[group_name(group)] = compat.stacked_variable(members[0], array)
+        for index in group:
+            per_leaf[index] = InGroup()
+    return PackedGroups(jax.tree.unflatten(plan.treedef, per_leaf), stacked)

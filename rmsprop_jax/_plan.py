@@ -1,14 +1,16 @@
-"""A state's plan: how each leaf's state is kept, decided once by ``init``.
+"""A state's plan: how each leaf's state is kept, decided by ``init`` and read back from the arrays.
 
-``init`` decides, per leaf of the params and before allocating anything, everything that
-``update``, the state views, :func:`rmsprop_jax.convert_state` and
-:func:`rmsprop_jax.state_report` need to know about the leaf (:class:`LeafPlan`): the
-storage of each state array (:mod:`rmsprop_jax._storage`), whether ``nu`` holds the
-variance, the weight-decay flag, the packed group (:mod:`rmsprop_jax._packing`), and the
-report's reasons. The :class:`StatePlan` is the state's ``plan`` field: a pytree node with
-no arrays whose static data is the plan, so that ``jit``, ``vmap``, ``scan`` and
-``eval_shape`` carry it, a checkpoint stores nothing for it, and a state describes itself
-(conversion needs no optimizer). Nothing reads a leaf's storage back from array types.
+``init`` decides, per leaf of the params and before allocating anything, how each state array
+of the leaf is kept (:func:`plan_state`): the storage of each array (:mod:`rmsprop_jax._storage`),
+whether ``nu`` holds the variance, the weight-decay flag and the packed group
+(:mod:`rmsprop_jax._packing`). The state keeps no record of it beside its arrays: each array's
+dtype, an 8-bit pair's shapes (:func:`rmsprop_jax._storage_8bit.layout_of`) and the packed
+groups' keys say it all, so that every serializer and tree utility handles the state as it
+handles optax's. :func:`read` derives the same plan from a state (``update``, the views,
+:func:`rmsprop_jax.convert_state` and :func:`rmsprop_jax.state_report` read it), given the
+gradients' tree where there is one: a tree mismatch then names the first leaf path that
+differs, and a ``None`` gradient leaf (Equinox's frozen layers) is allowed where the state
+has a leaf.
 
 This module holds the plan and the rules that combine the storage's and the layout's
 answers; it computes nothing of a step.
@@ -21,12 +23,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from rmsprop_jax import _nnx_compat as compat
 from rmsprop_jax import _packing as packing
 from rmsprop_jax import _storage as storage
+from rmsprop_jax import _storage_8bit as codec
 from rmsprop_jax._dtypes import ResolvedStateDtype
-from rmsprop_jax._state import FIELDS, Field, RmsPropState
+from rmsprop_jax._state import FIELDS, MU, NU, TRACE, Field, InGroup, PackedGroups, RmsPropState
 
 
 class LeafStorages(NamedTuple):
@@ -50,25 +54,18 @@ class LeafStorages(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class LeafPlan:
-    """Everything decided about one leaf's state (static, hashable).
-
-    Two plans are equal when their decisions are; the report's words explain a decision and
-    take no part in comparisons (a float32 view of any state has a float32 state's structure).
-    """
+    """Everything decided about one leaf's state (static, hashable)."""
 
     path: str
     shape: tuple[int, ...]
     storages: LeafStorages
-    decayed: bool
+    decayed: bool = True
     """Whether weight decay applies to the leaf (``weight_decay_mask``), as the plan's grouping saw it."""
-    eight_bit: str = dataclasses.field(default="", compare=False)
-    """The state report's word: ``"yes"``, or ``"no: ..."`` with the reason."""
-    packing: str = dataclasses.field(default="", compare=False)
-    """The state report's word: ``"group N (K leaves)"``, or ``"per leaf: ..."`` with the reason."""
 
 
+@dataclasses.dataclass(frozen=True)
 class StatePlan:
-    """The plan of one :class:`~rmsprop_jax.RmsPropState`: a pytree node with no children.
+    """The plan of one :class:`~rmsprop_jax.RmsPropState`.
 
     Attributes:
       packing: Which leaves share a stacked group (a :class:`~rmsprop_jax.PackingPlan`; one group
@@ -76,12 +73,8 @@ class StatePlan:
       leaves: One :class:`LeafPlan` per leaf, in the params' leaf order.
     """
 
-    __slots__ = ("_hash", "leaves", "packing")
-
-    def __init__(self, packing_plan: packing.PackingPlan, leaves: Sequence[LeafPlan]) -> None:
-        self.packing = packing_plan
-        self.leaves = tuple(leaves)
-        self._hash = hash((self.packing, self.leaves))  # once: jit hashes the state's structure every call
+    packing: packing.PackingPlan
+    leaves: tuple[LeafPlan, ...]
 
     @property
     def treedef(self) -> Any:
@@ -93,25 +86,8 @@ class StatePlan:
 
     @property
     def packed(self) -> bool:
-        """Whether the fields are :class:`~rmsprop_jax._packing.Packed` nodes (some group is stacked)."""
+        """Whether the fields are :class:`~rmsprop_jax._state.PackedGroups` (some group is stacked)."""
         return self.packing.packs
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        if self is other:
-            return True
-        if not isinstance(other, StatePlan):
-            return NotImplemented
-        return self._hash == other._hash and self.packing == other.packing and self.leaves == other.leaves
-
-    def __repr__(self) -> str:
-        kinds = sorted({leaf.storages.nu.name for leaf in self.leaves})
-        return f"StatePlan({len(self.leaves)} leaves: {', '.join(kinds) or 'none'}; {self.packing!r})"
-
-
-jax.tree_util.register_pytree_node(StatePlan, lambda plan: ((), plan), lambda plan, _: plan)
 
 
 class Request(NamedTuple):
@@ -132,11 +108,11 @@ def plan_state(params: Any, request: Request) -> StatePlan:
     """Each leaf's storage, variance form, weight-decay flag and group, from the params alone."""
     with_paths = compat.leaves_with_paths(params)
     decayed = request.decayed(params)
-    storages, eight_bit = [], []
-    for path, leaf in with_paths:
+    storages = []
+    for _, leaf in with_paths:
         value = compat.value_of(leaf)
-        nu, word = storage.for_param(value, request.state_dtype, signed=False, path=path)
-        signed = storage.for_param(value, request.state_dtype, signed=True, path=path)[0]
+        nu = storage.for_param(value, request.state_dtype, signed=False)[0]
+        signed = storage.for_param(value, request.state_dtype, signed=True)[0]
         storages.append(
             LeafStorages(
                 nu,
@@ -145,7 +121,6 @@ def plan_state(params: Any, request: Request) -> StatePlan:
                 request.centered and nu.keeps_centered_variance,
             )
         )
-        eight_bit.append(word)
 
     def key(index: int, leaf: Any) -> Any:
         if not storages[index].nu.packable:
@@ -157,86 +132,186 @@ def plan_state(params: Any, request: Request) -> StatePlan:
 
     candidate = packing.plan_for(params, request.largest_packed, key, request.thresholds)
     chosen = candidate if request.pack_small_leaves else packing.per_leaf(candidate)
-    words = _packing_words(chosen, candidate, storages, request)
     leaves = [
-        LeafPlan(path, chosen.shapes[index], storages[index], decayed[index], eight_bit[index], words[index])
+        LeafPlan(path, chosen.shapes[index], storages[index], decayed[index])
         for index, (path, _) in enumerate(with_paths)
     ]
-    return StatePlan(chosen, leaves)
+    return StatePlan(chosen, tuple(leaves))
 
 
-def _packing_words(
-    chosen: packing.PackingPlan,
-    candidate: packing.PackingPlan,
-    storages: Sequence[LeafStorages],
-    request: Request,
-) -> list[str]:
-    """The state report's word on each leaf's packing."""
-    words = [""] * len(chosen.shapes)
-    for number, group in enumerate(chosen.groups):
-        for index in group:
-            if len(group) > 1:
-                words[index] = f"group {number} ({len(group)} leaves)"
-    variant = " with ".join(n for n, on in (("centered", request.centered), ("momentum", request.momentum)) if on)
-    for group in candidate.groups:
-        for index in group:
-            if words[index]:
-                continue
-            entries = _entries(chosen.shapes[index])
-            if not storages[index].nu.packable:
-                words[index] = "per leaf: 8-bit codes"
-            elif request.largest_packed == 0:
-                words[index] = "per leaf: plain RMSProp never packs"
-            elif entries > request.largest_packed:
-                words[index] = f"per leaf: {entries} entries > {request.largest_packed} ({variant or 'plain'})"
-            elif len(group) > 1:
-                others = f"{len(group) - 1} other" + ("s" if len(group) > 2 else "")
-                words[index] = f"per leaf: not requested (packs with {others})"
-            elif _alike(index, chosen, storages):
-                words[index] = "per leaf: its weight-decay flag or sharding differs, or was not visible"
-            else:
-                words[index] = "per leaf: no other leaf of its shape and dtype"
-    return words
+class TreeMismatchError(ValueError):
+    """A tree (gradients, params, or another field) does not match the state's leaves."""
 
 
-def _alike(index: int, plan: packing.PackingPlan, storages: Sequence[LeafStorages]) -> bool:
-    """Whether another leaf has this one's shape and ``nu`` storage."""
-    mine = (plan.shapes[index], storages[index].nu)
-    return any(i != index and (plan.shapes[i], storages[i].nu) == mine for i in range(len(plan.shapes)))
+def first_difference(expected: Sequence[str], got: Sequence[str]) -> str:
+    """The first leaf path in one list and not at the same place in the other, as a phrase."""
+    for mine, theirs in zip(expected, got, strict=False):
+        if mine != theirs:
+            return f"the state has leaf {mine} where it has {theirs}"
+    if len(expected) > len(got):
+        return f"the state has leaf {expected[len(got)]}, which it lacks"
+    if len(got) > len(expected):
+        return f"it has leaf {got[len(expected)]}, which the state lacks"
+    return "their tree structures differ"
 
 
-def _entries(shape: tuple[int, ...]) -> int:
-    size = 1
-    for extent in shape:
-        size *= extent
-    return size
+def _paths(tree: Any, is_leaf: Callable[[Any], bool]) -> list[str]:
+    with_paths = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]
+    return [jax.tree_util.keystr(path) or "<root>" for path, _ in with_paths]
 
 
-def of(state: RmsPropState) -> StatePlan:
-    """The state's plan; raises for a state that ``init`` did not build."""
-    if not isinstance(state.plan, StatePlan):
+def mismatch(what: str, state_tree: Any, tree: Any) -> TreeMismatchError:
+    """The error for a ``what`` tree that does not match the state's leaves, naming the first path."""
+    expected = _paths(state_tree, compat.is_stored_leaf)
+    got = _paths(tree, lambda x: x is None or compat.is_variable(x))
+    return TreeMismatchError(
+        f"The {what} tree does not match the optimizer state's leaves (nothing is broadcast): "
+        f"{first_difference(expected, got)}. Pass the {what} of the params the state was built for "
+        "(tx.init(params))."
+    )
+
+
+def leaves_of(what: str, treedef: Any, state_tree: Any, tree: Any) -> list[Any]:
+    """``tree``'s entries at the state's leaves (``None`` where ``tree`` has ``None``)."""
+    try:
+        leaves = treedef.flatten_up_to(tree)
+    except (ValueError, TypeError):
+        raise mismatch(what, state_tree, tree) from None
+    for leaf in leaves:
+        value = compat.value_of(leaf)
+        if value is not None and not hasattr(value, "shape") and not isinstance(value, (int, float, complex)):
+            raise mismatch(what, state_tree, tree)
+    return leaves
+
+
+def _storage_of(field: Field, stored: Any, where: str) -> storage.Storage:
+    """The storage that keeps ``stored``, read from the array itself."""
+    if isinstance(stored, codec.Quantized):
+        layout = codec.layout_of(tuple(jnp.shape(stored.codes)), tuple(jnp.shape(stored.scales)))
+        return storage.BlockStorage(layout, codec.SIGNED if field.signed else codec.UNSIGNED)
+    dtype = getattr(stored, "dtype", None)
+    if dtype is None:
+        raise ValueError(f"The optimizer state's {field.name} at {where} holds {stored!r}, not an array")
+    return storage.FloatStorage(jnp.dtype(dtype))
+
+
+def _shape_of(stored: Any) -> tuple[int, ...]:
+    return tuple(jnp.shape(stored.codes if isinstance(stored, codec.Quantized) else stored))
+
+
+class _FieldLeaves(NamedTuple):
+    """One field read per leaf: each leaf's own array (``None`` for a packed leaf), and the groups."""
+
+    treedef: Any
+    paths: tuple[str, ...]
+    own: list[Any]
+    stacked: dict[tuple[int, ...], Any]
+
+
+def _field_leaves(field: Field, tree: Any) -> _FieldLeaves:
+    per_leaf, stacked = packing.parts(tree)
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(per_leaf, is_leaf=compat.is_stored_leaf)
+    paths = tuple(jax.tree_util.keystr(path) or "<root>" for path, _ in with_paths)
+    own = [None if isinstance(leaf, InGroup) else compat.stored(leaf) for _, leaf in with_paths]
+    groups = {packing.members_of(name): compat.stored(array) for name, array in stacked.items()}
+    claimed = sorted(index for members in groups for index in members)
+    marked = [index for index, leaf in enumerate(own) if leaf is None]
+    if claimed != marked:
         raise ValueError(
-            f"This RmsPropState carries no plan (its plan field is {state.plan!r}): build optimizer states "
-            "with tx.init(params), and change one's storage with rmsprop_jax.convert_state(state, like)."
+            f"The optimizer state's {field.name} is not a packed layout of its leaves: the groups "
+            f"{sorted(groups)} claim leaves {claimed}, the leaves marked as packed are {marked}"
         )
-    return state.plan
+    return _FieldLeaves(treedef, paths, own, groups)
+
+
+def read(state: RmsPropState, decayed: Sequence[bool] | None = None) -> StatePlan:
+    """The plan of ``state``, read from its arrays (no optimizer needed).
+
+    Args:
+      state: An :class:`~rmsprop_jax.RmsPropState` built by ``init`` (or a view, a conversion, a
+        restored checkpoint of one).
+      decayed: Each leaf's weight-decay flag, where the caller knows them (``update``).
+
+    Raises:
+      ValueError: the state's fields disagree with one another (a corrupted or hand-made state).
+    """
+    if not isinstance(state, RmsPropState):
+        raise ValueError(f"expected an RmsPropState, got a {type(state).__name__}")
+    fields = {
+        field: _field_leaves(field, getattr(state, field.name))
+        for field in FIELDS
+        if getattr(state, field.name) is not None
+    }
+    nu = fields[NU]
+    for field, other in fields.items():
+        if other.treedef != nu.treedef or set(other.stacked) != set(nu.stacked):
+            raise ValueError(
+                f"The optimizer state's {field.name} and nu are laid out differently: "
+                f"{first_difference(nu.paths, other.paths)}"
+            )
+    groups_of = {index: members for members in nu.stacked for index in members}
+    shapes, leaves = [], []
+    for index, path in enumerate(nu.paths):
+        members = groups_of.get(index)
+        kept: dict[Field, storage.Storage] = {}
+        for field, read_field in fields.items():
+            array = read_field.own[index] if members is None else read_field.stacked[members]
+            kept[field] = _storage_of(field, array, path)
+        shape = _shape_of(nu.own[index]) if members is None else _shape_of(nu.stacked[members])[1:]
+        shapes.append(shape)
+        storages = LeafStorages(
+            kept[NU],
+            kept.get(MU),
+            kept.get(TRACE),
+            MU in kept and kept[NU].keeps_centered_variance,
+        )
+        flag = True if decayed is None else decayed[index]
+        leaves.append(LeafPlan(path, shape, storages, flag))
+    singles = [(index,) for index in range(len(nu.paths)) if index not in groups_of]
+    groups = tuple(sorted([*singles, *nu.stacked], key=lambda group: group[0]))
+    plan = packing.PackingPlan(nu.treedef, nu.paths, tuple(shapes), groups)
+    return StatePlan(plan, tuple(leaves))
 
 
 def group_arrays(plan: StatePlan, tree: Any) -> list[storage.Stored]:
     """One stored array per group of the plan, from a state field (packed or per leaf)."""
-    if isinstance(tree, packing.Packed):
-        return [compat.stored(x) for x in tree.groups]
-    return [compat.stored(x) for x in plan.treedef.flatten_up_to(tree)]
+    per_leaf, stacked = packing.parts(tree)
+    own = plan.treedef.flatten_up_to(per_leaf)
+    by_members = {packing.members_of(name): array for name, array in stacked.items()}
+    return [compat.stored(own[group[0]] if len(group) == 1 else by_members[group]) for group in plan.groups]
 
 
 def leaf_arrays(plan: StatePlan, tree: Any) -> list[storage.Stored]:
     """One stored array per leaf, in the params' leaf order (a packed field unstacked)."""
-    if isinstance(tree, packing.Packed):
-        return [compat.stored(x) for x in packing.unpack(tree)]
-    return [compat.stored(x) for x in plan.treedef.flatten_up_to(tree)]
+    out: list[Any] = [None] * len(plan.leaves)
+    for group, array in zip(plan.groups, group_arrays(plan, tree), strict=True):
+        for index, member in zip(group, packing.unstack(array, len(group)), strict=True):
+            out[index] = member
+    return out
 
 
 def field_arrays(state: RmsPropState, plan: StatePlan, by_group: bool = True) -> dict[Field, list[Any]]:
     """Each present field's stored arrays, per group (or per leaf)."""
-    read = group_arrays if by_group else leaf_arrays
-    return {field: read(plan, getattr(state, field.name)) for field in FIELDS if getattr(state, field.name) is not None}
+    read_field = group_arrays if by_group else leaf_arrays
+    return {
+        field: read_field(plan, getattr(state, field.name))
+        for field in FIELDS
+        if getattr(state, field.name) is not None
+    }
+
+
+def laid_out(plan: StatePlan, arrays: Sequence[Any], like: Sequence[Any]) -> Any:
+    """One field from its arrays per group, in the plan's layout, each wrapped as ``like``'s leaf is."""
+    leaves: list[Any] = [None] * len(plan.leaves)
+    stacked: dict[str, Any] = {}
+    for group, array in zip(plan.groups, arrays, strict=True):
+        if len(group) == 1:
+            leaves[group[0]] = compat.with_value(like[group[0]], array)
+            continue
+        stacked[packing.group_name(group)] = array
+        for index in group:
+            leaves[index] = InGroup()
+    per_leaf = jax.tree.unflatten(plan.treedef, leaves)
+    if not stacked:
+        return per_leaf
+    return PackedGroups(per_leaf, stacked)

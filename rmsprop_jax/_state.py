@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import optax
-
-from rmsprop_jax._packing import Packed
-
-if TYPE_CHECKING:
-    from rmsprop_jax._plan import StatePlan
 
 
 class Field(NamedTuple):
@@ -28,25 +23,47 @@ TRACE = Field("trace", 2, signed=True)
 FIELDS = (NU, MU, TRACE)
 
 
+class InGroup(NamedTuple):
+    """Where a packed leaf's own array would be: its state is a row of a stacked group.
+
+    An empty node (no arrays, like ``optax.EmptyState``), so serializers store nothing for it.
+    """
+
+
+class PackedGroups(NamedTuple):
+    """One state field in the packed layout (``pack_small_leaves=True``), arrays only.
+
+    Attributes:
+      per_leaf: The params' tree: each leaf that is not packed holds its own array (float, or a
+        :class:`rmsprop_jax.Quantized` pair), each packed leaf an :class:`InGroup` marker.
+      stacked: One array per group of packed leaves, keyed by the group's members: the leaf
+        numbers (in the params' leaf order) joined by ``_``, e.g. ``"3_5_7"``; the members'
+        arrays stacked on a new leading axis in that order.
+    """
+
+    per_leaf: Any
+    stacked: dict[str, jax.Array]
+
+
 class RmsPropState(NamedTuple):
     """State of :func:`rmsprop_jax.rmsprop` and :func:`rmsprop_jax.scale_by_rms`.
 
-    A plain pytree: it can be jitted, vmapped, pmapped and checkpointed. Fields a
-    configuration does not use are ``None`` (an empty pytree), so a state's tree
-    structure tells which variant built it.
+    Arrays only, in optax's form: it can be jitted, vmapped and scanned, saved by Orbax,
+    ``flax.serialization`` (msgpack), pickle or as Flax NNX pure dictionaries, and read by
+    ``optax.tree`` utilities. Fields a configuration does not use are ``None`` (an empty
+    pytree), so a state's tree structure tells which variant built it. Everything ``update``
+    needs to know of a leaf's storage it reads from the arrays themselves (dtype; 8-bit codes
+    and scales, whose shapes give the block layout).
 
     With ``state_dtype="8bit"`` each quantized leaf of ``nu``, ``mu`` and ``trace`` is a
-    ``Quantized(codes, scale)`` pair (``uint8`` codes shaped like the param, one float32
+    ``Quantized(codes, scales)`` pair (``uint8`` codes shaped like the param, one float32
     scale per block) instead of an array; :func:`rmsprop_jax.state_as_float32` reads any
     state back as float32 arrays in the params' structure.
 
-    With ``pack_small_leaves=True`` each of ``nu``, ``mu`` and ``trace`` is a ``Packed``
-    node instead: one array per group of small same-shape leaves, stacked on a new
-    leading axis (:func:`rmsprop_jax.packing_plan` shows the groups; the view above
-    reads it per leaf).
-
-    Every state carries its ``plan``: what ``init`` decided for each leaf (storage, layout,
-    weight-decay flag), kept as static data with no arrays (nothing of it is checkpointed).
+    With ``pack_small_leaves=True``, where some leaves pack, each of ``nu``, ``mu`` and
+    ``trace`` is a ``PackedGroups(per_leaf, stacked)`` pair: the params' tree with the packed
+    leaves marked, and one stacked array per group (:func:`rmsprop_jax.packing_plan` shows
+    the groups; the view above reads it per leaf).
 
     Attributes:
       count: Number of updates applied so far (``int32`` scalar, saturating).
@@ -62,9 +79,6 @@ class RmsPropState(NamedTuple):
         ``None``. It holds the velocity in the descent direction: the
         accumulated ``lr * g / rms`` (``lr_in_momentum=True``, as TF and Keras
         store it) or ``g / rms`` (``lr_in_momentum=False``, as PyTorch stores it).
-      plan: How each leaf's state is kept, decided once by ``init``: a pytree node without
-        arrays (its ``repr`` summarizes it; :func:`rmsprop_jax.state_report` prints it per
-        leaf). ``update``, the views and :func:`rmsprop_jax.convert_state` read it.
 
     Example:
       >>> import jax.numpy as jnp
@@ -78,7 +92,6 @@ class RmsPropState(NamedTuple):
     """
 
     count: jax.Array | None
-    nu: optax.Updates | Packed
-    mu: optax.Updates | Packed | None
-    trace: optax.Updates | Packed | None
-    plan: StatePlan | Any = None
+    nu: optax.Updates | PackedGroups
+    mu: optax.Updates | PackedGroups | None
+    trace: optax.Updates | PackedGroups | None

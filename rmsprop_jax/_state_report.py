@@ -4,9 +4,12 @@
 models to no leaf at all (a DQN's 120 x 84 layer fits no 8-bit block; nothing packs in
 plain RMSProp). The report reads a state (concrete, or from ``jax.eval_shape``) and says
 for each leaf how it is stored, whether it is 8-bit or why not, whether it is packed or
-why not, and what it costs in bytes. Every word of it is the state's plan
-(:mod:`rmsprop_jax._plan`), which ``init`` wrote when it decided the leaf's storage
-(:func:`rmsprop_jax._storage.for_param`) and layout; the report only counts bytes.
+why not, and what it costs in bytes. It reads the state's plan from its arrays
+(:func:`rmsprop_jax._plan.read`) and gives each decision the rule's reason: the 8-bit rule
+(:func:`rmsprop_jax._storage_8bit.layout_decision`) over each float leaf's shape and visible
+shards, and the packing rule (:func:`rmsprop_jax._packing.plan_for`) over the state's leaves.
+The weight-decay mask is not in the state: a leaf that it kept out of a group reads "its
+weight-decay flag or sharding differs".
 """
 
 from __future__ import annotations
@@ -15,8 +18,14 @@ import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
+
+from rmsprop_jax import _packing as packing
 from rmsprop_jax import _plan as plans
 from rmsprop_jax import _storage as storage
+from rmsprop_jax import _storage_8bit as codec
+from rmsprop_jax._state import RmsPropState
 from rmsprop_jax._state_views import the_rmsprop_state
 
 
@@ -108,7 +117,7 @@ def state_report(state: Any) -> StateReport:
     no leaf of a model at all; this says which leaves they reach, and why the others keep
     a plain array. Build the state without memory with ``jax.eval_shape(tx.init, params)``.
     A leaf that 8-bit would reach in a float state reads "not requested", as does a leaf
-    that would pack in a per-leaf state (the plan records what ``init`` was asked).
+    that would pack in a per-leaf state.
 
     Args:
       state: An optimizer state holding exactly one :class:`rmsprop_jax.RmsPropState`
@@ -137,22 +146,94 @@ def state_report(state: Any) -> StateReport:
       2.07 bytes per param
     """
     found = the_rmsprop_state(state, "state_report")
-    plan = plans.of(found)
+    plan = plans.read(found)
     shares = [0.0] * len(plan.leaves)
-    for arrays in plans.field_arrays(found, plan).values():
-        for group, stored in zip(plan.groups, arrays, strict=True):
+    arrays = plans.field_arrays(found, plan)
+    for stored_arrays in arrays.values():
+        for group, stored in zip(plan.groups, stored_arrays, strict=True):
             for index in group:
                 shares[index] += storage.nbytes(stored) / len(group)
+    own = _own_arrays(plan, found.nu)
+    packing_words = _packing_words(found, plan, own)
     leaves = tuple(
         LeafReport(
             path=leaf.path,
             shape=leaf.shape,
             storage=leaf.storages.nu.name,
-            eight_bit=leaf.eight_bit,
-            packing=leaf.packing,
+            eight_bit=_eight_bit_word(leaf, stored),
+            packing=word,
             state_bytes=round(share),
         )
-        for leaf, share in zip(plan.leaves, shares, strict=True)
+        for leaf, stored, word, share in zip(plan.leaves, own, packing_words, shares, strict=True)
     )
     count_bytes = 0 if found.count is None else storage.nbytes(found.count)
     return StateReport(leaves, sum(math.prod(leaf.shape) for leaf in plan.leaves), round(sum(shares)) + count_bytes)
+
+
+def _own_arrays(plan: plans.StatePlan, field: Any) -> list[Any]:
+    """Each leaf's own ``nu`` array (an 8-bit leaf's codes), or a stand-in of its shape for a packed
+    leaf: what the rules read of a leaf (its shape, and its shards where they are visible)."""
+    out: list[Any] = [None] * len(plan.leaves)
+    for group, stored in zip(plan.groups, plans.group_arrays(plan, field), strict=True):
+        for index in group:
+            if len(group) > 1:
+                out[index] = jax.ShapeDtypeStruct(plan.leaves[index].shape, stored.dtype)
+            else:
+                out[index] = stored.codes if isinstance(stored, codec.Quantized) else stored
+    return out
+
+
+def _is_complex(leaf: plans.LeafPlan) -> bool:
+    signed = [s for s in (leaf.storages.mu, leaf.storages.trace) if isinstance(s, storage.FloatStorage)]
+    return any(jnp.issubdtype(s.dtype, jnp.complexfloating) for s in signed)
+
+
+def _eight_bit_word(leaf: plans.LeafPlan, stored: Any) -> str:
+    """``"yes"``, or why not: the rule's reason for the leaf's shape and visible shards."""
+    if isinstance(leaf.storages.nu, storage.BlockStorage):
+        return "yes"
+    if _is_complex(leaf):
+        return "no: complex"
+    layout, why_not = codec.layout_decision(leaf.shape, codec.shard_shape(stored))
+    return f"no: {why_not}" if layout is None else f"no: not requested ({layout} fit)"
+
+
+def _packing_words(state: RmsPropState, plan: plans.StatePlan, stored: Sequence[Any]) -> list[str]:
+    """Each leaf's packing word: its group, or why it is per leaf."""
+    centered, momentum = state.mu is not None, state.trace is not None
+    largest = packing.largest_packed(centered, momentum)
+    variant = " with ".join(n for n, on in (("centered", centered), ("momentum", momentum)) if on)
+
+    def key(index: int, leaf: Any) -> Any:
+        nu = plan.leaves[index].storages.nu
+        if not nu.packable:
+            return None
+        sharding = packing.sharding_key(leaf)
+        return None if sharding is None else (nu, sharding)
+
+    candidate = packing.plan_for(jax.tree.unflatten(plan.treedef, list(stored)), largest, key)
+    grouped = {index: group for group in candidate.groups if len(group) > 1 for index in group}
+    words = []
+    for index, leaf in enumerate(plan.leaves):
+        entries = math.prod(leaf.shape)
+        own = next(group for group in plan.groups if index in group)
+        alike = [i for i, other in enumerate(plan.leaves) if i != index and other.shape == leaf.shape
+                 and other.storages.nu == leaf.storages.nu]  # fmt: skip
+        if len(own) > 1:
+            words.append(f"group {plan.groups.index(own)} ({len(own)} leaves)")
+        elif not leaf.storages.nu.packable:
+            words.append("per leaf: 8-bit codes")
+        elif largest == 0:
+            words.append("per leaf: plain RMSProp never packs")
+        elif entries > largest:
+            words.append(f"per leaf: {entries} entries > {largest} ({variant or 'plain'})")
+        elif not alike:
+            words.append("per leaf: no other leaf of its shape and dtype")
+        elif plan.packed:
+            words.append("per leaf: its weight-decay flag or sharding differs, or was not visible")
+        elif index in grouped:
+            others = len(grouped[index]) - 1
+            words.append(f"per leaf: not requested (packs with {others} other{'s' if others > 1 else ''})")
+        else:
+            words.append("per leaf: not requested, or its sharding differs or is not visible")
+    return words

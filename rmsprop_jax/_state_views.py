@@ -1,14 +1,13 @@
 """A state's contents as float32 arrays, and a state moved to another ``state_dtype``.
 
 Public as :func:`rmsprop_jax.state_as_float32` and :func:`rmsprop_jax.convert_state`.
-Both read each stored array through the storage the state's plan names
-(:mod:`rmsprop_jax._plan`), so they work the same for float, 16-bit and 8-bit states, per
+Both read each stored array through the storage its arrays name
+(:func:`rmsprop_jax._plan.read`), so they work the same for float, 16-bit and 8-bit states, per
 leaf or packed, inside any optax state tree.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
@@ -29,7 +28,7 @@ def _is_state(x: object) -> bool:
 def _values(state: RmsPropState, widest: bool = False) -> tuple[plans.StatePlan, dict[Field, list[jax.Array]]]:
     """Each present field's values per leaf, in float32 (``widest``: or the storage's wider dtype),
     ``nu`` as ``E[g^2]`` whatever its plan keeps."""
-    plan = plans.of(state)
+    plan = plans.read(state)
     stored = plans.field_arrays(state, plan, by_group=False)
     values: dict[Field, list[jax.Array]] = {field: [] for field in stored}
     for index, leaf in enumerate(plan.leaves):
@@ -45,30 +44,10 @@ def _values(state: RmsPropState, widest: bool = False) -> tuple[plans.StatePlan,
     return plan, values
 
 
-def _view_plan(plan: plans.StatePlan, values: dict[Field, list[jax.Array]]) -> plans.StatePlan:
-    """The plan of a view: every array a float array of its own dtype, per leaf."""
-    leaves = []
-    for index, leaf in enumerate(plan.leaves):
-        kept = {field.name: storage.FloatStorage(values[field][index].dtype) for field in values}
-        view_storages = plans.LeafStorages(kept["nu"], kept.get("mu"), kept.get("trace"), nu_holds_variance=False)
-        leaves.append(
-            dataclasses.replace(
-                leaf, storages=view_storages, eight_bit="no: a float view", packing="per leaf: a float view"
-            )
-        )
-    return plans.StatePlan(packing.per_leaf(plan.packing), leaves)
-
-
 def _view(state: RmsPropState, widest: bool = False) -> RmsPropState:
     plan, values = _values(state, widest)
     fields = {field.name: jax.tree.unflatten(plan.treedef, values[field]) for field in values}
-    return RmsPropState(
-        count=state.count,
-        nu=fields["nu"],
-        mu=fields.get("mu"),
-        trace=fields.get("trace"),
-        plan=_view_plan(plan, values),
-    )
+    return RmsPropState(count=state.count, nu=fields["nu"], mu=fields.get("mu"), trace=fields.get("trace"))
 
 
 def state_as_float32(state: Any) -> Any:
@@ -121,7 +100,7 @@ def _checked_alike(source: RmsPropState, like: RmsPropState) -> tuple[plans.Stat
                 f"the state's {field.name} is {'absent' if mine is None else 'present'}"
                 f" but like's is {'absent' if theirs is None else 'present'}"
             )
-    plan, like_plan = plans.of(source), plans.of(like)
+    plan, like_plan = plans.read(source), plans.read(like)
     if plan.treedef != like_plan.treedef:
         raise _structure_error(f"the params' trees differ:\n  state: {plan.treedef}\n  like: {like_plan.treedef}")
     for index, (mine, theirs) in enumerate(zip(plan.leaves, like_plan.leaves, strict=True)):
@@ -152,16 +131,15 @@ def _converted(source: RmsPropState, like: RmsPropState) -> RmsPropState:
             assert kept is not None
             stored.append(kept.store(value, dtypes.rounding_seed(seed_count, index, field.number)))
         out[field.name] = _in_layout(like_plan, stored, getattr(like, field.name))
-    return RmsPropState(count=count, nu=out["nu"], mu=out.get("mu"), trace=out.get("trace"), plan=like_plan)
+    return RmsPropState(count=count, nu=out["nu"], mu=out.get("mu"), trace=out.get("trace"))
 
 
 def _in_layout(plan: plans.StatePlan, stored: list[storage.Stored], like: Any) -> Any:
-    """Per-leaf stored arrays in the plan's layout, placed where ``like``'s groups are."""
-    if not plan.packed:
-        return jax.tree.unflatten(plan.treedef, stored)
-    assert isinstance(like, packing.Packed)
-    repacked = packing.pack(plan.packing, stored)
-    return packing.Packed(plan.packing, [_placed_like(a, b) for a, b in zip(repacked.groups, like.groups, strict=True)])
+    """Per-leaf stored arrays in the plan's layout, placed where ``like``'s arrays are."""
+    like_arrays = plans.group_arrays(plan, like)
+    groups = [packing.stack([stored[index] for index in group]) for group in plan.groups]
+    placed = [jax.tree.map(_placed_like, a, b) for a, b in zip(groups, like_arrays, strict=True)]
+    return plans.laid_out(plan, placed, [None] * len(plan.leaves))
 
 
 def _placed_like(value: Any, like: Any) -> Any:
@@ -261,4 +239,4 @@ def the_rmsprop_state(state: Any, what: str) -> RmsPropState:
 
 def plan_of(state: RmsPropState) -> packing.PackingPlan:
     """The state's packing plan; a per-leaf state's is one group per leaf."""
-    return plans.of(state).packing
+    return plans.read(state).packing

@@ -20,8 +20,8 @@ What each storage's lossiness implies is its own rule, here:
 - :attr:`packable`: only float arrays stack into packed groups.
 - :attr:`rounds`: 16-bit and 8-bit storages round stochastically (the state then keeps a
   step count to key the rounding).
-- :func:`for_param` refuses complex params for the 8-bit state; :func:`check_mappable`
-  refuses ``optax.tree_map_params`` for it.
+- :func:`for_param` keeps complex params in a float state under ``"8bit"``;
+  :func:`check_mappable` refuses ``optax.tree_map_params`` for the 8-bit state.
 
 Which storage a leaf gets (:func:`for_param`, once, when ``init`` plans the state):
 
@@ -158,7 +158,7 @@ class BlockStorage:
 
     def _scale_of(self, stored: Stored) -> jax.Array:
         assert isinstance(stored, Quantized), "a majorant reads the scales of this leaf's 8-bit arrays"
-        return stored.scale
+        return stored.scales
 
     def _block_maxima(self, x: jax.Array) -> jax.Array:
         return codec.block_maxima(dtypes.cast(x, jnp.float32), self.layout)
@@ -180,32 +180,25 @@ def zeros_sharded_like(param: jax.Array) -> jax.Array:
     return jnp.where(jnp.isnan(zero), jnp.zeros((), zero.dtype), zero)
 
 
-def for_param(
-    param: jax.Array, state_dtype: ResolvedStateDtype, signed: bool, path: str = "<root>"
-) -> tuple[Storage, str]:
+def for_param(param: jax.Array, state_dtype: ResolvedStateDtype, signed: bool) -> tuple[Storage, str]:
     """The storage of one state array of ``param``, and the state report's word on 8-bit for it.
 
     Args:
       param: The param (an array or its abstract value).
       state_dtype: The validated ``state_dtype``.
       signed: ``mu`` or the momentum buffer (complex for complex params), else ``nu`` (real).
-      path: The param's path, for the error message.
 
     Returns:
       The storage, and ``"yes"`` (8-bit) or ``"no: ..."`` with the reason.
 
-    Raises:
-      ValueError: a complex param with the 8-bit state.
+    A complex param keeps a float state under ``state_dtype="8bit"`` (its ``|g|^2`` average is
+    real, its ``mu`` and momentum complex; the codes are real).
     """
     shape = tuple(jnp.shape(param))
     layout, why_not = codec.layout_decision(shape, codec.shard_shape(param))
     if state_dtype == EIGHT_BIT:
-        if jnp.iscomplexobj(param):
-            raise ValueError(
-                f"Invalid state_dtype value: '8bit' for the complex param {path} ({param.dtype}): the 8-bit "
-                "state stores real codes; use state_dtype=None, 'float32' or 'bfloat16' for complex params "
-                "(optax.multi_transform can give them their own optimizer)"
-            )
+        if jnp.iscomplexobj(param):  # the codes are real: a complex leaf keeps the default float state
+            layout, why_not = None, "complex"
         if layout is not None:
             return BlockStorage(layout, codec.SIGNED if signed else codec.UNSIGNED), "yes"
         state_dtype = None

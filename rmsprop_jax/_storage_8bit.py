@@ -24,11 +24,17 @@ Blocks (:func:`block_layout`), for every array of at least 4096 entries:
   read as one axis in memory order (an HWIO kernel of 3 x 3 x 40 x 240 has rows of
   40 x 240 entries, a depthwise 5 x 5 x 672 x 1 rows of 672). A run is 256 entries when 256
   divides the row; else the largest divisor of the row up to 256 when that is at least 192
-  (a 1280 x 1000 classifier: runs of 250; the 9600-entry rows above: runs of 240); else 256
-  with each row's last run shorter (a row of 257: 256 and 1). That short run is padded with
-  zeros to a full run inside the codec only: the stored codes keep the array's shape, a zero
-  cannot raise a block's largest magnitude (padding never moves a scale), and the padding
-  is sliced off before anything is returned.
+  (a 1280 x 1000 classifier: runs of 250; the 9600-entry rows above: runs of 240); else, with
+  ``n = ceil(row / 256)`` runs per row, runs of ``row / n`` where ``n`` divides the row (a row
+  of 300: two runs of 150), else 256 with each row's last run shorter (a row of 257: 256 and
+  1). That short run is padded with zeros to a full run inside the codec only: the stored
+  codes keep the array's shape, a zero cannot raise a block's largest magnitude (padding
+  never moves a scale), and the padding is sliced off before anything is returned.
+
+A layout is a function of the codes' and the scales' shapes (:func:`layout_of`): runs of a
+row divide it exactly unless they are runs of 256 with a padded last one, and the runs per row
+tell which. So a state needs nothing but its arrays to be read, under ``jax.jit`` too, where a
+mesh with Auto axes hides the sharding that chose the layout.
 
 Arrays under 4096 entries are not quantized (their codes would save little). Where the
 array's sharding is visible (a concrete array, or a tracer on a mesh with Explicit axes) the
@@ -38,8 +44,8 @@ sharded last axis a run is the largest divisor of the shard's width up to 256 (a
 needs no collective. Under ``jax.jit`` on a mesh with Auto axes the sharding is invisible and
 the rule reads the global shape (collective-free for every sharding whose shards hold whole
 blocks: any sharding of the axes before a row's, and of a row's axis in whole runs).
-The layout of each stored array is decided once, in the state's plan
-(:mod:`rmsprop_jax._plan`), and read from there.
+The layout of each stored array is decided once, by ``init``, and read back from the
+arrays' shapes (:func:`layout_of`).
 """
 
 from __future__ import annotations
@@ -128,20 +134,21 @@ class Quantized(NamedTuple):
 
     Attributes:
       codes: ``uint8``, the array's shape: the sign bit (signed formats) and the magnitude code.
-      scale: float32, one per block: at least the block's largest magnitude (the codes are
-        fractions of it).
+      scales: float32, one per block: at least the block's largest magnitude (the codes are
+        fractions of it). Named so as not to collide with optax's own state fields (``scale``
+        of ``reduce_on_plateau``) under ``optax.tree.get``.
 
     Example:
       >>> import jax.numpy as jnp
       >>> import rmsprop_jax
       >>> state = rmsprop_jax.rmsprop(1e-3, state_dtype="8bit").init({"w": jnp.ones((64, 64))})
       >>> q = state.nu["w"]
-      >>> type(q).__name__, q.codes.dtype, q.codes.shape, q.scale.shape
+      >>> type(q).__name__, q.codes.dtype, q.codes.shape, q.scales.shape
       ('Quantized', dtype('uint8'), (64, 64), (4, 4))
     """
 
     codes: jax.Array
-    scale: jax.Array
+    scales: jax.Array
 
 
 def block_layout(shape: tuple[int, ...], local_shape: tuple[int, ...] | None = None) -> Layout | None:
@@ -183,7 +190,43 @@ def _fitting(fit: tuple[int, ...], sharded: tuple[bool, ...]) -> Layout | None:
         return None
     if divisor >= FULL_RUN or divisor == row:
         return Layout("runs", run_axes, divisor)
+    runs = -(-row // RUN)
+    if row % runs == 0:  # as many runs as 256 would give, all full: nothing to pad
+        return Layout("runs", run_axes, row // runs)
     return Layout("runs", run_axes, RUN)  # the row's last run is padded
+
+
+def layout_of(codes_shape: tuple[int, ...], scales_shape: tuple[int, ...]) -> Layout:
+    """The layout of a :class:`Quantized` array, read from its codes' and scales' shapes.
+
+    Tiles have one scale per 16 x 16 over the last two axes; runs keep the leading axes and
+    have ``runs`` scales per row, whose length is ``row / runs`` where that divides the row,
+    else 256 (the rule never pads a row that its run count divides).
+
+    Raises:
+      ValueError: the shapes fit no layout (a state whose arrays were mixed up or corrupted).
+    """
+    codes_shape, scales_shape = tuple(codes_shape), tuple(scales_shape)
+    ndim = len(codes_shape)
+    if (
+        ndim >= 2
+        and len(scales_shape) == ndim
+        and scales_shape[:-2] == codes_shape[:-2]
+        and codes_shape[-2] % TILE == 0
+        and codes_shape[-1] % TILE == 0
+        and scales_shape[-2:] == (codes_shape[-2] // TILE, codes_shape[-1] // TILE)
+    ):
+        return TILES
+    run_axes = ndim - len(scales_shape) + 1
+    if 1 <= run_axes <= ndim and scales_shape[:-1] == codes_shape[: ndim - run_axes] and scales_shape[-1] > 0:
+        row, runs = math.prod(codes_shape[ndim - run_axes :]), scales_shape[-1]
+        length = row // runs if row % runs == 0 else RUN
+        if -(-row // length) == runs:
+            return Layout("runs", run_axes, length)
+    raise ValueError(
+        f"8-bit codes of shape {codes_shape} with scales of shape {scales_shape} fit no block layout: "
+        "this state's arrays were not written by rmsprop_jax for these params"
+    )
 
 
 def _dims(shape: tuple[int, ...]) -> str:
@@ -288,7 +331,7 @@ def _magnitude(code: jax.Array, fmt: Format) -> jax.Array:
 
 
 def block_maxima(x: jax.Array, layout: Layout) -> jax.Array:
-    """Each block's largest magnitude (the shape of :attr:`Quantized.scale`)."""
+    """Each block's largest magnitude (the shape of :attr:`Quantized.scales`)."""
     return jnp.max(jnp.abs(_blocked(x, layout)), axis=_block_axes(layout))
 
 
@@ -317,7 +360,7 @@ def encode_with_value(
       seed: uint32 scalar keying the rounding (:func:`rmsprop_jax._dtypes.rounding_seed`);
         each element draws its bits from its index, as the 16-bit state does. ``None``
         rounds to nearest (for comparisons: it stalls slowly moving averages).
-      scale: The blocks' scales (the shape of :attr:`Quantized.scale`), each at least its
+      scale: The blocks' scales (the shape of :attr:`Quantized.scales`), each at least its
         block's largest magnitude (larger magnitudes are clipped to it); default the
         blocks' maxima, which are then stored exactly. An upper bound known without a
         pass over ``x`` spares XLA:CPU a reduction that costs more than the whole step
@@ -353,7 +396,7 @@ def _encoded_straight_through_jvp(
     blocked_value, axes = _blocked(value, layout), _block_axes(layout)
     fit = jnp.sum(blocked_value * _blocked(tangent, layout), axis=axes)
     norm = jnp.sum(jnp.square(blocked_value), axis=axes)
-    scale_tangent = quantized.scale * jnp.where(norm > 0, fit / jnp.where(norm > 0, norm, 1), 0)
+    scale_tangent = quantized.scales * jnp.where(norm > 0, fit / jnp.where(norm > 0, norm, 1), 0)
     # Integer codes have no tangent: JAX's convention is a NumPy float0 array of their shape.
     codes_tangent = np.zeros(quantized.codes.shape, jax.dtypes.float0)
     no_codes_tangent = Quantized(codes_tangent, scale_tangent)  # pyright: ignore[reportArgumentType]
@@ -390,5 +433,5 @@ def decode(q: Quantized, layout: Layout, fmt: Format) -> jax.Array:
     value = _magnitude(code & 0x7F if fmt.signed else code, fmt)
     if fmt.signed:
         value = jnp.where(code & 0x80, -value, value)
-    scale = jnp.expand_dims(q.scale, _block_axes(layout))
+    scale = jnp.expand_dims(q.scales, _block_axes(layout))
     return _unblocked(value * scale, layout, q.codes.shape)

@@ -58,7 +58,8 @@ def _check_config(
     def name(key: str) -> str:
         return names.get(key, key)
 
-    validation.check_interval(name("decay"), config.decay, 0.0, 1.0)
+    # decay 1 would keep nu at initial_scale for good (with the default 0, every update lr * g / sqrt(eps))
+    validation.check_interval(name("decay"), config.decay, 0.0, 1.0, high_inclusive=False)
     validation.check_interval(name("eps"), config.eps, 0.0)
     validation.check_interval(name("initial_scale"), initial_scale, 0.0)
     for flag in _FLAGS:
@@ -71,10 +72,6 @@ def _check_config(
         validation.check_interval(name("momentum"), config.momentum, 0.0, 1.0, high_inclusive=False)
     elif config.nesterov:
         raise ValueError(f"Invalid {name('nesterov')} value: True (nesterov needs momentum; momentum is None)")
-    if config.bias_correction and validation.any_equal(config.decay, 1.0):
-        raise ValueError(
-            f"Invalid {name('decay')} value: 1.0 (bias_correction divides by 1 - decay**t: decay must be < 1)"
-        )
     if config.centered and validation.any_equal(config.eps, 0.0):
         raise ValueError(
             f"Invalid {name('eps')} value: 0.0 (centered needs {name('eps')} > 0: the variance estimate of a "
@@ -158,23 +155,13 @@ def _present(count: jax.Array | None) -> jax.Array:
     return count
 
 
-def _structure_error(what: str, expected: Any, got: Any) -> ValueError:
-    return ValueError(
-        f"The {what} tree does not match the optimizer state's tree "
-        f"(nothing is broadcast).\n  state: {expected}\n  {what}: {got}"
-    )
-
-
 def _is_placeholder(params: optax.Params) -> bool:
     """Whether ``init`` was called by ``optax.tree_map_params``, with a placeholder that has no leaves."""
     return type(params).__name__ == "_ParamsPlaceholder"
 
 
 def _placeholder_state(options: _Options, placeholder: Any) -> RmsPropState:
-    """``init`` under ``optax.tree_map_params``: the placeholder wherever the state follows the params.
-
-    The plan is one of those places, so that the mapped state keeps its own plan.
-    """
+    """``init`` under ``optax.tree_map_params``: the placeholder wherever the state follows the params."""
     storage.check_mappable(options.state_dtype)
     if options.pack_small_leaves:
         raise ValueError(
@@ -185,7 +172,7 @@ def _placeholder_state(options: _Options, placeholder: Any) -> RmsPropState:
         )
     fields = {field.name: placeholder for field in options.fields()}
     count = jnp.zeros([], jnp.int32) if options.has_count else None
-    return RmsPropState(count=count, nu=fields["nu"], mu=fields.get("mu"), trace=fields.get("trace"), plan=placeholder)
+    return RmsPropState(count=count, nu=fields["nu"], mu=fields.get("mu"), trace=fields.get("trace"))
 
 
 def _allocated(plan: plans.StatePlan, params: optax.Params, field: Field, fill: Scalar) -> Any:
@@ -196,15 +183,14 @@ def _allocated(plan: plans.StatePlan, params: optax.Params, field: Field, fill: 
         kept = leaf.storages.of(field)
         assert kept is not None
         leaves.append(compat.with_value(param, kept.filled(compat.value_of(param), fill)))
-    if plan.packed:
-        return packing.pack(plan.packing, leaves, param_leaves)
-    return jax.tree.unflatten(plan.treedef, leaves)
+    return packing.pack(plan.packing, leaves, param_leaves)
 
 
 def _init(options: _Options, params: optax.Params) -> RmsPropState:
     """The state of ``params``: planned once, then allocated as planned."""
     if _is_placeholder(params):
         return _placeholder_state(options, params)
+    params = validation.checked_params(params)
     plan = plans.plan_state(params, options.request())
     fills = {"nu": options.initial_scale, "mu": 0, "trace": 0}
     fields = {field.name: _allocated(plan, params, field, fills[field.name]) for field in options.fields()}
@@ -213,62 +199,161 @@ def _init(options: _Options, params: optax.Params) -> RmsPropState:
         nu=fields["nu"],
         mu=fields.get("mu"),
         trace=fields.get("trace"),
-        plan=plan,
     )
 
 
-def _gradient_leaves(plan: plans.StatePlan, updates: optax.Updates) -> list[Any]:
-    """The gradient's leaves (variables whole); raises unless its tree and shapes are the params'."""
-    if compat.structure(updates) != plan.treedef:
-        raise _structure_error("gradient", plan.treedef, jax.tree.structure(updates))
-    leaves = plan.treedef.flatten_up_to(updates)
-    for leaf, planned in zip(leaves, plan.leaves, strict=True):
-        if jnp.shape(compat.value_of(leaf)) != planned.shape:
+def _state_plan(options: _Options, state: Any) -> plans.StatePlan:
+    """The plan of the state ``update`` was given; raises where the state is not this optimizer's."""
+    if not isinstance(state, RmsPropState):
+        raise ValueError(
+            f"update expects the RmsPropState that this optimizer's init built, got a {type(state).__name__}"
+        )
+    present = {field.name for field in FIELDS if getattr(state, field.name) is not None}
+    wanted = {field.name for field in options.fields()}
+    if present != wanted or (state.count is None) == options.has_count:
+        raise ValueError(
+            f"This state was built by another configuration: it holds {sorted(present)} "
+            f"{'with' if state.count is not None else 'without'} a step count; this optimizer keeps "
+            f"{sorted(wanted)} {'with' if options.has_count else 'without'} one (centered, momentum, schedules, "
+            "bias_correction and a 16-bit or 8-bit state_dtype decide). Build the state with this optimizer's "
+            "init, or move one across with rmsprop_jax.convert_state(state, tx.init(params))."
+        )
+    plan = plans.read(state)
+    for leaf in plan.leaves:
+        kept = leaf.storages.nu
+        if isinstance(kept, storage.BlockStorage) and options.state_dtype != dtypes.EIGHT_BIT:
             raise ValueError(
-                f"Gradient leaf {planned.path} has shape {jnp.shape(compat.value_of(leaf))} but its "
+                f"The state keeps leaf {leaf.path} in 8 bits, but this optimizer's state_dtype is "
+                f"{options.state_dtype!r}: build it with state_dtype='8bit', or convert the state with "
+                "rmsprop_jax.convert_state(state, tx.init(params))."
+            )
+        wanted_dtype = options.state_dtype
+        if isinstance(kept, storage.FloatStorage) and wanted_dtype not in (None, dtypes.EIGHT_BIT):
+            if kept.dtype != wanted_dtype:
+                raise ValueError(
+                    f"The state keeps leaf {leaf.path} in {kept.name}, but this optimizer's state_dtype is "
+                    f"{jnp.dtype(wanted_dtype).name}: convert the state with "
+                    "rmsprop_jax.convert_state(state, tx.init(params))."
+                )
+    return plan
+
+
+def _gradient_leaves(
+    plan: plans.StatePlan, state: RmsPropState, updates: optax.Updates, params: optax.Params | None
+) -> list[Any]:
+    """The gradient's leaves at the state's leaves (variables whole, ``None`` where the gradient is
+    ``None``, a Python number as an array); raises, naming the leaf, unless its tree, shapes and
+    dtypes fit the state (and the params, where they are given)."""
+    per_leaf = packing.parts(state.nu)[0]
+    leaves = plans.leaves_of("gradient", plan.treedef, per_leaf, updates)
+    param_leaves: list[Any] | None = None
+    for index, (leaf, planned) in enumerate(zip(leaves, plan.leaves, strict=True)):
+        value = compat.value_of(leaf)
+        if value is None:
+            continue
+        if isinstance(value, (int, float, complex)):
+            leaves[index] = leaf = compat.with_value(leaf, jnp.asarray(value))
+            value = compat.value_of(leaf)
+        dtype = jnp.result_type(value)
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(
+                f"Gradient leaf {planned.path} has dtype {jnp.dtype(dtype).name}: gradients must be floating "
+                "(an integer or bool leaf has no gradient; leave it out of the params, e.g. with "
+                "eqx.filter(model, eqx.is_inexact_array) or optax.masked)."
+            )
+        if jnp.shape(value) != planned.shape:
+            raise ValueError(
+                f"Gradient leaf {planned.path} has shape {jnp.shape(value)} but its "
                 f"optimizer state has shape {planned.shape} (nothing is broadcast)."
+            )
+        if not jnp.issubdtype(dtype, jnp.complexfloating):
+            continue
+        signed = planned.storages.mu or planned.storages.trace
+        if params is not None and param_leaves is None:
+            param_leaves = plans.leaves_of("params", plan.treedef, per_leaf, params)
+        param = None if param_leaves is None else compat.value_of(param_leaves[index])
+        real_param = param is not None and not jnp.iscomplexobj(param)
+        if real_param or (signed is not None and not _complex(signed)):
+            raise TypeError(
+                f"Gradient leaf {planned.path} is complex ({jnp.dtype(dtype).name}) but its param is real: "
+                "a complex update would turn the param complex. Take the real part of the gradient, or "
+                "make the param complex before tx.init."
             )
     return leaves
 
 
+def _complex(kept: storage.Storage) -> bool:
+    return isinstance(kept, storage.FloatStorage) and jnp.issubdtype(kept.dtype, jnp.complexfloating)
+
+
 def _decay_inputs(
-    options: _Options, plan: plans.StatePlan, updates: optax.Updates, params: optax.Params | None
+    options: _Options,
+    plan: plans.StatePlan,
+    state: RmsPropState,
+    gradient_leaves: list[Any],
+    params: optax.Params | None,
 ) -> tuple[list[bool], list[Any]]:
     """Each leaf's weight-decay flag and param (``False`` and ``None`` without weight decay)."""
     num_leaves = len(plan.leaves)
+    weight_decay = options.weight_decay
     if not options.applies_weight_decay or num_leaves == 0:
         return [False] * num_leaves, [None] * num_leaves
     if params is None:
-        raise ValueError(
-            "weight_decay needs the params: call update(grads, state, params). "
-            "(Under optax.inject_hyperparams a weight_decay of 0 is an array too: "
-            "pass static_args=('weight_decay',) to keep it out of the step.)"
-        )
-    if compat.structure(params) != compat.structure(updates):
-        raise _structure_error("params", jax.tree.structure(updates), jax.tree.structure(params))
+        if validation.is_traced(weight_decay) or _concrete_zero(weight_decay):
+            # inject_hyperparams makes the default 0 an array: without params, the step runs
+            # undecayed and a non-zero value (known only when the step runs) raises there.
+            validation.raise_if_nonzero(weight_decay, _needs_params_message())
+            return [False] * num_leaves, [None] * num_leaves
+        raise ValueError(_needs_params_message())
+    per_leaf = packing.parts(state.nu)[0]
+    param_leaves = plans.leaves_of("params", plan.treedef, per_leaf, params)
     flags = options.decayed(params)
+    for leaf, planned, gradient in zip(param_leaves, plan.leaves, gradient_leaves, strict=True):
+        value = compat.value_of(leaf)
+        if gradient is not None and value is None:
+            raise ValueError(f"Params leaf {planned.path} is None but its gradient is not: weight decay needs it.")
+        if value is not None and jnp.shape(value) != planned.shape:
+            raise ValueError(
+                f"Params leaf {planned.path} has shape {jnp.shape(value)} but its optimizer state has shape "
+                f"{planned.shape} (nothing is broadcast)."
+            )
     changed = [
-        leaf.path
-        for group in plan.groups
-        if len(group) > 1
-        for leaf, flag in ((plan.leaves[i], flags[i]) for i in group)
-        if flag != leaf.decayed
+        plan.leaves[i].path for group in plan.groups if len(group) > 1 for i in group if flags[i] != flags[group[0]]
     ]
     if changed:
         raise ValueError(
-            f"weight_decay_mask decays {', '.join(changed)} otherwise than when the state was built, and "
-            "the packed groups were formed by that flag: the mask changed since init; build the state "
+            f"weight_decay_mask decays {', '.join(changed)} otherwise than the other leaves of its packed group, "
+            "and the packed groups were formed by that flag: the mask changed since init; build the state "
             "again with tx.init(params)."
         )
-    return flags, [compat.value_of(p) for p in plan.treedef.flatten_up_to(params)]
+    return flags, [_array(compat.value_of(p)) for p in param_leaves]
+
+
+def _array(value: Any) -> Any:
+    """A Python number as an array (``None`` and arrays as they are)."""
+    return jnp.asarray(value) if isinstance(value, (int, float, complex)) else value
+
+
+def _needs_params_message() -> str:
+    return (
+        "weight_decay needs the params: call update(grads, state, params). (With "
+        "optax.inject_hyperparams and a weight_decay of 0, update works without them.)"
+    )
+
+
+def _concrete_zero(value: Any) -> bool:
+    """Whether a weight decay is a known 0 (an array of inject_hyperparams, outside a trace)."""
+    return not callable(value) and not validation.is_traced(value) and validation.all_equal(value, 0.0)
 
 
 def _step_scalars(options: _Options, count: jax.Array | None) -> tuple[jax.Array | None, Any, Any]:
     """The new step count, and this step's learning rate and weight decay (schedules read the old count)."""
     lr = options.learning_rate
-    lr = lr(_present(count)) if callable(lr) else lr
+    if callable(lr):
+        lr = validation.checked_schedule_value("learning_rate", lr(_present(count)))
     weight_decay = options.weight_decay
-    weight_decay = weight_decay(_present(count)) if callable(weight_decay) else weight_decay
+    if callable(weight_decay):
+        weight_decay = validation.checked_schedule_value("weight_decay", weight_decay(_present(count)))
     if options.has_count:
         count = jnp.asarray(optax.safe_increment(_present(count)))
     return count, lr, weight_decay
@@ -291,17 +376,37 @@ def _group_inputs(
     inputs: tuple[list[Any], list[Any], list[bool], dict[Field, list[Any]]],
     scalars: tuple[jax.Array | None, Any, Any],
 ) -> tuple[plans.LeafStorages, Scalars, Arguments]:
-    """One group's storages, step scalars and arrays (stacked for a group of several leaves)."""
+    """One group's storages, step scalars and arrays (stacked for a group of several leaves).
+
+    A ``None`` gradient of a stacked group's member steps as zeros; its rows are put back
+    unchanged afterwards (:func:`_kept_rows`)."""
     grads, params, flags, stored = inputs
     count, lr, weight_decay = scalars
     group = plan.groups[number]
     storages = plan.leaves[group[0]].storages
     mu, trace = (stored[field][number] if field in stored else None for field in (MU, TRACE))
-    grad = packing.stack([grads[index] for index in group])
-    param = None if params[group[0]] is None else packing.stack([params[index] for index in group])
+    present = next(grads[index] for index in group if grads[index] is not None)
+    grad = packing.stack([jnp.zeros_like(present) if grads[i] is None else grads[i] for i in group])
+    param = None
+    if params[group[0]] is not None:
+        param = packing.stack([jnp.zeros_like(present) if params[i] is None else params[i] for i in group])
     seeds = _seeds(storages, count, group)
     step_scalars = (lr, weight_decay if flags[group[0]] else None, count)
     return storages, step_scalars, (grad, stored[NU][number], mu, trace, param, seeds)
+
+
+def _kept_rows(step: LeafStep, old: dict[Field, Any], rows: list[int]) -> LeafStep:
+    """A stacked group's step with the rows of ``None`` gradients holding their old state."""
+    if not rows:
+        return step
+    kept = {}
+    for field in FIELDS:
+        new = getattr(step, field.name)
+        if new is not None:
+            for row in rows:
+                new = new.at[row].set(old[field][row])
+        kept[field.name] = new
+    return step._replace(**kept)
 
 
 def _steps(
@@ -309,21 +414,34 @@ def _steps(
     plan: plans.StatePlan,
     inputs: tuple[list[Any], list[Any], list[bool], dict[Field, list[Any]]],
     scalars: tuple[jax.Array | None, Any, Any],
-) -> list[LeafStep]:
-    """Every group's step: single leaves together (:func:`leaf_steps`), each stacked group vmapped."""
-    requests = [_group_inputs(plan, number, inputs, scalars) for number in range(len(plan.groups))]
-    single = [number for number, group in enumerate(plan.groups) if len(group) == 1]
-    steps = dict(zip(single, leaf_steps(options.config, [requests[n] for n in single]), strict=True))
-    for number, (storages, step_scalars, arguments) in enumerate(requests):
+) -> list[LeafStep | None]:
+    """Every group's step (``None`` for a group whose gradients are all ``None``): single leaves
+    together (:func:`leaf_steps`), each stacked group vmapped."""
+    grads, stored = inputs[0], inputs[3]
+    live = [n for n, group in enumerate(plan.groups) if any(grads[i] is not None for i in group)]
+    requests = {number: _group_inputs(plan, number, inputs, scalars) for number in live}
+    single = [number for number in live if len(plan.groups[number]) == 1]
+    steps: dict[int, LeafStep | None] = dict(
+        zip(single, leaf_steps(options.config, [requests[n] for n in single]), strict=True)
+    )
+    for number, (storages, step_scalars, arguments) in requests.items():
         if number not in steps:
-            steps[number] = jax.vmap(functools.partial(leaf_step, options.config, storages, step_scalars))(*arguments)
-    return [steps[number] for number in range(len(plan.groups))]
+            step = jax.vmap(functools.partial(leaf_step, options.config, storages, step_scalars))(*arguments)
+            group = plan.groups[number]
+            old = {field: arrays[number] for field, arrays in stored.items()}
+            steps[number] = _kept_rows(step, old, [k for k, i in enumerate(group) if grads[i] is None])
+    return [steps.get(number) for number in range(len(plan.groups))]
 
 
 def _scattered(
-    plan: plans.StatePlan, gradient_leaves: list[Any], steps: list[LeafStep], fields: tuple[Field, ...]
+    plan: plans.StatePlan,
+    gradient_leaves: list[Any],
+    steps: list[LeafStep | None],
+    stored: dict[Field, list[Any]],
+    fields: tuple[Field, ...],
 ) -> tuple[list[Any], dict[str, Any]]:
-    """The steps' updates per leaf, and each state field in the plan's layout.
+    """The steps' updates per leaf (``None`` for a ``None`` gradient), and each state field in the
+    plan's layout (a group that did not step keeps its arrays).
 
     A stacked group's updates are read at runtime offsets (:func:`rmsprop_jax._packing.member_offsets`):
     one kernel per member shape rather than one per member, so that packing compiles no slower
@@ -331,22 +449,26 @@ def _scattered(
     constant offsets (:func:`rmsprop_jax._packing.local_anchor`).
     """
     updates: list[Any] = [None] * len(plan.leaves)
-    stacked = [group for group in plan.groups if len(group) > 1]
+    stacked = [group for group, step in zip(plan.groups, steps, strict=True) if len(group) > 1 and step is not None]
     offsets = None
-    anchor = packing.local_anchor(gradient_leaves[stacked[0][0]]) if stacked else None  # packed: never empty
+    anchor = None
+    if stacked:
+        first = next(gradient_leaves[i] for i in stacked[0] if gradient_leaves[i] is not None)
+        anchor = packing.local_anchor(first)
     if anchor is not None:
         offsets = packing.member_offsets(anchor, max(len(group) for group in stacked))
     for group, step in zip(plan.groups, steps, strict=True):
+        if step is None:
+            continue
         for index, update in zip(group, packing.unstack(step.update, len(group), offsets), strict=True):
-            updates[index] = compat.with_value(gradient_leaves[index], update)
+            if gradient_leaves[index] is not None:
+                updates[index] = compat.with_value(gradient_leaves[index], update)
     out = {}
     for field in fields:
-        arrays = [getattr(step, field.name) for step in steps]
-        if plan.packed:
-            out[field.name] = packing.Packed(plan.packing, arrays)
-        else:
-            wrapped = [compat.with_value(g, a) for g, a in zip(gradient_leaves, arrays, strict=True)]
-            out[field.name] = jax.tree.unflatten(plan.treedef, wrapped)
+        arrays = [
+            stored[field][number] if step is None else getattr(step, field.name) for number, step in enumerate(steps)
+        ]
+        out[field.name] = plans.laid_out(plan, arrays, gradient_leaves)
     return updates, out
 
 
@@ -357,24 +479,23 @@ def _update(
     params: optax.Params | None = None,
     **extra_args: Any,
 ) -> tuple[optax.Updates, RmsPropState]:
-    """One step of every leaf, as the state's plan says each is kept."""
+    """One step of every leaf, as the state's arrays say each is kept."""
     del extra_args
-    plan = plans.of(state)
-    gradient_leaves = _gradient_leaves(plan, updates)
-    flags, param_leaves = _decay_inputs(options, plan, updates, params)
+    plan = _state_plan(options, state)
+    gradient_leaves = _gradient_leaves(plan, state, updates, params)
+    flags, param_leaves = _decay_inputs(options, plan, state, gradient_leaves, params)
     scalars = _step_scalars(options, state.count)
     grads = [compat.value_of(leaf) for leaf in gradient_leaves]
-    inputs = (grads, param_leaves, flags, plans.field_arrays(state, plan))
-    steps = _steps(options, plan, inputs, scalars)
-    new_updates, fields = _scattered(plan, gradient_leaves, steps, options.fields())
+    stored = plans.field_arrays(state, plan)
+    steps = _steps(options, plan, (grads, param_leaves, flags, stored), scalars)
+    new_updates, fields = _scattered(plan, gradient_leaves, steps, stored, options.fields())
     new_state = RmsPropState(
         count=scalars[0] if options.has_count else None,
         nu=fields["nu"],
         mu=fields.get("mu"),
         trace=fields.get("trace"),
-        plan=plan,
     )
-    return jax.tree.unflatten(compat.structure(updates), new_updates), new_state
+    return jax.tree.unflatten(plan.treedef, new_updates), new_state
 
 
 def _rms_transformation(options: _Options) -> optax.GradientTransformationExtraArgs:

@@ -30,11 +30,19 @@ def is_traced(value: object) -> bool:
 
 
 def _values(name: str, value: object) -> np.ndarray | None:
-    """Returns ``value`` as a float64 array, or ``None`` when it is traced."""
+    """Returns ``value`` as a float64 scalar array, or ``None`` when it is traced.
+
+    A traced value's shape is known: it must be a scalar too (an array hyperparameter would
+    silently become per-entry rates, or broadcast a param to another shape)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (*_REAL_TYPES, core.Tracer)):
+        raise ValueError(f"Invalid {name} value: {value!r} ({name} must be a real number)")
+    if np.ndim(value) != 0:
+        raise ValueError(
+            f"Invalid {name} value: an array of shape {np.shape(value)} ({name} must be a scalar: one value "
+            "for every entry of every param; use optax.multi_transform for per-leaf values)"
+        )
     if is_traced(value):
         return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, _REAL_TYPES):
-        raise ValueError(f"Invalid {name} value: {value!r} ({name} must be a real number)")
     array = np.asarray(value)
     if not (jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)):
         raise ValueError(f"Invalid {name} value: {value!r} ({name} must be a real number)")
@@ -54,7 +62,10 @@ def check_interval(
     *,
     high_inclusive: bool = True,
 ) -> None:
-    """Checks ``low <= value <= high`` (or ``< high``); NaN always fails.
+    """Checks ``low <= value <= high`` (or ``< high``) and that ``value`` is a finite scalar.
+
+    NaN and infinities always fail: an infinite learning rate, weight decay, eps or initial
+    scale gives NaN params, or updates that are 0 for good.
 
     Args:
       name: The argument's name, as the caller spells it.
@@ -70,10 +81,11 @@ def check_interval(
     if array is None:
         return
     upper_ok = array <= high if high_inclusive else array < high
-    if not np.all((array >= low) & upper_ok):
+    if not np.all((array >= low) & upper_ok & np.isfinite(array)):
         closing = "]" if high_inclusive else ")"
-        upper = "inf" if math.isinf(high) else f"{high:g}"
-        raise ValueError(f"Invalid {name} value: {_describe(value)} ({name} must be in [{low:g}, {upper}{closing})")
+        upper = "inf)" if math.isinf(high) else f"{high:g}{closing}"
+        finite = ", finite" if math.isinf(high) else ""
+        raise ValueError(f"Invalid {name} value: {_describe(value)} ({name} must be in [{low:g}, {upper}{finite})")
 
 
 def any_equal(value: object, target: float) -> bool:
@@ -83,6 +95,16 @@ def any_equal(value: object, target: float) -> bool:
     """
     array = _values("value", value)
     return array is not None and bool(np.any(array == target))
+
+
+def all_equal(value: object, target: float) -> bool:
+    """Whether a concrete ``value`` equals ``target`` everywhere; ``False`` when it is traced."""
+    if is_traced(value) or callable(value):
+        return False
+    try:
+        return bool(np.all(np.asarray(value) == target))
+    except (TypeError, ValueError):
+        return False
 
 
 def check_bool(name: str, value: object) -> None:
@@ -97,3 +119,62 @@ def check_scalar_or_schedule(name: str, value: object) -> None:
     if callable(value):
         return
     check_interval(name, value, 0.0)
+
+
+def checked_schedule_value(name: str, value: object) -> object:
+    """A schedule's value for one step: a scalar (its shape is known where it is traced)."""
+    if np.ndim(value) != 0:
+        raise ValueError(
+            f"Invalid {name} value: the schedule returned an array of shape {np.shape(value)} "
+            f"({name} must be a scalar at every step)"
+        )
+    return value
+
+
+def raise_if_nonzero(value: object, message: str) -> None:
+    """Raises ``ValueError(message)`` when the step runs, if ``value`` (a traced scalar) is not 0.
+
+    For a hyperparameter whose value is known only when the jitted step runs (the arrays of
+    ``optax.inject_hyperparams``): a host callback checks it, as Equinox's ``error_if`` does.
+    """
+    if not is_traced(value):
+        if not all_equal(value, 0.0):
+            raise ValueError(message)
+        return
+
+    def check(concrete: np.ndarray) -> None:
+        if np.any(np.asarray(concrete) != 0):
+            raise ValueError(message)
+
+    jax.debug.callback(check, value)
+
+
+def checked_params(params: object) -> object:
+    """``params`` with a Python float leaf as a float32 array (as ``jnp.zeros_like`` reads it);
+    raises a ``TypeError`` naming the first leaf that is not a floating array."""
+
+    def is_leaf(x: object) -> bool:
+        kind = type(x)
+        return all(hasattr(kind, n) for n in ("get_value", "get_metadata", "replace"))
+
+    def checked(path: tuple, leaf: object) -> object:
+        value = leaf.get_value() if is_leaf(leaf) else leaf  # pyright: ignore[reportAttributeAccessIssue]
+        where = jax.tree_util.keystr(path) or "<root>"
+        if isinstance(value, float):
+            return leaf if is_leaf(leaf) else jnp.asarray(value)
+        dtype = getattr(value, "dtype", None)
+        if dtype is None or not hasattr(value, "shape"):
+            what = "a function" if callable(value) else f"a {type(value).__name__}"
+            raise TypeError(
+                f"Params leaf {where} is {what}, not an array: pass only the arrays to init, e.g. "
+                "tx.init(eqx.filter(model, eqx.is_array)) for an Equinox model."
+            )
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(
+                f"Params leaf {where} has dtype {np.dtype(dtype).name}: RMSProp trains floating params only "
+                "(leave integer and bool leaves out, e.g. eqx.filter(model, eqx.is_inexact_array), or "
+                "wrap the optimizer in optax.masked)."
+            )
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(checked, params, is_leaf=is_leaf)

@@ -18,7 +18,6 @@ from __future__ import annotations
 __all__ = ["mismatches", "restore", "save"]
 
 import numbers
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -136,9 +135,10 @@ def save(path: str | Path, item: Any) -> None:
 
 
 def _layout_differs(problem: str) -> bool:
-    """Whether a mismatch line names a packed group (``.../group3``) of ``pack_small_leaves``."""
-    key = problem.split(":", 1)[0]
-    return any(re.fullmatch(r"group\d+", part) for part in key.split("/"))
+    """Whether a mismatch line names the packed layout of ``pack_small_leaves`` (``nu/stacked/3_5``,
+    ``nu/per_leaf/w``)."""
+    parts = problem.split(":", 1)[0].split("/")
+    return any(a in ("stacked", "per_leaf") and b is not None for a, b in zip(parts, [*parts[1:], None], strict=True))
 
 
 def _storage_differs(problem: str) -> bool:

@@ -12,7 +12,8 @@ import pytest
 
 import rmsprop_jax
 from rmsprop_jax import _packing as packing
-from rmsprop_jax._packing import Packed
+from rmsprop_jax import _plan as plans
+from rmsprop_jax._state import InGroup, PackedGroups
 from rmsprop_jax._storage_8bit import Quantized
 
 MOMENTUM = {"momentum": 0.9}
@@ -32,10 +33,11 @@ def test_same_shape_leaves_share_a_group_stacked_on_a_new_leading_axis():
     params = {"a": jnp.zeros(64), "b": jnp.ones((8, 8)), "c": jnp.ones(64), "d": jnp.ones((8, 8)), "e": jnp.ones(64)}
     tx = rmsprop_jax.rmsprop(1e-3, momentum=0.9, pack_small_leaves=True)
     state = tx.init(params)
-    assert isinstance(state.nu, Packed) and isinstance(state.trace, Packed)
-    plan = state.nu.plan
+    assert isinstance(state.nu, PackedGroups) and isinstance(state.trace, PackedGroups)
+    plan = rmsprop_jax.packing_plan(state)
     assert [members(plan, g) for g in plan.groups] == [["['a']", "['c']", "['e']"], ["['b']", "['d']"]]
-    assert [g.shape for g in state.nu.groups] == [(3, 64), (2, 8, 8)]
+    assert {k: g.shape for k, g in state.nu.stacked.items()} == {"0_2_4": (3, 64), "1_3": (2, 8, 8)}
+    assert all(isinstance(leaf, InGroup) for leaf in state.nu.per_leaf.values())
     assert plan.shapes == ((64,), (8, 8), (64,), (8, 8), (64,))
 
 
@@ -91,36 +93,36 @@ def test_plain_rmsprop_and_scale_by_rms_without_centering_pack_nothing():
         rmsprop_jax.scale_by_rms(pack_small_leaves=True),
         rmsprop_jax.rmsprop(1e-3, bias_correction=True, pack_small_leaves=True),
     ):
-        assert not isinstance(tx.init(params).nu, Packed)
-    assert isinstance(rmsprop_jax.scale_by_rms(centered=True, pack_small_leaves=True).init(params).nu, Packed)
+        assert not isinstance(tx.init(params).nu, PackedGroups)
+    assert isinstance(rmsprop_jax.scale_by_rms(centered=True, pack_small_leaves=True).init(params).nu, PackedGroups)
 
 
 def test_8bit_leaves_stay_per_leaf_and_small_ones_pack():
     params = {"w1": jnp.ones((64, 64)), "w2": jnp.ones((64, 64)), "b1": jnp.ones(64), "b2": jnp.ones(64)}
     state = rmsprop_jax.rmsprop(1e-3, momentum=0.9, state_dtype="8bit", pack_small_leaves=True).init(params)
-    plan = state.nu.plan
+    plan = rmsprop_jax.packing_plan(state)
     assert plan.groups == ((0, 1), (2,), (3,))  # leaves sorted: b1, b2, w1, w2
-    assert isinstance(state.nu.groups[0], jax.Array) and state.nu.groups[0].shape == (2, 64)
-    assert all(isinstance(state.nu.groups[i], Quantized) for i in (1, 2))
+    assert isinstance(state.nu.stacked["0_1"], jax.Array) and state.nu.stacked["0_1"].shape == (2, 64)
+    assert all(isinstance(state.nu.per_leaf[k], Quantized) for k in ("w1", "w2"))
 
 
 def test_a_leaf_alone_in_its_shape_keeps_its_own_array():
     state = rmsprop_jax.rmsprop(1e-3, momentum=0.9, pack_small_leaves=True).init(
         {"a": jnp.zeros(3), "b": jnp.zeros(3), "c": jnp.zeros(5)}
     )
-    assert state.nu.groups[1].shape == (5,)
+    assert state.nu.per_leaf["c"].shape == (5,) and state.nu.stacked["0_1"].shape == (2, 3)
 
 
-def test_the_plan_is_static_data_of_the_state_tree():
+def test_the_plan_is_read_back_from_the_arrays_and_their_keys():
     params = {"a": jnp.zeros(64), "b": jnp.zeros(64)}
     tx = rmsprop_jax.rmsprop(1e-3, momentum=0.9, pack_small_leaves=True)
     state = tx.init(params)
-    assert len(jax.tree.leaves(state.nu)) == 1  # one stacked array; the plan is in the treedef
+    assert len(jax.tree.leaves(state.nu)) == 1  # one stacked array; its key names its members
     abstract = jax.eval_shape(tx.init, params)
     assert jax.tree.structure(abstract) == jax.tree.structure(state)
-    assert abstract.nu.groups[0].shape == (2, 64)
+    assert abstract.nu.stacked["0_1"].shape == (2, 64)
     rebuilt = jax.tree.unflatten(jax.tree.structure(state), jax.tree.leaves(state))
-    assert rebuilt.nu.plan == state.nu.plan and hash(rebuilt.nu.plan) == hash(state.nu.plan)
+    assert plans.read(rebuilt) == plans.read(state) == plans.read(abstract)
 
 
 def test_packing_plan_shows_groups_paths_and_shapes():

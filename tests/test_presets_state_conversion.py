@@ -19,7 +19,7 @@ from framework_runs import (
 from helpers import require, require_keras_on_jax
 
 from rmsprop_jax import RmsPropState, packing_plan, presets, state_as_float32
-from rmsprop_jax._packing import Packed
+from rmsprop_jax._state import PackedGroups
 
 SCHEDULE = optax.exponential_decay(0.02, transition_steps=10, decay_rate=0.7)
 
@@ -141,7 +141,7 @@ def test_a_torch_state_can_target_the_packed_layout():
     per_leaf = presets.pytorch_state(optimizer.state_dict(), now)
     packed = presets.pytorch_state(optimizer.state_dict(), now, pack_small_leaves=True)
     tx = presets.pytorch(lr=0.01, momentum=0.9, centered=True, pack_small_leaves=True)
-    assert isinstance(packed.nu, Packed) and packing_plan(packed).groups[0] == (0, 1, 2)
+    assert isinstance(packed.nu, PackedGroups) and packing_plan(packed).groups[0] == (0, 1, 2)
     assert jax.tree.structure(packed) == jax.tree.structure(tx.init(now))
     for a, b in zip(
         jax.tree.leaves(state_as_float32(per_leaf)), jax.tree.leaves(state_as_float32(packed)), strict=True

@@ -9,6 +9,7 @@ import optax
 import pytest
 
 import rmsprop_jax
+from rmsprop_jax import _plan as plans
 from rmsprop_jax import _storage_8bit as codec
 
 
@@ -35,7 +36,7 @@ def test_the_documented_rule_decides_which_leaves_are_quantized(shape, dtype, la
         else:
             assert isinstance(stored, codec.Quantized)
             assert stored.codes.dtype == jnp.uint8 and stored.codes.shape == shape
-            assert state.plan.leaves[0].storages.nu.layout == layout  # the plan names the layout
+            assert plans.read(state).leaves[0].storages.nu.layout == layout  # the shapes name the layout
 
 
 def _bytes_per_param(state: rmsprop_jax.RmsPropState, params: dict) -> float:
@@ -56,10 +57,18 @@ def test_bytes_per_parameter_of_float32_leaves_of_at_least_4096_entries(variant,
     assert eight <= limit
 
 
-def test_complex_params_are_refused_by_name():
-    tx = rmsprop_jax.rmsprop(0.1, state_dtype="8bit")
-    with pytest.raises(ValueError, match=r"complex param \['z'\].*use state_dtype=None"):
-        tx.init({"w": jnp.zeros((64, 64)), "z": jnp.zeros((64, 64), jnp.complex64)})
+def test_complex_params_keep_a_float_state_beside_8bit_ones():
+    tx = rmsprop_jax.rmsprop(0.1, momentum=0.9, state_dtype="8bit")
+    params = {"w": jnp.ones((64, 64)), "z": jnp.ones((64, 64), jnp.complex64)}
+    state = tx.init(params)
+    assert isinstance(state.nu["w"], codec.Quantized) and state.nu["z"].dtype == jnp.float32
+    assert state.trace["z"].dtype == jnp.complex64
+    grads = {"w": jnp.full((64, 64), 0.5), "z": jnp.full((64, 64), 0.5 - 0.5j, jnp.complex64)}
+    updates, state = jax.jit(tx.update)(grads, state, params)
+    reference = rmsprop_jax.rmsprop(0.1, momentum=0.9)
+    expected, _ = reference.update(grads, reference.init(params), params)
+    np.testing.assert_allclose(updates["z"], expected["z"], rtol=1e-6)  # the complex leaf steps as float32
+    assert rmsprop_jax.state_report(state).leaves[1].eight_bit == "no: complex"
 
 
 def test_tree_map_params_raises_and_names_the_view():

@@ -47,8 +47,8 @@ def test_codes_keep_the_shape_and_each_entry_lands_on_a_neighbouring_code(fmt, s
     x = rng.lognormal(0.0, 1.0, shape) * (rng.choice([-1, 1], shape) if fmt.signed else 1)
     q, decoded = _roundtrip(x, layout, fmt)
     assert q.codes.dtype == jnp.uint8 and q.codes.shape == shape
-    assert q.scale.dtype == jnp.float32
-    assert q.scale.shape == ((shape[0] // 16, shape[1] // 16) if layout == s8.TILES else (shape[0], shape[1] // 256))
+    assert q.scales.dtype == jnp.float32
+    assert q.scales.shape == ((shape[0] // 16, shape[1] // 16) if layout == s8.TILES else (shape[0], shape[1] // 256))
     assert np.all(np.sign(decoded) == np.sign(x))
     relative = np.abs(decoded / x - 1)
     assert relative.max() < 2.0**-fmt.mantissa_bits  # within one mantissa step (values span under 5 decades)
@@ -79,7 +79,7 @@ def test_zeros_tiny_and_huge_never_give_nan():
     x[1, :3] = [1e-30, 1e-20, 1e10]
     for fmt in FORMATS.values():
         q, decoded = _roundtrip(x, s8.RUNS, fmt)
-        assert np.all(np.isfinite(decoded)) and np.all(np.isfinite(np.asarray(q.scale)))
+        assert np.all(np.isfinite(decoded)) and np.all(np.isfinite(np.asarray(q.scales)))
         assert np.all(decoded[0] == 0)  # an all-zero block
         assert decoded[1, 2] == np.float32(1e10)
         assert 0 <= decoded[1, 0] <= 1e10 * fmt.subnormal_step and np.all(decoded[1, 3:] == 0)
@@ -106,7 +106,7 @@ def test_a_given_upper_bound_scale_is_kept_and_the_rounding_stays_unbiased():
         for seed in range(300)
     ]
     q = s8.encode(jnp.asarray(x), s8.RUNS, s8.UNSIGNED, jnp.uint32(0), bound)
-    np.testing.assert_array_equal(q.scale, bound)
+    np.testing.assert_array_equal(q.scales, bound)
     assert abs(np.mean(decoded) / np.float32(0.3) - 1) < 3e-3
     clipped = s8.decode(
         s8.encode(jnp.asarray(x) * 10, s8.RUNS, s8.UNSIGNED, jnp.uint32(0), bound), s8.RUNS, s8.UNSIGNED
@@ -154,8 +154,8 @@ def test_a_block_holding_inf_keeps_finite_codes_and_scales(fmt, given_scale):
     scale = jnp.full((2, 2), jnp.inf, jnp.float32) if given_scale else None
     q, value = s8.encode_with_value(x, s8.TILES, fmt, jnp.uint32(3), scale)
     decoded = s8.decode(q, s8.TILES, fmt)
-    assert np.all(np.isfinite(np.asarray(q.scale))) and np.all(np.isfinite(np.asarray(decoded)))
-    assert float(q.scale[0, 0]) == s8.LARGEST and float(decoded[0, 0]) == s8.LARGEST
+    assert np.all(np.isfinite(np.asarray(q.scales))) and np.all(np.isfinite(np.asarray(decoded)))
+    assert float(q.scales[0, 0]) == s8.LARGEST and float(decoded[0, 0]) == s8.LARGEST
     np.testing.assert_array_equal(np.asarray(value), np.asarray(decoded))
     if not given_scale:  # each entry on a neighbouring code: within 1/8 of a binade
         np.testing.assert_allclose(np.asarray(decoded[16:, 16:]), np.asarray(x[16:, 16:]), rtol=0.13)
@@ -179,13 +179,13 @@ def test_ragged_runs_keep_the_shape_and_each_entry_lands_on_a_neighbouring_code(
     layout = s8.block_layout(shape)
     assert layout is not None and layout.kind == "runs"
     q, decoded = _roundtrip(x, layout, fmt)
-    assert q.codes.dtype == jnp.uint8 and q.codes.shape == shape and q.scale.shape == scale_shape
+    assert q.codes.dtype == jnp.uint8 and q.codes.shape == shape and q.scales.shape == scale_shape
     assert np.all(np.sign(decoded) == np.sign(x))
     assert np.abs(decoded / x - 1).max() < 2.0**-fmt.mantissa_bits
     rows = np.abs(np.asarray(x, np.float32)).reshape(*scale_shape[:-1], -1)  # each run's entries, in order
     length = layout.run_length
     padded = np.pad(rows, [(0, 0)] * (rows.ndim - 1) + [(0, scale_shape[-1] * length - rows.shape[-1])])
-    np.testing.assert_array_equal(q.scale, padded.reshape(*scale_shape, length).max(axis=-1))  # exact maxima
+    np.testing.assert_array_equal(q.scales, padded.reshape(*scale_shape, length).max(axis=-1))  # exact maxima
 
 
 def test_padding_never_moves_a_scale_nor_reaches_the_values():
@@ -196,7 +196,7 @@ def test_padding_never_moves_a_scale_nor_reaches_the_values():
     layout = s8.block_layout(x.shape)
     assert layout == s8.RUNS
     q, decoded = _roundtrip(x, layout, s8.UNSIGNED)
-    np.testing.assert_array_equal(q.scale, np.tile(np.float32([1.0, 2e-6]), (16, 1)))
+    np.testing.assert_array_equal(q.scales, np.tile(np.float32([1.0, 2e-6]), (16, 1)))
     np.testing.assert_allclose(decoded[:, 256:], x[:, 256:], rtol=2.0**-3)
     means = [_roundtrip(x, layout, s8.UNSIGNED, seed)[1][:, 257:].mean() for seed in range(200)]
     assert abs(np.mean(means) / x[:, 257:].mean() - 1) < 3e-3  # unbiased in the short run too

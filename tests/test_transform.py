@@ -231,14 +231,20 @@ def test_state_is_a_plain_pytree_for_vmap():
     assert states.nu.shape == (4, 3)
 
 
-def test_structure_mismatch_is_reported_not_broadcast():
-    tx = rmsprop_jax.rmsprop(0.1)
-    params = {"a": jnp.ones(3), "b": jnp.ones(2)}
+@pytest.mark.parametrize("packed", [False, True])
+def test_structure_mismatch_is_reported_not_broadcast(packed):
+    tx = rmsprop_jax.rmsprop(0.1, momentum=0.9, pack_small_leaves=packed)
+    params = {"a": jnp.ones(3), "b": jnp.ones(2), "c": jnp.ones(2)}
     state = tx.init(params)
+    with pytest.raises(ValueError, match=r"gradient tree does not match.*the state has leaf \['c'\], which it lacks"):
+        tx.update({"a": jnp.ones(3), "b": jnp.ones(2)}, state, params)
+    with pytest.raises(ValueError, match=r"gradient tree does not match.*leaf \['c'\] where it has \['d'\]"):
+        tx.update({"a": jnp.ones(3), "b": jnp.ones(2), "d": jnp.ones(2)}, state, params)
     with pytest.raises(ValueError, match="gradient tree does not match"):
-        tx.update({"a": jnp.ones(3)}, state, params)
-    with pytest.raises(ValueError, match="gradient tree does not match"):
-        tx.update({"a": jnp.ones(3), "c": jnp.ones(2)}, state, params)
+        tx.update({"a": jnp.ones(3), "b": jnp.ones(2), "c": {"x": jnp.ones(2), "y": jnp.ones(2)}}, state, params)
+    params = {"a": jnp.ones(3), "b": jnp.ones(2)}
+    state = rmsprop_jax.rmsprop(0.1).init(params)
+    tx = rmsprop_jax.rmsprop(0.1)
     with pytest.raises(ValueError, match=r"\['b'\] has shape \(1,\).*state has shape \(2,\)"):
         tx.update({"a": jnp.ones(3), "b": jnp.ones(1)}, state, params)
     with pytest.raises(ValueError, match="shape"):
@@ -252,6 +258,77 @@ def test_params_tree_mismatch_is_reported_with_weight_decay():
         tx.update(params, tx.init(params), {"z": jnp.ones(3)})
     with pytest.raises(ValueError, match="weight_decay needs the params"):
         tx.update(params, tx.init(params))
+    # params are checked against the state as gradients are: nu never changes shape
+    params = {"a": jnp.ones(5)}
+    state = tx.init(params)
+    with pytest.raises(ValueError, match=r"Params leaf \['a'\] has shape \(1, 5\).*state has shape \(5,\)"):
+        jax.jit(tx.update)(params, state, {"a": jnp.ones((1, 5))})
+    with pytest.raises(ValueError, match=r"Params leaf \['a'\] has shape \(1,\)"):
+        tx.update(params, state, {"a": jnp.ones(1)})
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"momentum": 0.9}, {"centered": True}], ids=["plain", "momentum", "centered"])
+def test_gradients_of_the_wrong_kind_are_refused_naming_the_leaf(kwargs):
+    tx = rmsprop_jax.rmsprop(0.1, **kwargs)
+    params = {"w": jnp.ones(3), "k": jnp.ones(2)}
+    state = tx.init(params)
+    for dtype in (jnp.int32, jnp.bool_):
+        with pytest.raises(TypeError, match=rf"Gradient leaf \['k'\] has dtype {jnp.dtype(dtype).name}"):
+            tx.update({"w": jnp.ones(3), "k": jnp.ones(2, dtype)}, state, params)
+    complex_grads = {"w": jnp.ones(3), "k": jnp.ones(2, jnp.complex64)}
+    with pytest.raises(TypeError, match=r"Gradient leaf \['k'\] is complex \(complex64\) but its param is real"):
+        jax.jit(tx.update)(complex_grads, state, params)
+
+
+def test_a_state_of_another_configuration_is_refused():
+    params = {"w": jnp.ones((64, 64))}
+    eight = rmsprop_jax.rmsprop(0.1, state_dtype="8bit").init(params)
+    with pytest.raises(ValueError, match=r"keeps leaf \['w'\] in 8 bits.*state_dtype"):
+        rmsprop_jax.rmsprop(0.1).update(params, eight._replace(count=None), params)
+    with pytest.raises(ValueError, match="built by another configuration"):
+        rmsprop_jax.rmsprop(0.1, momentum=0.9).update(params, rmsprop_jax.rmsprop(0.1).init(params), params)
+    float_state = rmsprop_jax.rmsprop(0.1, state_dtype="bfloat16").init(params)
+    with pytest.raises(ValueError, match=r"keeps leaf \['w'\] in bfloat16.*float16"):
+        rmsprop_jax.rmsprop(0.1, state_dtype="float16").update(params, float_state, params)
+
+
+def test_init_names_a_leaf_that_is_not_a_floating_array():
+    tx = rmsprop_jax.rmsprop(0.1)
+    with pytest.raises(TypeError, match=r"Params leaf \['act'\] is a function, not an array.*eqx.filter"):
+        tx.init({"w": jnp.ones(3), "act": jax.nn.relu})
+    for value, dtype in ((jnp.ones(3, jnp.int32), "int32"), (jnp.ones(3, bool), "bool")):
+        with pytest.raises(TypeError, match=rf"Params leaf \['n'\] has dtype {dtype}"):
+            tx.init({"w": jnp.ones(3), "n": value})
+    # a Python float is a float32 scalar, as optax.rmsprop reads it
+    params = {"w": jnp.ones(3), "s": 2.0}
+    updates, _ = tx.update({"w": jnp.ones(3), "s": 0.5}, tx.init(params), params)
+    reference = optax.rmsprop(0.1)
+    expected, _ = reference.update({"w": jnp.ones(3), "s": 0.5}, reference.init(params), params)
+    np.testing.assert_allclose(updates["s"], expected["s"], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"momentum": 0.9, "centered": True, "state_dtype": "8bit", "pack_small_leaves": True}],
+    ids=["plain", "8bit_packed"],
+)
+def test_none_gradients_leave_their_params_and_state_unchanged(kwargs):
+    params = {"w": jnp.ones((64, 64)), "b1": jnp.ones(8), "b2": jnp.ones(8), "b3": jnp.ones(8)}
+    tx = rmsprop_jax.rmsprop(0.1, **kwargs)
+    state = tx.init(params)
+    grads = {"w": None, "b1": jnp.full(8, 0.5), "b2": None, "b3": jnp.full(8, -0.5)}
+    updates, new_state = jax.jit(tx.update)(grads, state, params)
+    assert updates["w"] is None and updates["b2"] is None
+    before, after = rmsprop_jax.state_as_float32(state), rmsprop_jax.state_as_float32(new_state)
+    for name in ("w", "b2"):
+        np.testing.assert_array_equal(after.nu[name], before.nu[name])
+    assert not np.array_equal(after.nu["b1"], before.nu["b1"])
+    # the others step as they would alone
+    alone = {"b1": jnp.ones(8), "b3": jnp.ones(8)}
+    solo = rmsprop_jax.rmsprop(0.1, **{k: v for k, v in kwargs.items() if k != "state_dtype"})
+    expected, _ = solo.update({"b1": grads["b1"], "b3": grads["b3"]}, solo.init(alone), alone)
+    np.testing.assert_allclose(updates["b1"], expected["b1"], rtol=1e-6)
+    np.testing.assert_allclose(updates["b3"], expected["b3"], rtol=1e-6)
 
 
 def test_weight_decay_mask_pytree_prefix_and_callable():

@@ -21,7 +21,7 @@ from flax import nnx
 
 import rmsprop_jax
 from rmsprop_jax import presets
-from rmsprop_jax._packing import Packed
+from rmsprop_jax._state import PackedGroups
 
 SCHEDULE = optax.linear_schedule(1e-2, 1e-3, 6)
 
@@ -99,7 +99,7 @@ def assert_same_run(make, params=None, steps: int = 6, last_bits: bool = False) 
     per_leaf = run(make(False), params, steps)
     packed = run(make(True), params, steps)
     packed_state = jax.tree.leaves(packed[1], is_leaf=lambda x: isinstance(x, rmsprop_jax.RmsPropState))
-    assert any(isinstance(s, rmsprop_jax.RmsPropState) and isinstance(s.nu, Packed) for s in packed_state)
+    assert any(isinstance(s, rmsprop_jax.RmsPropState) and isinstance(s.nu, PackedGroups) for s in packed_state)
     assert_bit_identical(per_leaf[0], packed[0], last_bits)  # params
     assert_bit_identical(per_leaf[2], packed[2], last_bits)  # the last updates
     views = (rmsprop_jax.state_as_float32(per_leaf[1]), rmsprop_jax.state_as_float32(packed[1]))
@@ -205,7 +205,7 @@ def test_state_views_and_conversion_between_layouts():
     assert_bit_identical(to_per_leaf, per_leaf_state)
     to_packed = rmsprop_jax.convert_state(per_leaf_state, packed_tx.init(params))
     assert_bit_identical(to_packed, packed_state)
-    assert isinstance(to_packed.nu, Packed) and to_packed.nu.plan == packed_state.nu.plan
+    assert isinstance(to_packed.nu, PackedGroups) and set(to_packed.nu.stacked) == set(packed_state.nu.stacked)
     # into another storage and layout at once
     eight_bit = rmsprop_jax.rmsprop(1e-2, momentum=0.9, centered=True, state_dtype="8bit", pack_small_leaves=True)
     converted = rmsprop_jax.convert_state(per_leaf_state, eight_bit.init(params))
@@ -290,7 +290,7 @@ def test_composes_with_optax_wrappers(wrapper):
 def test_inject_hyperparams_keeps_the_option_static_and_steps_under_jit():
     tx = optax.inject_hyperparams(rmsprop_jax.rmsprop)(learning_rate=1e-2, momentum=0.9, pack_small_leaves=True)
     state = tx.init(small_tree())
-    assert isinstance(state.inner_state.nu, Packed)
+    assert isinstance(state.inner_state.nu, PackedGroups)
     assert "pack_small_leaves" not in state.hyperparams
 
 
@@ -343,7 +343,7 @@ def test_nnx_optimizer_packed_equals_per_leaf(kwargs):
 
     per_leaf, _ = train(False)
     packed, optimizer = train(True)
-    assert isinstance(optimizer.opt_state.nu, Packed)
+    assert isinstance(optimizer.opt_state.nu, PackedGroups)
     plan = rmsprop_jax.packing_plan(optimizer.opt_state)
     assert max(len(group) for group in plan.groups) == 12  # 4 Linear biases, 4 norm scales, 4 norm biases
     for a, b in zip(jax.tree.leaves(per_leaf), jax.tree.leaves(packed), strict=True):

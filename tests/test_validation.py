@@ -43,6 +43,17 @@ BAD_RMSPROP_ARGUMENTS = [
     ({"maximize": 1}, "maximize"),
     ({"decay": True}, "decay"),
     ({"bias_correction": True, "decay": 1.0}, "decay"),
+    ({"decay": 1.0}, "decay"),  # nu would stay at initial_scale: every update lr * g / sqrt(eps)
+    ({"learning_rate": float("inf")}, "learning_rate"),
+    ({"weight_decay": float("inf")}, "weight_decay"),
+    ({"eps": float("inf")}, "eps"),
+    ({"initial_scale": float("inf")}, "initial_scale"),
+    ({"learning_rate": jnp.full(3, 0.1)}, "learning_rate"),  # would become per-entry rates
+    ({"learning_rate": np.full((2, 1), 0.1)}, "learning_rate"),  # would broadcast a (3,) param to (2, 3)
+    ({"decay": jnp.full(3, 0.9)}, "decay"),
+    ({"momentum": np.full(3, 0.9)}, "momentum"),
+    ({"weight_decay": jnp.full(3, 0.1)}, "weight_decay"),
+    ({"state_dtype": "8-bit"}, "state_dtype"),
     ({"centered": True, "eps": 0.0}, "eps"),
     ({"caution": True}, "caution"),
     ({"caution": "yes", "momentum": 0.9}, "caution"),
@@ -76,7 +87,7 @@ def test_scale_by_rms_rejects_bad_arguments_naming_them(kwargs, name):
     "kwargs",
     [
         {"decay": 0.0},
-        {"decay": 1.0},
+        {"decay": 0.99999},
         {"eps": 0.0},
         {"momentum": 0.0},
         {"momentum": 0.999},
@@ -115,6 +126,33 @@ def test_traced_values_skip_the_eager_checks():
 def test_helpers_name_the_argument_they_are_given():
     with pytest.raises(ValueError, match=r"Invalid alpha value: -1\.0"):
         validation.check_interval("alpha", -1.0, 0.0, 1.0)
-    with pytest.raises(ValueError, match=r"Invalid rho value: \[0.5, 2.0\]"):
+    with pytest.raises(ValueError, match=r"Invalid rho value: an array of shape \(2,\).*rho must be a scalar"):
         validation.check_interval("rho", np.array([0.5, 2.0]), 0.0, 1.0)
     jax.jit(lambda x: validation.check_interval("rho", x, 0.0, 1.0) or x)(5.0)  # traced: not checked
+
+
+def test_the_8bit_misspelling_lists_the_right_name():
+    with pytest.raises(ValueError, match=r"Invalid state_dtype value: '8-bit' \(state_dtype must be one of .*'8bit'\)"):
+        rmsprop_jax.rmsprop(0.1, state_dtype="8-bit")
+
+
+def test_a_traced_array_hyperparameter_is_refused_at_construction_too():
+    """Its value is unknown under a trace, its shape is not."""
+
+    def build(lr):
+        rmsprop_jax.rmsprop(lr)
+        return lr
+
+    jax.jit(build)(jnp.asarray(0.1))  # a traced scalar passes
+    with pytest.raises(ValueError, match=r"Invalid learning_rate value: an array of shape \(3,\)"):
+        jax.jit(build)(jnp.full(3, 0.1))
+
+
+def test_a_schedule_returning_an_array_is_refused_where_it_is_traced():
+    tx = rmsprop_jax.rmsprop(lambda count: jnp.full(3, 0.1))
+    params = {"w": jnp.ones(3)}
+    with pytest.raises(ValueError, match=r"learning_rate value: the schedule returned an array of shape \(3,\)"):
+        jax.jit(tx.update)(params, tx.init(params), params)
+    decay = rmsprop_jax.rmsprop(0.1, weight_decay=lambda count: jnp.ones((1, 3)))
+    with pytest.raises(ValueError, match=r"weight_decay value: the schedule returned an array of shape \(1, 3\)"):
+        decay.update(params, decay.init(params), params)

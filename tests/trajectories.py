@@ -81,8 +81,16 @@ def _gradients(params: dict[str, jax.Array], step: int) -> dict[str, jax.Array]:
     return {k: jnp.asarray(scale * rng.standard_normal(v.shape) + 0.3, jnp.float32) for k, v in params.items()}
 
 
+def _array_digest(leaf: jax.Array) -> bytes:
+    array = np.asarray(leaf)
+    return hashlib.sha256(str((array.dtype, array.shape)).encode() + array.tobytes()).digest()
+
+
 def digest(make: Callable[[], optax.GradientTransformation]) -> str:
-    """sha256 of every update and every state array (in tree order) over :data:`STEPS` jitted steps."""
+    """sha256 of every update (in the params' leaf order) and every state array over :data:`STEPS`
+    jitted steps. The state's arrays are hashed as a set, sorted by their own digests: the order in
+    which a layout lists its arrays (packed groups, per-leaf leaves) is not numerics, and the values
+    recorded before the state became arrays only (``PackedGroups``) hash the same."""
     tx = make()
     params = params_tree()
     state = tx.init(params)
@@ -91,10 +99,10 @@ def digest(make: Callable[[], optax.GradientTransformation]) -> str:
     for t in range(STEPS):
         updates, state = step(_gradients(params, t), state, params)
         params = optax.apply_updates(params, updates)
-        for leaf in jax.tree.leaves((updates, state)):
-            array = np.asarray(leaf)
-            hasher.update(str((array.dtype, array.shape)).encode())
-            hasher.update(array.tobytes())
+        for leaf in jax.tree.leaves(updates):
+            hasher.update(_array_digest(leaf))
+        for leaf_digest in sorted(_array_digest(leaf) for leaf in jax.tree.leaves(state)):
+            hasher.update(leaf_digest)
     return hasher.hexdigest()
 
 

@@ -84,7 +84,6 @@ def _filled(
         nu=fill(template.nu, nu, "the square average"),
         mu=fill(template.mu, mu, "the gradient average"),
         trace=fill(template.trace, trace, "the momentum buffer"),
-        plan=template.plan,
     )
 
 

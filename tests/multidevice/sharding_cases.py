@@ -94,7 +94,7 @@ def state_matches(state: object, params: dict[str, jax.Array], skip: frozenset[s
                 continue
             param = params[name]
             if isinstance(leaf, Quantized):  # codes shaped like the param; scales blocked along its axes
-                scale = leaf.scale if isinstance(leaf.scale, jax.sharding.Sharding) else leaf.scale.sharding
+                scale = leaf.scales if isinstance(leaf.scales, jax.sharding.Sharding) else leaf.scales.sharding
                 ok &= spec_of(scale, param.ndim) == spec_of(param.sharding, param.ndim)
                 leaf = leaf.codes
             sharding = leaf if isinstance(leaf, jax.sharding.Sharding) else leaf.sharding
@@ -150,18 +150,19 @@ def packed_params_on(mesh: jax.sharding.Mesh | None, layout: str) -> dict[str, j
 
 def group_specs_follow(state: object, params: dict[str, jax.Array]) -> bool:
     """Every stacked group's sharding is ``P(None, *its members' spec)``; every member has that spec."""
-    from rmsprop_jax._packing import Packed
+    from rmsprop_jax import _plan as plans
+    from rmsprop_jax._state import PackedGroups
 
     ok = True
     for field in ("nu", "mu", "trace"):
         packed = getattr(state, field)
         if packed is None:
             continue
-        if not isinstance(packed, Packed):
+        if not isinstance(packed, PackedGroups):
             return False
-        plan = packed.plan
+        plan = plans.read(state)
         leaves = plan.treedef.flatten_up_to(params)
-        for group, array in zip(plan.groups, packed.groups, strict=True):
+        for group, array in zip(plan.groups, plans.group_arrays(plan, packed), strict=True):
             member = leaves[group[0]]
             want = spec_of(member.sharding, member.ndim)
             ok &= all(spec_of(leaves[i].sharding, member.ndim) == want for i in group)

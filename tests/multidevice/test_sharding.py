@@ -34,6 +34,7 @@ from sharding_cases import (
 
 import rmsprop_jax
 from rmsprop_jax import Quantized, checkpoint
+from rmsprop_jax import _plan as plans
 
 AXIS_TYPES = {"auto": AxisType.Auto, "explicit": AxisType.Explicit}
 CASES = {name: (make, params_on) for name, make in OPTIMIZERS.items()}
@@ -88,7 +89,8 @@ def test_state_follows_the_params_update_has_no_collective_and_equals_one_device
         jit_quantized = sorted(key for key, leaf in jitted_state.nu.items() if isinstance(leaf, Quantized))
         assert jit_quantized == (["b", "n", "q", "r", "w"] if hidden else quantized)
         # r's runs of 250 fit its 250-column shards, and q's padded rows are never split
-        assert str(state.plan.leaves[3].storages.nu.layout) == "runs of 250" and state.plan.leaves[3].path == "['r']"
+        plan = plans.read(state)
+        assert str(plan.leaves[3].storages.nu.layout) == "runs of 250" and plan.leaves[3].path == "['r']"
 
 
 def test_the_collective_check_sees_the_reduction_of_global_norm_clipping():
