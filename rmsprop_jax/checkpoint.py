@@ -17,6 +17,7 @@ from __future__ import annotations
 
 __all__ = ["mismatches", "restore", "save"]
 
+import json
 import numbers
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,7 +145,13 @@ def _layout_differs(problem: str) -> bool:
 def _storage_differs(problem: str) -> bool:
     """Whether a mismatch line is one that another ``state_dtype`` makes (8-bit codes, or a dtype)."""
     key = problem.split(":", 1)[0]
-    return key.endswith(("/codes", "/scale")) or ": dtype " in problem
+    return key.endswith(("/codes", "/scales")) or ": dtype " in problem
+
+
+def _blocks_differ(problems: list[str]) -> bool:
+    """Whether only 8-bit scales differ in shape: the same codes cut into other blocks (the params'
+    sharding, which chooses an 8-bit leaf's blocks, changed since the save)."""
+    return bool(problems) and all(line.split(":", 1)[0].endswith("/scales") and ": shape " in line for line in problems)
 
 
 def _checked(where: str | Path, saved: Any, target: Any) -> Any:
@@ -154,7 +161,15 @@ def _checked(where: str | Path, saved: Any, target: Any) -> Any:
     problems = mismatches(saved, target)
     if problems:
         message = f"the checkpoint at {where} does not match the target:\n  " + "\n  ".join(problems)
-        if any(_layout_differs(line) for line in problems):
+        if _blocks_differ(problems):
+            message += (
+                "\nThe 8-bit block layout differs: the same codes, cut into other blocks. An 8-bit leaf's blocks "
+                "fit its shards, so the params' sharding (a mesh or a partition spec) changed since the save. "
+                "Restore into a target built as the checkpoint's was (tx.init of params sharded as then, or "
+                "jax.eval_shape of it), then move the state with rmsprop_jax.convert_state(restored_state, "
+                "new_tx.init(params))."
+            )
+        elif any(_layout_differs(line) for line in problems):
             message += (
                 "\nThe packed layout differs: the checkpoint and the target keep the optimizer state in different "
                 "layouts (pack_small_leaves on in one and off in the other, or other groups). Restore into an "
@@ -190,8 +205,11 @@ def restore(path: str | Path | ocp.CheckpointManager, target: Any, *, step: int 
     Raises:
       ValueError: When the saved tree differs from ``target`` in structure, in a
         leaf's shape or in a leaf's dtype (for example another variant, another
-        preset, or another ``state_dtype``); the message lists every difference.
-        Also when a ``CheckpointManager`` holds no checkpoint (or not ``step``).
+        preset, another ``state_dtype``, or 8-bit blocks cut for another sharding); the
+        message lists every difference and says which it is. When ``path`` holds no
+        checkpoint (missing, a file, an empty directory), or a damaged one (truncated or
+        corrupted files: "cannot be read"). Also when a ``CheckpointManager`` holds no
+        checkpoint (or not ``step``).
 
     Example:
       >>> import tempfile, jax.numpy as jnp
@@ -219,17 +237,61 @@ def restore(path: str | Path | ocp.CheckpointManager, target: Any, *, step: int 
             raise ValueError(
                 f"{manager.directory} holds no checkpoint of step {step} (steps held: {manager.all_steps()})"
             )
-        metadata = manager.item_metadata(chosen)
+        where = f"{manager.directory}, step {chosen}"
+        try:
+            metadata = manager.item_metadata(chosen)
+        except Exception as error:
+            raise _damaged(where, error) from error
         if metadata is None:  # a manager that has not saved yet cannot tell how the item was written
             raise ValueError(
                 "the CheckpointManager cannot read its checkpoints' metadata: create it with "
                 "item_handlers=orbax.checkpoint.StandardCheckpointHandler()"
             )
-        abstract = _checked(f"{manager.directory}, step {chosen}", metadata.tree, target)
-        return manager.restore(chosen, args=ocp.args.StandardRestore(abstract))
+        tree = getattr(metadata, "tree", None)
+        if tree is None or (not jax.tree.leaves(tree) and jax.tree.leaves(target)):
+            raise _damaged(where, "its metadata is missing or unreadable")
+        abstract = _checked(where, tree, target)
+        try:
+            return manager.restore(chosen, args=ocp.args.StandardRestore(abstract))
+        except Exception as error:
+            raise _damaged(where, error) from error
     if step is not None:
         raise ValueError("step= needs a CheckpointManager; a path holds a single checkpoint")
     path = Path(path).resolve()
+    _check_present(path)
     checkpointer = ocp.StandardCheckpointer()
-    abstract = _checked(path, checkpointer.metadata(path).item_metadata, target)
-    return checkpointer.restore(path, abstract)
+    try:
+        saved = checkpointer.metadata(path).item_metadata
+    except Exception as error:  # Orbax and tensorstore raise many kinds for a damaged file
+        raise _damaged(path, error) from error
+    if saved is None or (not jax.tree.leaves(saved) and jax.tree.leaves(target)):
+        raise _damaged(path, "its metadata is missing or unreadable")
+    abstract = _checked(path, saved, target)
+    try:
+        return checkpointer.restore(path, abstract)
+    except Exception as error:
+        raise _damaged(path, error) from error
+
+
+def _check_present(path: Path) -> None:
+    """Refuses a path that holds no checkpoint, saying which way."""
+    if not path.exists():
+        raise ValueError(f"no checkpoint at {path}: the path does not exist")
+    if not path.is_dir():
+        raise ValueError(f"no checkpoint at {path}: it is a file, and a checkpoint is a directory")
+    if not any(path.iterdir()):
+        raise ValueError(f"no checkpoint at {path}: the directory is empty")
+    if not (path / "_METADATA").exists():
+        raise ValueError(f"no checkpoint at {path}: it holds no Orbax checkpoint (no _METADATA file)")
+    try:
+        json.loads((path / "_METADATA").read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise _damaged(path, f"its _METADATA file is not valid JSON ({error})") from None
+
+
+def _damaged(where: str | Path, error: object) -> ValueError:
+    detail = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+    return ValueError(
+        f"the checkpoint at {where} cannot be read: it is damaged or truncated ({detail.splitlines()[0][:300]}). "
+        "Restore an earlier checkpoint."
+    )

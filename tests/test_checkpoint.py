@@ -190,3 +190,54 @@ def test_restoring_a_float32_state_into_a_bfloat16_one_says_to_convert(tmp_path)
     with pytest.raises(ValueError, match="nu/w: dtype float32 in the checkpoint, bfloat16 in the target") as error:
         checkpoint.restore(tmp_path / "ckpt", bfloat16.init(PARAMS))
     assert "another state_dtype" in str(error.value) and "rmsprop_jax.convert_state" in str(error.value)
+
+
+def test_a_missing_path_an_empty_directory_and_a_file_say_there_is_no_checkpoint(tmp_path):
+    state = rmsprop_jax.rmsprop(1e-2).init(PARAMS)
+    with pytest.raises(ValueError, match=r"no checkpoint at .*nope: the path does not exist"):
+        checkpoint.restore(tmp_path / "nope", state)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"no checkpoint at .*empty: the directory is empty"):
+        checkpoint.restore(tmp_path / "empty", state)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=r"no checkpoint at .*other: it holds no Orbax checkpoint"):
+        checkpoint.restore(tmp_path / "other", state)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"no checkpoint at .*file: it is a file"):
+        checkpoint.restore(tmp_path / "file", state)
+
+
+@pytest.mark.parametrize("damage", ["metadata", "data"])
+def test_a_damaged_checkpoint_says_it_cannot_be_read(damage, tmp_path):
+    tx = rmsprop_jax.rmsprop(1e-2, momentum=0.9, state_dtype="8bit", pack_small_leaves=True)
+    params = {"w": jnp.ones((64, 64)), "b1": jnp.ones(8), "b2": jnp.ones(8)}
+    state = tx.init(params)
+    checkpoint.save(tmp_path / "ckpt", state)
+    files = [p for p in (tmp_path / "ckpt").rglob("*") if p.is_file() and p.stat().st_size > 0]
+    if damage == "metadata":
+        files = [p for p in files if p.name == "_METADATA"]
+    else:  # the array data: tensorstore's chunks, truncated as a full disk leaves them
+        files = [p for p in files if "ocdbt.process" in p.as_posix() or p.parent.name == "d"]
+    assert files
+    for path in files:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    with pytest.raises(ValueError, match=r"the checkpoint at .*ckpt cannot be read: it is damaged or truncated"):
+        checkpoint.restore(tmp_path / "ckpt", state)
+
+
+def test_8bit_blocks_cut_for_another_sharding_are_named_as_such(tmp_path):
+    """An 8-bit leaf's blocks fit its shards: after a mesh change the same codes come with scales
+    of another shape, and the message says so instead of blaming state_dtype."""
+    from rmsprop_jax import _storage_8bit as codec
+
+    params = {"w": jnp.ones((64, 1024))}
+    state = rmsprop_jax.rmsprop(1e-2, state_dtype="8bit").init(params)
+    checkpoint.save(tmp_path / "ckpt", state)
+    other = codec.encode(jnp.ones((64, 1024)), codec.Layout("runs", 1, 128), codec.UNSIGNED, None)  # 128-wide shards
+    target = state._replace(nu={"w": other})
+    assert target.nu["w"].scales.shape != state.nu["w"].scales.shape
+    with pytest.raises(ValueError, match="8-bit block layout differs") as error:
+        checkpoint.restore(tmp_path / "ckpt", target)
+    assert "state_dtype" not in str(error.value).split("differs", 1)[1].split(".", 1)[0]
+    assert "sharding" in str(error.value) and "convert_state" in str(error.value)

@@ -156,3 +156,81 @@ def test_checkpoint_dir_in_the_old_layout_is_bad_input(tmp_path, capsys):
         cli.main(["--checkpoint-dir", str(tmp_path / "ckpt"), "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2
     assert "holds checkpoints in the old step_<n> layout (step_1000)" in capsys.readouterr().err.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("--steps", "6"),
+        ("--batch-size", "16"),
+        ("--seed", "1"),
+        ("--lr", "0.002"),
+        ("--preset", "pytorch"),
+        ("--state-dtype", "8bit"),
+    ],
+    ids=lambda change: change if isinstance(change, str) else change[0],
+)
+def test_resuming_with_any_setting_that_changes_the_run_is_refused(change, tmp_path, capsys):
+    """The run's recorded settings decide what resumes: every option that changes the run is refused
+    (the checkpoints would not continue it); --out and --compare do not change it."""
+    base = ["--steps", "5", "--batch-size", "32", "--checkpoint-dir", str(tmp_path / "ckpt")]
+    cli.parse_args([*base, "--out", str(tmp_path / "a")])  # records run.json
+    cli.parse_args([*base, "--out", str(tmp_path / "b"), "--compare"])  # the same run
+    option, value = change
+    changed = [value if i > 0 and base[i - 1] == option else item for i, item in enumerate(base)]
+    if option not in base:
+        changed += [option, value]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args([*changed, "--out", str(tmp_path / "a")])
+    assert exit_info.value.code == 2
+    assert "it holds another run (" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one_and_says_so(tmp_path, capsys):
+    args = ["--steps", "20", "--batch-size", "32", "--out", str(tmp_path / "out"), "--checkpoint-every", "10"]
+    checkpoints = tmp_path / "ckpt"
+    assert cli.main([*args, "--checkpoint-dir", str(checkpoints)]) == 0
+    first = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    for path in (checkpoints / "20").rglob("*"):  # truncated, as a full disk or a killed copy leaves it
+        if (
+            path.is_file()
+            and path.stat().st_size > 0
+            and ("ocdbt.process" in path.as_posix() or path.parent.name == "d")
+        ):
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    capsys.readouterr()
+    assert cli.main([*args, "--checkpoint-dir", str(checkpoints)]) == 0
+    captured = capsys.readouterr()
+    assert "skipped the checkpoint of step 20" in captured.err and "cannot be read" in captured.err
+    assert "resumed from the checkpoint of step 10" in captured.out
+    second = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert second["resumed_from_step"] == 10
+    assert second["test_accuracy"] == first["test_accuracy"]  # the same run, from the step before
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["10", "20", "run.json"]  # step 20 saved again
+
+
+def test_memory_does_not_grow_with_the_number_of_steps():
+    """The batches are drawn one epoch at a time: a run of 10**12 steps starts as one of 20 does."""
+    import tracemalloc
+
+    import rmsprop_jax
+    from rmsprop_jax.demo.data import load_mnist1d
+    from rmsprop_jax.demo.train import train
+
+    data = load_mnist1d()
+
+    class StopError(Exception):
+        pass
+
+    def stop(step, loss, accuracy):
+        raise StopError
+
+    peaks = {}
+    for steps in (20, 10**12):
+        tracemalloc.start()
+        with pytest.raises(StopError):
+            train(rmsprop_jax.rmsprop(1e-3), data, steps=steps, batch_size=32, log_every=2, on_log=stop)
+        peaks[steps] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks[10**12] < 2 * peaks[20] + (1 << 20)

@@ -148,8 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         **options,
     )
     accuracy = result.history.test_accuracy[-1]
+    for step, why in result.damaged_checkpoints:
+        print(f"skipped the checkpoint of step {step} in {args.checkpoint_dir}: {why}", file=sys.stderr)
     if result.resumed_from:
         print(f"resumed from the checkpoint of step {result.resumed_from} in {args.checkpoint_dir}")
+    elif result.damaged_checkpoints:
+        print(f"no readable checkpoint in {args.checkpoint_dir}: started from step 0")
     print(
         f"{choice.label}: test accuracy {accuracy:.4f} after {args.steps} steps, "
         f"trained in {result.history.train_seconds:.1f} s (compilation included)"

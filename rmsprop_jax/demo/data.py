@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = ["Dataset", "batch_indices", "load_mnist1d", "shift_signals"]
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import jax
@@ -56,8 +57,28 @@ def load_mnist1d() -> Dataset:
     )
 
 
+def epoch_batches(num_examples: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
+    """Each epoch's ``(batches per epoch, batch_size)`` example indices, one epoch at a time.
+
+    An endless run of shuffled epochs, each example once per epoch; only the current epoch is
+    held, so a run's memory does not grow with its number of steps. Step ``s`` takes row
+    ``s % per_epoch`` of epoch ``s // per_epoch``.
+
+    Example:
+      >>> from rmsprop_jax.demo.data import epoch_batches
+      >>> epochs = epoch_batches(num_examples=10, batch_size=5, seed=0)
+      >>> first = next(epochs)
+      >>> first.shape, sorted(first.ravel().tolist()) == list(range(10))
+      ((2, 5), True)
+    """
+    rng = np.random.default_rng(seed)
+    per_epoch = num_examples // batch_size
+    while True:
+        yield rng.permutation(num_examples)[: per_epoch * batch_size].reshape(per_epoch, batch_size).astype(np.int32)
+
+
 def batch_indices(num_examples: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
-    """``(steps, batch_size)`` example indices: shuffled epochs, each example once per epoch.
+    """``(steps, batch_size)`` example indices: the first ``steps`` rows of :func:`epoch_batches`.
 
     Example:
       >>> import numpy as np
@@ -66,11 +87,9 @@ def batch_indices(num_examples: int, batch_size: int, steps: int, seed: int) -> 
       >>> indices.shape, sorted(indices[:2].ravel().tolist()) == list(range(10))  # steps 0-1: one epoch
       ((4, 5), True)
     """
-    rng = np.random.default_rng(seed)
     per_epoch = num_examples // batch_size
-    epochs = -(-steps // per_epoch)
-    order = np.concatenate([rng.permutation(num_examples)[: per_epoch * batch_size] for _ in range(epochs)])
-    return order[: steps * batch_size].reshape(steps, batch_size).astype(np.int32)
+    epochs = epoch_batches(num_examples, batch_size, seed)
+    return np.concatenate([next(epochs) for _ in range(-(-steps // per_epoch))])[:steps]
 
 
 def shift_signals(x: jax.Array, key: jax.Array, max_shift: int = MAX_SHIFT) -> jax.Array:

@@ -8,6 +8,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,7 @@ import optax
 from flax import nnx
 
 from rmsprop_jax import checkpoint
-from rmsprop_jax.demo.data import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, MAX_SHIFT, Dataset, batch_indices, shift_signals
+from rmsprop_jax.demo.data import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, MAX_SHIFT, Dataset, epoch_batches, shift_signals
 from rmsprop_jax.demo.model import ConvNet
 from rmsprop_jax.demo.run_directory import check_checkpoint_layout
 
@@ -68,6 +69,8 @@ class TrainResult:
     model: ConvNet
     opt_state: optax.OptState
     resumed_from: int = 0  # the step of the checkpoint this run continued from (0: a fresh start)
+    damaged_checkpoints: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    """Newer checkpoints that could not be read (step, why), skipped and deleted before resuming."""
 
 
 def train(
@@ -136,10 +139,12 @@ def train(
     opt_state = tx.init(params)
     x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
-    batches = jnp.asarray(batch_indices(len(data.y_train), batch_size, steps, seed))
+    epochs = epoch_batches(len(data.y_train), batch_size, seed)
+    per_epoch = len(data.y_train) // batch_size
     augment_key = jax.random.key(seed)
     start_step = 0
     manager = None
+    damaged: list[tuple[int, str]] = []
     if checkpoint_dir is not None:
         import orbax.checkpoint as ocp
 
@@ -148,11 +153,7 @@ def train(
         manager = ocp.CheckpointManager(
             Path(checkpoint_dir).resolve(), options=options, item_handlers=ocp.StandardCheckpointHandler()
         )
-        latest = manager.latest_step()
-        if latest is not None:
-            start_step = latest
-            restored = checkpoint.restore(manager, {"params": params, "opt_state": opt_state})
-            params, opt_state = restored["params"], restored["opt_state"]
+        start_step, params, opt_state, damaged = _resumed(manager, params, opt_state)
 
     def loss_and_accuracy(params: nnx.State, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
         logits = nnx.merge(graphdef, params)(x)
@@ -164,9 +165,9 @@ def train(
         return loss_and_accuracy(params, x_test, y_test)[1]
 
     def train_step(
-        params: nnx.State, opt_state: optax.OptState, step: jax.Array
+        params: nnx.State, opt_state: optax.OptState, epoch: jax.Array, row: jax.Array, step: jax.Array
     ) -> tuple[optax.Params, optax.OptState, jax.Array, jax.Array]:
-        batch = batches[step]
+        batch = epoch[row]
         x = shift_signals(x_train[batch], jax.random.fold_in(augment_key, step), max_shift)
         grad_fn = jax.value_and_grad(loss_and_accuracy, has_aux=True)
         (loss, accuracy), grads = grad_fn(params, x, y_train[batch])
@@ -176,8 +177,14 @@ def train(
     step_fn = jax.jit(train_step, donate_argnums=(0, 1))
     history = History()
     pending: list[tuple[jax.Array, jax.Array]] = []
+    for _ in range(start_step // per_epoch):  # the epochs before the resumed step, drawn and dropped
+        next(epochs)
+    epoch = jnp.asarray(next(epochs))
     for step in range(start_step, steps):
-        params, opt_state, loss, accuracy = step_fn(params, opt_state, np.int32(step))
+        row = step % per_epoch
+        if row == 0 and step > start_step:
+            epoch = jnp.asarray(next(epochs))
+        params, opt_state, loss, accuracy = step_fn(params, opt_state, epoch, np.int32(row), np.int32(step))
         pending.append((loss, accuracy))
         done = step + 1
         if manager is not None and (done % checkpoint_every == 0 or done == steps):
@@ -201,4 +208,24 @@ def train(
         manager.close()
     history.train_seconds = time.perf_counter() - start
     model = nnx.merge(graphdef, params)
-    return TrainResult(history=history, model=model, opt_state=opt_state, resumed_from=start_step)
+    return TrainResult(
+        history=history, model=model, opt_state=opt_state, resumed_from=start_step, damaged_checkpoints=damaged
+    )
+
+
+def _resumed(manager: Any, params: Any, opt_state: Any) -> tuple[int, Any, Any, list[tuple[int, str]]]:
+    """The latest readable checkpoint's step, params and state (``0`` and the given ones if none), and
+    each newer checkpoint that could not be read, with why; those are deleted, so that the run saves
+    its steps again."""
+    damaged: list[tuple[int, str]] = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            restored = checkpoint.restore(manager, {"params": params, "opt_state": opt_state}, step=step)
+        except ValueError as error:
+            if "cannot be read" not in str(error):
+                raise
+            damaged.append((step, str(error)))
+            manager.delete(step)
+            continue
+        return step, restored["params"], restored["opt_state"], damaged
+    return 0, params, opt_state, damaged
