@@ -237,6 +237,8 @@ def read(state: RmsPropState, decayed: Sequence[bool] | None = None) -> StatePla
     """
     if not isinstance(state, RmsPropState):
         raise ValueError(f"expected an RmsPropState, got a {type(state).__name__}")
+    if state.nu is None:  # the state of an empty params tree
+        return StatePlan(packing.PackingPlan(jax.tree.structure(None), (), (), ()), ())
     fields = {
         field: _field_leaves(field, getattr(state, field.name))
         for field in FIELDS

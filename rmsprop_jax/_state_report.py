@@ -176,8 +176,8 @@ def _own_arrays(plan: plans.StatePlan, field: Any) -> list[Any]:
     out: list[Any] = [None] * len(plan.leaves)
     for group, stored in zip(plan.groups, plans.group_arrays(plan, field), strict=True):
         for index in group:
-            if len(group) > 1:
-                out[index] = jax.ShapeDtypeStruct(plan.leaves[index].shape, stored.dtype)
+            if len(group) > 1:  # stacked groups are float arrays
+                out[index] = jax.ShapeDtypeStruct(plan.leaves[index].shape, plan.leaves[index].storages.nu.dtype)
             else:
                 out[index] = stored.codes if isinstance(stored, codec.Quantized) else stored
     return out

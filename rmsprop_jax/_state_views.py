@@ -12,12 +12,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import core
 
 from rmsprop_jax import _dtypes as dtypes
 from rmsprop_jax import _packing as packing
 from rmsprop_jax import _plan as plans
 from rmsprop_jax import _storage as storage
+from rmsprop_jax import _storage_8bit as codec
 from rmsprop_jax._state import FIELDS, MU, NU, Field, RmsPropState
 
 
@@ -115,15 +117,18 @@ def _converted(source: RmsPropState, like: RmsPropState) -> RmsPropState:
     _, values = _values(source, widest=True)
     count = source.count if source.count is not None else like.count
     count = None if like.count is None else count
-    seed_count = jnp.zeros([], jnp.int32) if count is None else count
+    seed_count = jnp.zeros([], jnp.int32) if count is None else _uncommitted(count)
     out: dict[str, Any] = {}
     for field in values:
         stored = []
+        places = _target_shardings(like_plan, getattr(like, field.name))
         for index, (mine, leaf) in enumerate(zip(plan.leaves, like_plan.leaves, strict=True)):
             if mine.storages == leaf.storages:  # kept alike: moved as it is, nothing re-rounded
                 stored.append(as_stored[field][index])
                 continue
             value = values[field][index]
+            if places[index] is not None and not isinstance(value, core.Tracer):
+                value = jax.device_put(value, places[index])  # encoded where the target keeps it
             if field == NU and leaf.storages.nu_holds_variance:  # the planned nu keeps the variance
                 mu = values[MU][index]
                 value = jnp.maximum(value - (mu.conj() * mu).real, 0)
@@ -132,6 +137,21 @@ def _converted(source: RmsPropState, like: RmsPropState) -> RmsPropState:
             stored.append(kept.store(value, dtypes.rounding_seed(seed_count, index, field.number)))
         out[field.name] = _in_layout(like_plan, stored, getattr(like, field.name))
     return RmsPropState(count=count, nu=out["nu"], mu=out.get("mu"), trace=out.get("trace"))
+
+
+def _uncommitted(count: jax.Array) -> jax.Array:
+    """A concrete step count as an uncommitted scalar, usable beside arrays on any devices."""
+    return count if isinstance(count, core.Tracer) else jnp.asarray(np.asarray(count))
+
+
+def _target_shardings(plan: plans.StatePlan, field: Any) -> list[Any]:
+    """Each leaf's sharding in ``field`` where it keeps its own concrete array, else ``None``."""
+    places: list[Any] = [None] * len(plan.leaves)
+    for group, stored in zip(plan.groups, plans.group_arrays(plan, field), strict=True):
+        array = stored.codes if isinstance(stored, codec.Quantized) else stored
+        if len(group) == 1 and isinstance(array, jax.Array) and not isinstance(array, core.Tracer):
+            places[group[0]] = array.sharding
+    return places
 
 
 def _in_layout(plan: plans.StatePlan, stored: list[storage.Stored], like: Any) -> Any:

@@ -58,7 +58,12 @@ def _check_config(
     def name(key: str) -> str:
         return names.get(key, key)
 
-    # decay 1 would keep nu at initial_scale for good (with the default 0, every update lr * g / sqrt(eps))
+    if validation.any_equal(config.decay, 1.0):  # nu would stay at initial_scale: every update lr * g / sqrt(eps)
+        raise ValueError(
+            f"Invalid {name('decay')} value: 1.0 ({name('decay')} must be in [0, 1): at 1 the average never "
+            "moves. Under optax.inject_hyperparams with 16-bit params, 0.999 rounds to 1.0: pass "
+            "hyperparam_dtype=jnp.float32)"
+        )
     validation.check_interval(name("decay"), config.decay, 0.0, 1.0, high_inclusive=False)
     validation.check_interval(name("eps"), config.eps, 0.0)
     validation.check_interval(name("initial_scale"), initial_scale, 0.0)
@@ -210,6 +215,8 @@ def _state_plan(options: _Options, state: Any) -> plans.StatePlan:
         )
     present = {field.name for field in FIELDS if getattr(state, field.name) is not None}
     wanted = {field.name for field in options.fields()}
+    if state.nu is None:  # an empty params tree: no field has a leaf
+        present = wanted
     if present != wanted or (state.count is None) == options.has_count:
         raise ValueError(
             f"This state was built by another configuration: it holds {sorted(present)} "

@@ -15,6 +15,7 @@ checks that building any optimizer stages nothing.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -121,7 +122,7 @@ def check_scalar_or_schedule(name: str, value: object) -> None:
     check_interval(name, value, 0.0)
 
 
-def checked_schedule_value(name: str, value: object) -> object:
+def checked_schedule_value(name: str, value: Any) -> Any:
     """A schedule's value for one step: a scalar (its shape is known where it is traced)."""
     if np.ndim(value) != 0:
         raise ValueError(
@@ -149,7 +150,7 @@ def raise_if_nonzero(value: object, message: str) -> None:
     jax.debug.callback(check, value)
 
 
-def checked_params(params: object) -> object:
+def checked_params(params: Any) -> Any:
     """``params`` with a Python float leaf as a float32 array (as ``jnp.zeros_like`` reads it);
     raises a ``TypeError`` naming the first leaf that is not a floating array."""
 

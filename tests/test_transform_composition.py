@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import rmsprop_jax
 
@@ -73,7 +74,8 @@ def test_inject_hyperparams_with_a_schedule_and_static_callables():
 def test_inject_hyperparams_casts_to_bfloat16_params_unless_told_otherwise():
     params = jnp.ones(4, jnp.bfloat16)
     default = optax.inject_hyperparams(rmsprop_jax.rmsprop)(learning_rate=1e-3, decay=0.999)
-    assert float(default.init(params).hyperparams["decay"]) == 1.0  # 0.999 rounds to 1.0 in bfloat16
+    with pytest.raises(ValueError, match=r"Invalid decay value: 1.0 .*0.999 rounds to 1.0: pass hyperparam_dtype"):
+        default.init(params)  # 0.999 rounds to 1.0 in bfloat16: the average would never move
     fixed = optax.inject_hyperparams(rmsprop_jax.rmsprop, hyperparam_dtype=jnp.float32)(learning_rate=1e-3, decay=0.999)
     state = fixed.init(params)
     assert state.hyperparams["decay"].dtype == jnp.float32

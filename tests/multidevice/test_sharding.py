@@ -253,7 +253,7 @@ def test_nnx_partitioning_metadata_lets_a_jitted_optimizer_pack():
         plan = rmsprop_jax.packing_plan(optimizer.opt_state)
         specs = nnx.get_partition_spec(nnx.state(optimizer, nnx.OptState))["opt_state"]
         q_bias = next(i for i, g in enumerate(plan.groups) if "['q'][0]['bias']" in [plan.paths[j] for j in g])
-        q_bias_array = optimizer.opt_state.trace.groups[q_bias]
+        q_bias_array = optimizer.opt_state.trace.stacked["_".join(map(str, plan.groups[q_bias]))]
         q_bias_array = q_bias_array.get_value() if hasattr(q_bias_array, "get_value") else q_bias_array
     assert [sorted(plan.paths[i] for i in group) for group in plan.groups if len(group) > 1] == [
         ["['q'][0]['bias']", "['q'][1]['bias']", "['q'][2]['bias']"],
@@ -277,3 +277,29 @@ def test_a_leaf_whose_shards_fit_no_block_says_so_in_the_report():
     report = rmsprop_jax.state_report(state)
     assert [leaf.eight_bit for leaf in report.leaves] == ["no: no block fits its shards (4096x4)", "yes", "yes"]
     assert [leaf.storage for leaf in report.leaves] == ["float32", "8bit tiles", "8bit runs of 24"]
+
+
+def test_a_restore_after_the_mesh_cut_other_8bit_blocks_says_so_and_convert_state_moves_it():
+    """A (64, 1000) leaf: runs of 250 on one device, of 125 when its columns are split 8 ways.
+    Restoring the sharded run's checkpoint into a one-device target names the block layout, not
+    state_dtype; restoring into the checkpoint's own layout and converting works."""
+    tx = rmsprop_jax.rmsprop(1e-2, momentum=0.9, state_dtype="8bit")
+    mesh = jax.make_mesh((8,), ("model",), axis_types=(AxisType.Auto,))
+    value = jnp.linspace(-1.0, 1.0, 64 * 1000).reshape(64, 1000)
+    sharded = {"w": jax.device_put(value, NamedSharding(mesh, P(None, "model")))}
+    state = tx.init(sharded)
+    assert state.nu["w"].scales.shape == (64, 8)
+    single = {"w": jax.device_put(value, jax.devices()[0])}
+    target = tx.init(single)
+    assert target.nu["w"].scales.shape == (64, 4)
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint.save(f"{directory}/ckpt", state)
+        with pytest.raises(ValueError, match="8-bit block layout differs") as error:
+            checkpoint.restore(f"{directory}/ckpt", target)
+        assert "sharding" in str(error.value) and "convert_state" in str(error.value)
+        restored = checkpoint.restore(f"{directory}/ckpt", state)
+    moved = rmsprop_jax.convert_state(restored, target)
+    assert moved.nu["w"].scales.shape == (64, 4)
+    np.testing.assert_allclose(
+        rmsprop_jax.state_as_float32(moved).nu["w"], rmsprop_jax.state_as_float32(state).nu["w"], rtol=0.15
+    )
