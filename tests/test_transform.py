@@ -292,8 +292,13 @@ def test_a_state_of_another_configuration_is_refused():
         rmsprop_jax.rmsprop(0.1, state_dtype="float16").update(params, float_state, params)
 
 
-def test_init_names_a_leaf_that_is_not_a_floating_array():
-    tx = rmsprop_jax.rmsprop(0.1)
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"momentum": 0.9, "centered": True, "state_dtype": "8bit", "pack_small_leaves": True}],
+    ids=["plain", "8bit_packed"],
+)
+def test_init_names_a_leaf_that_is_not_a_floating_array(kwargs):
+    tx = rmsprop_jax.rmsprop(0.1, **kwargs)
     with pytest.raises(TypeError, match=r"Params leaf \['act'\] is a function, not an array.*eqx.filter"):
         tx.init({"w": jnp.ones(3), "act": jax.nn.relu})
     for value, dtype in ((jnp.ones(3, jnp.int32), "int32"), (jnp.ones(3, bool), "bool")):
@@ -302,7 +307,7 @@ def test_init_names_a_leaf_that_is_not_a_floating_array():
     # a Python float is a float32 scalar, as optax.rmsprop reads it
     params = {"w": jnp.ones(3), "s": 2.0}
     updates, _ = tx.update({"w": jnp.ones(3), "s": 0.5}, tx.init(params), params)
-    reference = optax.rmsprop(0.1)
+    reference = optax.rmsprop(0.1, **{k: v for k, v in kwargs.items() if k in ("momentum", "centered")})
     expected, _ = reference.update({"w": jnp.ones(3), "s": 0.5}, reference.init(params), params)
     np.testing.assert_allclose(updates["s"], expected["s"], rtol=1e-6)
 
