@@ -84,6 +84,26 @@ def test_flax_msgpack_save_and_resume_equals_an_uninterrupted_run(config):
 
 
 @pytest.mark.parametrize("config", CONFIGS)
+def test_flax_training_checkpoints_without_orbax_round_trip(config, tmp_path):
+    """``flax.training.checkpoints`` with Orbax turned off writes ``to_state_dict`` with msgpack."""
+    import flax
+    from flax.training import checkpoints
+
+    tx = rmsprop_jax.rmsprop(1e-2, **CONFIGS[config])
+    params = _params()
+    state = tx.init(params)
+    _, state = jax.jit(tx.update)(jax.grad(_loss)(params, _batches(1)[0]), state, params)
+    previous = flax.config.flax_use_orbax_checkpointing
+    flax.config.update("flax_use_orbax_checkpointing", False)
+    try:
+        checkpoints.save_checkpoint(tmp_path, {"params": params, "opt_state": state}, step=1)
+        restored = checkpoints.restore_checkpoint(tmp_path, {"params": params, "opt_state": tx.init(params)})
+    finally:
+        flax.config.update("flax_use_orbax_checkpointing", previous)
+    _assert_same(restored["opt_state"], state)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
 def test_pickle_round_trip_resumes_the_same_run(config):
     tx = rmsprop_jax.rmsprop(1e-2, **CONFIGS[config])
     params = _params()
