@@ -15,6 +15,7 @@ weight-decay flag or sharding differs".
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -213,14 +214,16 @@ def _packing_words(state: RmsPropState, plan: plans.StatePlan, stored: Sequence[
 
     candidate = packing.plan_for(jax.tree.unflatten(plan.treedef, list(stored)), largest, key)
     grouped = {index: group for group in candidate.groups if len(group) > 1 for index in group}
+    group_of = {index: group for group in plan.groups for index in group}
+    numbers = {group: number for number, group in enumerate(plan.groups)}
+    kinds = Counter((leaf.shape, leaf.storages.nu) for leaf in plan.leaves)
     words = []
     for index, leaf in enumerate(plan.leaves):
         entries = math.prod(leaf.shape)
-        own = next(group for group in plan.groups if index in group)
-        alike = [i for i, other in enumerate(plan.leaves) if i != index and other.shape == leaf.shape
-                 and other.storages.nu == leaf.storages.nu]  # fmt: skip
+        own = group_of[index]
+        alike = kinds[(leaf.shape, leaf.storages.nu)] > 1
         if len(own) > 1:
-            words.append(f"group {plan.groups.index(own)} ({len(own)} leaves)")
+            words.append(f"group {numbers[own]} ({len(own)} leaves)")
         elif not leaf.storages.nu.packable:
             words.append("per leaf: 8-bit codes")
         elif largest == 0:
