@@ -113,19 +113,12 @@ def _abs_sq(x: jax.Array) -> jax.Array:
 
 
 def _average(
-    storage: Storage,
-    stored_old: Stored,
-    old: jax.Array,
-    weight: Scalar,
-    added: jax.Array,
-    seed: jax.Array | None,
-    majorant: Majorant,
+    storage: Storage, old: jax.Array, weight: Scalar, added: jax.Array, seed: jax.Array | None, majorant: Majorant
 ) -> tuple[Stored, jax.Array, bool]:
     """``weight * old + added`` as the state stores it: the stored array, its value as stored, and
-    whether that is the value itself (a storage that rounds nothing returns it: ``keep``'s contract).
-    ``stored_old`` is ``old`` as stored (a storage may bound the new one by it)."""
+    whether that is the value itself (a storage that rounds nothing returns it: ``keep``'s contract)."""
     value = added + weight * old
-    stored, kept = storage.keep(value, seed, majorant, stored_old)
+    stored, kept = storage.keep(value, seed, majorant)
     return stored, kept, kept is value
 
 
@@ -202,10 +195,8 @@ def _stored_variance(
     def mu_majorant(m: Magnitudes) -> jax.Array:
         return decay * m.of_state(mu) + (1 - decay) * m.of_value(g)
 
-    new_nu, nu_kept, exact = _average(
-        storages.nu, nu, storages.nu.load(nu, compute), decay, term, seeds[0], nu_majorant
-    )
-    new_mu, _, _ = _average(storages.mu, mu, mu_old, decay, (1 - decay) * g, seeds[1], mu_majorant)
+    new_nu, nu_kept, exact = _average(storages.nu, storages.nu.load(nu, compute), decay, term, seeds[0], nu_majorant)
+    new_mu, _, _ = _average(storages.mu, mu_old, decay, (1 - decay) * g, seeds[1], mu_majorant)
     return new_nu, new_mu, _floored(nu_kept, term, exact)
 
 
@@ -228,9 +219,7 @@ def _moments(
     def nu_majorant(m: Magnitudes) -> jax.Array:
         return decay * m.of_state(nu) + (1 - decay) * jnp.square(m.of_value(g))
 
-    new_nu, nu_kept, exact = _average(
-        storages.nu, nu, storages.nu.load(nu, compute), decay, term, seeds[0], nu_majorant
-    )
+    new_nu, nu_kept, exact = _average(storages.nu, storages.nu.load(nu, compute), decay, term, seeds[0], nu_majorant)
     nu_hat = _floored(nu_kept, term, exact, config.centered)
     if config.bias_correction:
         assert count is not None, "bias_correction needs the step count"
@@ -244,7 +233,7 @@ def _moments(
         return decay * m.of_state(mu) + (1 - decay) * m.of_value(g)
 
     mu_old = storages.mu.load(mu, g.dtype)
-    new_mu, mu_kept, _ = _average(storages.mu, mu, mu_old, decay, (1 - decay) * g, seeds[1], mu_majorant)
+    new_mu, mu_kept, _ = _average(storages.mu, mu_old, decay, (1 - decay) * g, seeds[1], mu_majorant)
     mu_hat = mu_kept / correction if config.bias_correction else mu_kept
     return new_nu, new_mu, jnp.maximum(nu_hat - _abs_sq(mu_hat), 0)
 
@@ -278,7 +267,7 @@ def _with_momentum(
         bound = _step_bound(config, lr)
         return momentum * m.of_state(trace) + (m.of_value(step) if bound is None else bound)
 
-    new_trace, trace_kept, _ = _average(storage, trace, storage.load(trace, g.dtype), momentum, step, seed, majorant)
+    new_trace, trace_kept, _ = _average(storage, storage.load(trace, g.dtype), momentum, step, seed, majorant)
     velocity = step + momentum * trace_kept if config.nesterov else trace_kept
     if config.caution:
         velocity = _cautious(velocity, g)

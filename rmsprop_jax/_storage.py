@@ -48,11 +48,6 @@ from rmsprop_jax import _storage_8bit as codec
 from rmsprop_jax._dtypes import EIGHT_BIT, ResolvedStateDtype
 from rmsprop_jax._storage_8bit import Quantized
 
-SCALE_GROWTH = 256.0
-"""The most a nonzero 8-bit block scale grows in one step: 8 of the ~33 binades its codes span, so
-an entry that was a code above the smallest stays one; a steadily larger entry reaches its scale in
-a step or two per 256x."""
-
 Stored = jax.Array | Quantized
 """One state array as the state keeps it."""
 
@@ -107,9 +102,9 @@ class FloatStorage:
         return dtypes.store(value, self.dtype, seed)
 
     def keep(
-        self, value: jax.Array, seed: jax.Array | None, majorant: Majorant | None = None, previous: Stored | None = None
+        self, value: jax.Array, seed: jax.Array | None, majorant: Majorant | None = None
     ) -> tuple[Stored, jax.Array]:
-        """``value`` stored, and its value as stored (a float storage needs no majorant nor the previous value)."""
+        """``value`` stored, and its value as stored (a float storage needs no majorant)."""
         stored = self.store(value, seed)
         return stored, dtypes.cast(stored, value.dtype)
 
@@ -154,20 +149,10 @@ class BlockStorage:
         return codec.encode(dtypes.cast(value, jnp.float32), self.layout, self.fmt, seed)
 
     def keep(
-        self, value: jax.Array, seed: jax.Array | None, majorant: Majorant | None = None, previous: Stored | None = None
+        self, value: jax.Array, seed: jax.Array | None, majorant: Majorant | None = None
     ) -> tuple[Stored, jax.Array]:
-        """``value`` stored, each block's scale the majorant's bound, and its value as stored.
-
-        With ``previous`` (the array as stored before this step), a block's scale grows at most
-        :data:`SCALE_GROWTH` times per step where it was not 0: one huge entry then cannot push its
-        neighbours' codes below the smallest one in a single step (it is stored at the scale,
-        clipped, until the scale has grown to it: the step that reads it is bounded by step 3's
-        floor all the same; ``benchmarks/NOTES.md``, "8-bit: an outlier in a block").
-        """
+        """``value`` stored, each block's scale the majorant's bound, and its value as stored."""
         bound = None if majorant is None else majorant(Magnitudes(self._scale_of, self._block_maxima))
-        if bound is not None and isinstance(previous, Quantized):
-            old = previous.scales
-            bound = jnp.where(old > 0, jnp.minimum(bound, old * SCALE_GROWTH), bound)
         stored, kept = codec.encode_with_value(dtypes.cast(value, jnp.float32), self.layout, self.fmt, seed, bound)
         return stored, dtypes.cast(kept, value.dtype)
 

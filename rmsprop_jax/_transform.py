@@ -58,13 +58,13 @@ def _check_config(
     def name(key: str) -> str:
         return names.get(key, key)
 
+    validation.check_interval(name("decay"), config.decay, 0.0, 1.0)
     if validation.any_equal(config.decay, 1.0):  # nu would stay at initial_scale: every update lr * g / sqrt(eps)
         raise ValueError(
             f"Invalid {name('decay')} value: 1.0 ({name('decay')} must be in [0, 1): at 1 the average never "
             "moves. Under optax.inject_hyperparams with 16-bit params, 0.999 rounds to 1.0: pass "
             "hyperparam_dtype=jnp.float32)"
         )
-    validation.check_interval(name("decay"), config.decay, 0.0, 1.0, high_inclusive=False)
     validation.check_interval(name("eps"), config.eps, 0.0)
     validation.check_interval(name("initial_scale"), initial_scale, 0.0)
     for flag in _FLAGS:
