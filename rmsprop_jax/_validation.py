@@ -154,15 +154,13 @@ def checked_params(params: Any) -> Any:
     """``params`` with a Python float leaf as a float32 array (as ``jnp.zeros_like`` reads it);
     raises a ``TypeError`` naming the first leaf that is not a floating array."""
 
-    def is_leaf(x: object) -> bool:
-        kind = type(x)
-        return all(hasattr(kind, n) for n in ("get_value", "get_metadata", "replace"))
+    from rmsprop_jax import _nnx_compat as compat  # the package's one reading of NNX variables
 
     def checked(path: tuple, leaf: object) -> object:
-        value = leaf.get_value() if is_leaf(leaf) else leaf  # pyright: ignore[reportAttributeAccessIssue]
+        value = compat.value_of(leaf)
         where = jax.tree_util.keystr(path) or "<root>"
         if isinstance(value, float):
-            return leaf if is_leaf(leaf) else jnp.asarray(value)
+            return leaf if compat.is_variable(leaf) else jnp.asarray(value)
         dtype = getattr(value, "dtype", None)
         if dtype is None or not hasattr(value, "shape"):
             what = "a function" if callable(value) else f"a {type(value).__name__}"
@@ -178,4 +176,4 @@ def checked_params(params: Any) -> Any:
             )
         return leaf
 
-    return jax.tree_util.tree_map_with_path(checked, params, is_leaf=is_leaf)
+    return jax.tree_util.tree_map_with_path(checked, params, is_leaf=compat.is_variable)
