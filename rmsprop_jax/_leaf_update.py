@@ -59,7 +59,7 @@ import jax.numpy as jnp
 
 from rmsprop_jax import _dtypes as dtypes
 from rmsprop_jax._plan import LeafStorages
-from rmsprop_jax._storage import Magnitudes, Majorant, Scalar, Storage, Stored
+from rmsprop_jax._storage import Bounds, Bulk, Magnitudes, Majorant, Scalar, Storage, Stored
 
 Seeds = tuple[jax.Array | None, jax.Array | None, jax.Array | None]
 """The rounding seeds of ``nu``, ``mu`` and ``trace`` (``None``: round to nearest)."""
@@ -113,12 +113,21 @@ def _abs_sq(x: jax.Array) -> jax.Array:
 
 
 def _average(
-    storage: Storage, old: jax.Array, weight: Scalar, added: jax.Array, seed: jax.Array | None, majorant: Majorant
+    storage: Storage,
+    stored_old: Stored,
+    old: jax.Array,
+    weight: Scalar,
+    added: jax.Array,
+    seed: jax.Array | None,
+    majorant: Majorant,
+    bulk: Bulk | None = None,
 ) -> tuple[Stored, jax.Array, bool]:
     """``weight * old + added`` as the state stores it: the stored array, its value as stored, and
-    whether that is the value itself (a storage that rounds nothing returns it: ``keep``'s contract)."""
+    whether that is the value itself (a storage that rounds nothing returns it: ``keep``'s contract).
+    ``old`` is ``stored_old`` loaded; ``bulk`` a lower bound of the new value's second-largest
+    magnitude (``keep``'s contract)."""
     value = added + weight * old
-    stored, kept = storage.keep(value, seed, majorant)
+    stored, kept = storage.keep(value, seed, Bounds(majorant, bulk, stored_old))
     return stored, kept, kept is value
 
 
@@ -192,12 +201,27 @@ def _stored_variance(
     def nu_majorant(m: Magnitudes) -> jax.Array:  # |g - mu| <= |g| + |mu|
         return decay * m.of_state(nu) + factor * jnp.square(m.of_value(g) + m.of_state(mu))
 
-    def mu_majorant(m: Magnitudes) -> jax.Array:
+    def nu_bulk(m: Magnitudes) -> jax.Array:  # per half: at least decay * nu's largest, and |g - mu| >= |g| - |mu|
+        spread = jnp.maximum(m.halves_of_value(g) - jnp.expand_dims(m.of_state(mu), -1), 0)
+        return jnp.maximum(decay * m.halves_of_state(nu), factor * jnp.square(spread))
+
+    new_nu, nu_kept, exact = _average(
+        storages.nu, nu, storages.nu.load(nu, compute), decay, term, seeds[0], nu_majorant, nu_bulk
+    )
+    new_mu = _average(storages.mu, mu, mu_old, decay, (1 - decay) * g, seeds[1], *_mu_bounds(decay, g, mu))[0]
+    return new_nu, new_mu, _floored(nu_kept, term, exact)
+
+
+def _mu_bounds(decay: Scalar, g: jax.Array, mu: Stored) -> tuple[Majorant, Bulk]:
+    """The majorant and the bulk of ``mu = decay * mu + (1 - decay) * g``."""
+
+    def majorant(m: Magnitudes) -> jax.Array:
         return decay * m.of_state(mu) + (1 - decay) * m.of_value(g)
 
-    new_nu, nu_kept, exact = _average(storages.nu, storages.nu.load(nu, compute), decay, term, seeds[0], nu_majorant)
-    new_mu, _, _ = _average(storages.mu, mu_old, decay, (1 - decay) * g, seeds[1], mu_majorant)
-    return new_nu, new_mu, _floored(nu_kept, term, exact)
+    def bulk(m: Magnitudes) -> jax.Array:  # per half: |decay * mu + (1 - decay) * g| >= either term less the other
+        return jnp.abs(decay * m.halves_of_state(mu) - (1 - decay) * m.halves_of_value(g))
+
+    return majorant, bulk
 
 
 def _moments(
@@ -219,7 +243,12 @@ def _moments(
     def nu_majorant(m: Magnitudes) -> jax.Array:
         return decay * m.of_state(nu) + (1 - decay) * jnp.square(m.of_value(g))
 
-    new_nu, nu_kept, exact = _average(storages.nu, storages.nu.load(nu, compute), decay, term, seeds[0], nu_majorant)
+    def nu_bulk(m: Magnitudes) -> jax.Array:  # per half: each term is at most the sum of the two
+        return jnp.maximum(decay * m.halves_of_state(nu), (1 - decay) * jnp.square(m.halves_of_value(g)))
+
+    new_nu, nu_kept, exact = _average(
+        storages.nu, nu, storages.nu.load(nu, compute), decay, term, seeds[0], nu_majorant, nu_bulk
+    )
     nu_hat = _floored(nu_kept, term, exact, config.centered)
     if config.bias_correction:
         assert count is not None, "bias_correction needs the step count"
@@ -229,11 +258,8 @@ def _moments(
         return new_nu, None, nu_hat
     assert mu is not None and storages.mu is not None, "centered needs mu"
 
-    def mu_majorant(m: Magnitudes) -> jax.Array:
-        return decay * m.of_state(mu) + (1 - decay) * m.of_value(g)
-
     mu_old = storages.mu.load(mu, g.dtype)
-    new_mu, mu_kept, _ = _average(storages.mu, mu_old, decay, (1 - decay) * g, seeds[1], mu_majorant)
+    new_mu, mu_kept, _ = _average(storages.mu, mu, mu_old, decay, (1 - decay) * g, seeds[1], *_mu_bounds(decay, g, mu))
     mu_hat = mu_kept / correction if config.bias_correction else mu_kept
     return new_nu, new_mu, jnp.maximum(nu_hat - _abs_sq(mu_hat), 0)
 
@@ -267,7 +293,7 @@ def _with_momentum(
         bound = _step_bound(config, lr)
         return momentum * m.of_state(trace) + (m.of_value(step) if bound is None else bound)
 
-    new_trace, trace_kept, _ = _average(storage, storage.load(trace, g.dtype), momentum, step, seed, majorant)
+    new_trace, trace_kept, _ = _average(storage, trace, storage.load(trace, g.dtype), momentum, step, seed, majorant)
     velocity = step + momentum * trace_kept if config.nesterov else trace_kept
     if config.caution:
         velocity = _cautious(velocity, g)

@@ -10,6 +10,11 @@ magnitudes written in terms of the magnitudes of what it was computed from, whic
 step's inputs) so that its encode needs no reduction over the new value
 (``benchmarks/NOTES.md``, "8-bit: block scales without a reduction": on XLA:CPU that
 reduction costs more than the whole step). A float storage is exact and needs none.
+With the majorant may come a *bulk*: a lower bound of the largest new magnitude in each half
+of a block, written the same way, with the array as stored before the step; the 8-bit
+storage then caps each block's scale at ``growth * old scale + headroom * smaller half's bulk``
+(:class:`BlockStorage`), so that one huge entry cannot push the rest of its block below the
+smallest code.
 
 What each storage's lossiness implies is its own rule, here:
 
@@ -56,19 +61,43 @@ Scalar = float | jax.Array
 
 
 class Magnitudes(NamedTuple):
-    """What a majorant is written with: upper bounds of magnitudes, at the storage's granularity.
+    """What a majorant or a bulk is written with: bounds of magnitudes, at the storage's granularity.
 
     For the 8-bit storage each bound is one number per block: :attr:`of_state` reads a stored
     array's block scales, :attr:`of_value` reduces an input of the step over each block (a
-    reduction XLA fuses into the step where the input is one of the step's arguments).
+    reduction XLA fuses into the step where the input is one of the step's arguments). A bulk
+    is written per half block (:func:`_storage_8bit.half_maxima`: one more axis of 2), with
+    :attr:`halves_of_state` (of the array being stored, as it was before the step; another
+    array's halves are read from its loaded value) and :attr:`halves_of_value`, each half's
+    largest magnitude.
     """
 
     of_state: Callable[[Stored], Any]
     of_value: Callable[[jax.Array], Any]
+    halves_of_state: Callable[[Stored], Any]
+    halves_of_value: Callable[[jax.Array], Any]
 
 
 Majorant = Callable[[Magnitudes], Any]
 """An upper bound of a new state value's magnitudes, from the magnitudes of its ingredients."""
+
+Bulk = Callable[[Magnitudes], Any]
+"""A lower bound of each half block's largest new magnitude, from its ingredients' (their smaller is
+at most the block's second-largest entry: one entry cannot raise it)."""
+
+
+class Bounds(NamedTuple):
+    """What ``keep`` may be told about a new value beyond the value itself (the 8-bit storage's block scales).
+
+    Attributes:
+      majorant: An upper bound of the new value's magnitudes.
+      bulk: A lower bound of each half block's largest new magnitude, or ``None``.
+      previous: The array as stored before the step (the bulk's cap grows from its scale).
+    """
+
+    majorant: Majorant
+    bulk: Bulk | None = None
+    previous: Stored | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,10 +130,8 @@ class FloatStorage:
         """``value`` stored afresh (16-bit dtypes stochastically rounded when ``seed`` is given)."""
         return dtypes.store(value, self.dtype, seed)
 
-    def keep(
-        self, value: jax.Array, seed: jax.Array | None, majorant: Majorant | None = None
-    ) -> tuple[Stored, jax.Array]:
-        """``value`` stored, and its value as stored (a float storage needs no majorant)."""
+    def keep(self, value: jax.Array, seed: jax.Array | None, bounds: Bounds | None = None) -> tuple[Stored, jax.Array]:
+        """``value`` stored, and its value as stored (a float storage needs no bounds)."""
         stored = self.store(value, seed)
         return stored, dtypes.cast(stored, value.dtype)
 
@@ -117,6 +144,16 @@ class BlockStorage:
     entry in the block), so the encode needs no pass over the new value; the scale is then
     not the exact block maximum but at most that bound (the codes' relative precision does
     not depend on it). Without a majorant each scale is its block's exact maximum.
+
+    One entry far above the rest of its block (a gradient of 1e30 among ones) would make the
+    scale so large that the others fall below the smallest code and decode to 0 until the
+    entry's average decays, thousands of steps at decay 0.99. Given a bulk (a lower bound of
+    each half block's largest new entry; the smaller half's is at most the block's
+    second-largest) and the array as stored before the step, each scale is capped at
+    ``fmt.growth * old scale + fmt.headroom * smaller bulk`` where that is not 0: a block that
+    grows as a whole has its bulk grow with it and is never clipped; one entry beyond the cap is
+    stored clipped to it (it still steps by step 3's floor, and its clipped average doubles per
+    step while it stays large). ``benchmarks/NOTES.md``, "8-bit: an outlier in a block".
     """
 
     layout: codec.Layout
@@ -148,20 +185,32 @@ class BlockStorage:
         """``value`` stored afresh, each block's scale its exact maximum."""
         return codec.encode(dtypes.cast(value, jnp.float32), self.layout, self.fmt, seed)
 
-    def keep(
-        self, value: jax.Array, seed: jax.Array | None, majorant: Majorant | None = None
-    ) -> tuple[Stored, jax.Array]:
-        """``value`` stored, each block's scale the majorant's bound, and its value as stored."""
-        bound = None if majorant is None else majorant(Magnitudes(self._scale_of, self._block_maxima))
+    def keep(self, value: jax.Array, seed: jax.Array | None, bounds: Bounds | None = None) -> tuple[Stored, jax.Array]:
+        """``value`` stored, each block's scale the majorant's bound (capped by the bulk), and its value as stored."""
+        bound = None
+        if bounds is not None:
+            halves: dict[int, tuple[Any, jax.Array]] = {}  # one reduction per input, for both bounds
+
+            def halves_of(x: Any) -> jax.Array:
+                if id(x) not in halves:
+                    if isinstance(x, Quantized):  # the array this storage keeps, as stored before the step
+                        halves[id(x)] = (x, codec.stored_half_maxima(x, self.layout, self.fmt))
+                    else:
+                        halves[id(x)] = (x, codec.half_maxima(dtypes.cast(x, jnp.float32), self.layout))
+                return halves[id(x)][1]
+
+            magnitudes = Magnitudes(self._scale_of, lambda x: jnp.max(halves_of(x), axis=-1), halves_of, halves_of)
+            bound = bounds.majorant(magnitudes)
+            if bounds.bulk is not None and bounds.previous is not None:
+                smaller = jnp.min(bounds.bulk(magnitudes), axis=-1)
+                cap = self.fmt.growth * self._scale_of(bounds.previous) + self.fmt.headroom * smaller
+                bound = jnp.where(cap > 0, jnp.minimum(bound, cap), bound)
         stored, kept = codec.encode_with_value(dtypes.cast(value, jnp.float32), self.layout, self.fmt, seed, bound)
         return stored, dtypes.cast(kept, value.dtype)
 
     def _scale_of(self, stored: Stored) -> jax.Array:
         assert isinstance(stored, Quantized), "a majorant reads the scales of this leaf's 8-bit arrays"
         return stored.scales
-
-    def _block_maxima(self, x: jax.Array) -> jax.Array:
-        return codec.block_maxima(dtypes.cast(x, jnp.float32), self.layout)
 
 
 Storage = FloatStorage | BlockStorage

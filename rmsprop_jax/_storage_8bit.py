@@ -121,6 +121,22 @@ class Format(NamedTuple):
         """The spacing of the codes below the smallest normal value."""
         return 2.0 ** (1 - ((1 << self.exponent_bits) - 1) - self.mantissa_bits)
 
+    @property
+    def headroom(self) -> float:
+        """How far a block's scale may sit above its bulk (a lower bound of the smaller of its
+        halves' largest entries) where one entry jumps: 2**20 of the unsigned codes' 2**33,
+        2**8 of the signed codes' 2**17, so that the bulk keeps normal codes, 10 and 6 binades
+        of them below it."""
+        return 2.0**8 if self.signed else 2.0**20
+
+    @property
+    def growth(self) -> float:
+        """How much a block's scale may grow per step beyond :attr:`headroom` times its bulk: 2,
+        so that one entry that stays huge reaches its value in a step per binade (a genuinely
+        large entry: 13 steps at most for the unsigned codes), while a burst of up to about 10
+        steps leaves the bulk its normal codes."""
+        return 2.0
+
 
 UNSIGNED = Format(5, 3, signed=False)  # nu
 SIGNED = Format(4, 3, signed=True)  # mu, momentum
@@ -332,7 +348,44 @@ def _magnitude(code: jax.Array, fmt: Format) -> jax.Array:
 
 def block_maxima(x: jax.Array, layout: Layout) -> jax.Array:
     """Each block's largest magnitude (the shape of :attr:`Quantized.scales`)."""
-    return jnp.max(jnp.abs(_blocked(x, layout)), axis=_block_axes(layout))
+    return jnp.max(half_maxima(x, layout), axis=-1)
+
+
+def half_maxima(x: jax.Array, layout: Layout) -> jax.Array:
+    """Each block's two halves' largest magnitudes: the scales' shape plus a last axis of 2.
+
+    The halves are a tile's rows 0-7 and 8-15, a run's first and second half (an odd run
+    padded with a zero, which moves no maximum). Their larger is the block's maximum (bit for
+    bit: a maximum rounds nothing); their smaller is at most the block's second-largest
+    magnitude (the largest lies in one half, the other half's largest is another entry): a
+    lower bound of the block's bulk that one huge entry cannot raise. One reduction over ``x``,
+    as the block maxima alone would be.
+    """
+    return _halves(jnp.abs(_blocked(x, layout)), layout)
+
+
+def stored_half_maxima(q: Quantized, layout: Layout, fmt: Format) -> jax.Array:
+    """:func:`half_maxima` of the array ``q`` holds, read from its codes (a reduction over the
+    uint8 codes: the magnitude codes order as their values do) and its scales."""
+    codes = _blocked(q.codes, layout)
+    largest = _halves(codes & jnp.uint8(0x7F) if fmt.signed else codes, layout)
+    return _magnitude(largest.astype(jnp.int32), fmt) * q.scales[..., None]
+
+
+def _halves(blocked: jax.Array, layout: Layout) -> jax.Array:
+    """The largest entry of each half of each block of ``blocked`` (non-negative, :func:`_blocked`'s shape)."""
+    spec = _explicit_spec(blocked)
+    if layout.kind == "tiles":
+        *lead, rows, height, columns, width = blocked.shape
+        halved_spec = None if spec is None else (*spec[:-3], None, None, spec[-2], None)
+        halved = _reshape(blocked, (*lead, rows, 2, height // 2, columns, width), halved_spec)
+        return jnp.moveaxis(jnp.max(halved, axis=(-3, -1)), -2, -1)
+    *lead, runs, length = blocked.shape
+    if length % 2:
+        blocked = jnp.pad(blocked, [(0, 0)] * (blocked.ndim - 1) + [(0, 1)])
+        length += 1
+    halved_spec = None if spec is None else (*spec[:-1], None, None)
+    return jnp.max(_reshape(blocked, (*lead, runs, 2, length // 2), halved_spec), axis=-1)
 
 
 def encode(

@@ -141,3 +141,12 @@ def test_real_model_benchmark_runs_at_tiny_size_and_writes_its_table(tmp_path):
         assert row["step"][script.OPTAX]["over_optax"] == 1.0
     assert (tmp_path / "r.md").read_text() == script.markdown(json.loads((tmp_path / "r.json").read_text()))
     assert len(script.summary_markdown(results).splitlines()) == 2 + len(results["rows"])
+
+
+def test_numerics_quotes_the_outlier_results_file():
+    """Numerics' range for the spiked entry's neighbours is the committed run's (benchmarks/outlier_8bit.py)."""
+    results = json.loads((ROOT / "benchmarks" / "results" / "outlier-8bit.json").read_text())
+    spiked = [r for row in results["rows"] if row["case"] == "spike" and row["size"] == 1e30 for r in row["neighbours"]]
+    numerics = (ROOT / "docs" / "numerics.md").read_text()
+    low, high = (float(x) for x in re.search(r"tile step (\d\.\d\d)-(\d\.\d\d)x their float32", numerics).groups())
+    assert len(spiked) > 50 and low == round(min(spiked), 2) and high == round(max(spiked), 2)

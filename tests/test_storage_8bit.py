@@ -212,3 +212,36 @@ def test_ragged_runs_jit_equals_eager_and_the_seed_changes_the_rounding():
     eager = roundtrip(x, jnp.uint32(5))
     np.testing.assert_array_equal(jax.jit(roundtrip)(x, jnp.uint32(5)), eager)
     assert not np.array_equal(roundtrip(x, jnp.uint32(6)), eager)
+
+
+@pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS)
+@pytest.mark.parametrize(
+    ("shape", "layout"),
+    [
+        ((32, 64), s8.TILES),
+        ((4, 1024), s8.RUNS),
+        ((3, 300), s8.Layout("runs", 1, 150)),
+        ((5, 257), s8.RUNS),
+        ((4, 386), s8.Layout("runs", 1, 193)),
+        ((2, 3, 40, 240), s8.Layout("runs", 2, 240)),
+    ],
+    ids=["tiles", "runs", "even runs of 150", "padded runs", "odd runs of 193", "runs over two axes"],
+)
+def test_half_maxima_give_the_block_maximum_and_a_bound_of_its_second_largest(fmt, shape, layout):
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[::97] *= 1e6  # some blocks with one huge entry
+    if not fmt.signed:
+        x = np.abs(x)
+    halves = np.asarray(s8.half_maxima(jnp.asarray(x), layout))
+    blocks = np.abs(np.asarray(s8._blocked(jnp.asarray(x), layout)))
+    blocks = (
+        blocks.reshape(*halves.shape[:-1], -1)
+        if layout.kind == "runs"
+        else np.moveaxis(blocks, -3, -2).reshape(*halves.shape[:-1], -1)
+    )
+    top_two = np.sort(blocks, axis=-1)[..., -2:]
+    np.testing.assert_array_equal(halves.max(-1), top_two[..., 1])  # the block's maximum, bit for bit
+    assert np.all(halves.min(-1) <= top_two[..., 0])  # at most the second largest
+    q = s8.encode(jnp.asarray(x), layout, fmt, jnp.uint32(5))
+    stored = np.asarray(s8.stored_half_maxima(q, layout, fmt))
+    np.testing.assert_array_equal(stored, np.asarray(s8.half_maxima(s8.decode(q, layout, fmt), layout)))
