@@ -10,9 +10,11 @@ One step, in this order:
 2. Coupled weight decay: ``g = g + weight_decay * p`` (PyTorch's ``weight_decay``).
 3. ``nu = decay * nu + (1 - decay) * |g|^2``; if ``centered``,
    ``mu = decay * mu + (1 - decay) * g``. Each is stored, and the rest of the step
-   uses ``nu`` as stored, but at least its new term: ``nu = max(nu, (1 - decay) * |g|^2)``
-   where the storage rounded it (where it did not, the float sum is at least its term
-   already, and no ``max`` is traced; with a rounding storage it bounds the step, below).
+   uses the value its storage's ``keep`` returns (a 16-bit state's rounded value; the
+   8-bit state's average before rounding), but at least its new term:
+   ``nu = max(nu, (1 - decay) * |g|^2)`` where that value was rounded (where it was not,
+   the float sum is at least its term already, and no ``max`` is traced; with a rounding
+   storage it bounds the step, below).
 4. With ``bias_correction``, ``nu_hat = nu / (1 - decay^t)`` (and ``mu_hat``).
 5. ``v = nu_hat``, or ``max(nu_hat - |mu_hat|^2, 0)`` if ``centered`` (clamped:
    rounding can make the difference negative, which would give NaN).
@@ -29,7 +31,7 @@ One step, in this order:
 
 Each new state entry is stored (:mod:`rmsprop_jax._storage`: a float dtype, 16-bit
 ones stochastically rounded, or 8-bit block-wise codes) as soon as it is computed,
-and the later steps use the stored value. The step asks a storage for nothing but
+and the later steps start from the stored value. The step asks a storage for nothing but
 ``load`` and ``keep``; with each ``keep`` it gives a majorant of the new value (interval
 arithmetic on the magnitudes of its ingredients, e.g. ``decay * |nu| + (1 - decay) * |g|^2``)
 that an 8-bit storage evaluates per block. With a float32 or wider state this changes

@@ -3,8 +3,11 @@
 The step's arithmetic (:mod:`rmsprop_jax._leaf_update`) sees every state array through a
 :class:`FloatStorage` or a :class:`BlockStorage`, and asks it for two things: ``load``
 returns the stored values in the compute dtype, ``keep`` stores a new value and returns
-it as stored (the value itself, the same array, where it rounds nothing: the step then
-traces no floor). ``keep`` may be given a *majorant*: an upper bound of the new value's
+the value the rest of the step uses: a float storage's value as stored (16-bit states use
+their rounded value, as PyTorch's in-place bfloat16 states do), the 8-bit storage's value
+before rounding (as bitsandbytes does: the codes are its unbiased rounding, computed once,
+and one step uses one value). Where that is the value itself (the same array) the step
+traces no floor. ``keep`` may be given a *majorant*: an upper bound of the new value's
 magnitudes written in terms of the magnitudes of what it was computed from, which the
 8-bit storage evaluates per block (from stored scales and fused reductions over the
 step's inputs) so that its encode needs no reduction over the new value
@@ -152,8 +155,13 @@ class BlockStorage:
     second-largest) and the array as stored before the step, each scale is capped at
     ``fmt.growth * old scale + fmt.headroom * smaller bulk`` where that is not 0: a block that
     grows as a whole has its bulk grow with it and is never clipped; one entry beyond the cap is
-    stored clipped to it (it still steps by step 3's floor, and its clipped average doubles per
-    step while it stays large). ``benchmarks/NOTES.md``, "8-bit: an outlier in a block".
+    stored clipped to it (its step uses its average before rounding, as every entry's does, and
+    its clipped average doubles per step while it stays large). ``benchmarks/NOTES.md``, "8-bit:
+    an outlier in a block".
+
+    ``keep`` returns the value it was given, not the value the codes decode to: the step uses
+    the average before rounding, so that the rounding is computed once, in the fusion that
+    writes the codes (``benchmarks/NOTES.md``, "8-bit: one value per step").
     """
 
     layout: codec.Layout
@@ -186,7 +194,7 @@ class BlockStorage:
         return codec.encode(dtypes.cast(value, jnp.float32), self.layout, self.fmt, seed)
 
     def keep(self, value: jax.Array, seed: jax.Array | None, bounds: Bounds | None = None) -> tuple[Stored, jax.Array]:
-        """``value`` stored, each block's scale the majorant's bound (capped by the bulk), and its value as stored."""
+        """``value`` stored (each block's scale the majorant's bound, capped by the bulk), and ``value`` itself."""
         bound = None
         if bounds is not None:
             halves: dict[int, tuple[Any, jax.Array]] = {}  # one reduction per input, for both bounds
@@ -205,8 +213,7 @@ class BlockStorage:
                 smaller = jnp.min(bounds.bulk(magnitudes), axis=-1)
                 cap = self.fmt.growth * self._scale_of(bounds.previous) + self.fmt.headroom * smaller
                 bound = jnp.where(cap > 0, jnp.minimum(bound, cap), bound)
-        stored, kept = codec.encode_with_value(dtypes.cast(value, jnp.float32), self.layout, self.fmt, seed, bound)
-        return stored, dtypes.cast(kept, value.dtype)
+        return codec.encode(dtypes.cast(value, jnp.float32), self.layout, self.fmt, seed, bound), value
 
     def _scale_of(self, stored: Stored) -> jax.Array:
         assert isinstance(stored, Quantized), "a majorant reads the scales of this leaf's 8-bit arrays"
