@@ -43,9 +43,17 @@ def test_dqn_runs_on_a_tiny_budget_with_both_optimizers(examples, tmp_path):
 
 
 @pytest.mark.slow
-def test_a2c_runs_on_a_tiny_budget_and_learns(examples):
-    payload = examples["a2c"].main(["--seeds", "2", "--timesteps", "20000", "--optimizers", "rmsprop_jax", "--out", ""])
-    (row,) = payload["results"]
+def test_a2c_runs_on_a_tiny_budget_and_learns(tmp_path):
+    """In a process of its own: after the DQN run in the same process, XLA:CPU (jax 0.10.2) hangs in
+    the A2C training program's block_until_ready (reproduced with and without this session's 8-bit
+    changes; benchmarks/NOTES.md, "Real clients: RL examples", has the same hang)."""
+    require("gymnax")
+    out = tmp_path / "a2c.json"
+    script = str(ROOT / "examples" / "a2c_gymnax.py")
+    args = ["--seeds", "2", "--timesteps", "20000", "--optimizers", "rmsprop_jax", "--out", str(out)]
+    run = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    (row,) = json.loads(out.read_text())["results"]
     assert row["final_greedy_return_mean"] > 100  # a random policy lasts about 22 steps
 
 
