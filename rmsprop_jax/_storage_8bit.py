@@ -349,11 +349,6 @@ def _magnitude(code: jax.Array, fmt: Format) -> jax.Array:
     return jnp.where(code >= (1 << fmt.mantissa_bits), normal, code.astype(jnp.float32) * fmt.subnormal_step)
 
 
-def block_maxima(x: jax.Array, layout: Layout) -> jax.Array:
-    """Each block's largest magnitude (the shape of :attr:`Quantized.scales`)."""
-    return jnp.max(half_maxima(x, layout), axis=-1)
-
-
 def half_maxima(x: jax.Array, layout: Layout) -> jax.Array:
     """Each block's two halves' largest magnitudes: the scales' shape plus a last axis of 2.
 
