@@ -321,23 +321,27 @@ def _block_axes(layout: Layout) -> tuple[int, ...]:
     return (-3, -1) if layout.kind == "tiles" else (-1,)
 
 
-def _magnitude_code(y: jax.Array, bits: jax.Array, fmt: Format) -> tuple[jax.Array, jax.Array]:
-    """``y`` in ``[0, 1]`` to its unbiased, stochastically rounded magnitude code (int32), and the
-    value in ``[0, 1]`` that the code decodes to, computed beside it with float operations (equal to
-    ``_magnitude(code)`` bit for bit, and cheaper than decoding the code again)."""
+def _magnitude_code(y: jax.Array, noise: jax.Array, fmt: Format) -> jax.Array:
+    """``y`` in ``[0, 1]`` to its unbiased, stochastically rounded magnitude code (int32).
+
+    One integer path for every code: ``noise`` (uniform in ``[0, 2**(23 - mantissa_bits))``) is
+    added below the kept mantissa bits of ``y``'s float32 bit pattern, and the sum truncated
+    (probabilities exact to float32's precision). A value under the smallest normal first has the
+    smallest normal added (exactly, in float32, but for bits 20 below the code step), which puts
+    its subnormal code in the mantissa of the binade above (its spacing is the subnormal step), so
+    that subnormal and normal codes round the same way. Which path a value takes is decided by the
+    value itself, not by its rounded code: a value just under the smallest normal that rounds up
+    lands on the smallest normal code either way.
+    """
     shift = 23 - fmt.mantissa_bits
-    rounded = jax.lax.bitcast_convert_type(y, jnp.uint32) + (bits & jnp.uint32((1 << shift) - 1))
-    normal = (rounded >> shift).astype(jnp.int32) - (fmt.bias << fmt.mantissa_bits)
-    normal_value = jax.lax.bitcast_convert_type(rounded & jnp.uint32(~((1 << shift) - 1) & 0xFFFFFFFF), jnp.float32)
-    uniform = (bits >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
-    steps = jnp.floor(y / jnp.float32(fmt.subnormal_step) + uniform)
-    # Which path rounds is decided by y itself, not by its rounded code: a value just under the smallest
-    # normal that the normal path's finer rounding carries up would otherwise round up more often than
-    # its subnormal rounding gives (the top of the subnormal range came back +0.1% high on average).
-    is_normal = y >= jnp.float32(fmt.subnormal_step * (1 << fmt.mantissa_bits))
-    code = jnp.clip(jnp.where(is_normal, normal, steps.astype(jnp.int32)), 0, fmt.largest_code)
-    value = jnp.minimum(jnp.where(is_normal, normal_value, steps * jnp.float32(fmt.subnormal_step)), 1)
-    return code, value
+    smallest_normal = fmt.subnormal_step * (1 << fmt.mantissa_bits)
+    subnormal = y < jnp.float32(smallest_normal)
+    lifted = y + jnp.where(subnormal, jnp.float32(smallest_normal), jnp.float32(0))
+    rounded = (jax.lax.bitcast_convert_type(lifted, jnp.uint32) + noise) >> shift
+    offset = jnp.where(
+        subnormal, jnp.int32((fmt.bias + 1) << fmt.mantissa_bits), jnp.int32(fmt.bias << fmt.mantissa_bits)
+    )
+    return jnp.minimum(rounded.astype(jnp.int32) - offset, fmt.largest_code)  # a NaN (its bits) clamps to the top
 
 
 def _magnitude(code: jax.Array, fmt: Format) -> jax.Array:
@@ -359,7 +363,12 @@ def half_maxima(x: jax.Array, layout: Layout) -> jax.Array:
     lower bound of the block's bulk that one huge entry cannot raise. One reduction over ``x``,
     as the block maxima alone would be.
     """
-    return _halves(jnp.abs(_blocked(x, layout)), layout)
+    magnitude = jnp.abs(_blocked(x, layout))
+    # Non-negative floats order as their int32 bit patterns: an integer maximum is one instruction
+    # where a float maximum also propagates NaN. A NaN entry counts as 0 (it is stored as a finite
+    # code and must not poison its block's scale).
+    bits = jax.lax.bitcast_convert_type(jnp.where(jnp.isnan(magnitude), 0, magnitude), jnp.int32)
+    return jax.lax.bitcast_convert_type(_halves(bits, layout), jnp.float32)
 
 
 def stored_half_maxima(q: Quantized, layout: Layout, fmt: Format) -> jax.Array:
@@ -377,13 +386,27 @@ def _halves(blocked: jax.Array, layout: Layout) -> jax.Array:
         *lead, rows, height, columns, width = blocked.shape
         halved_spec = None if spec is None else (*spec[:-3], None, None, spec[-2], None)
         halved = _reshape(blocked, (*lead, rows, 2, height // 2, columns, width), halved_spec)
-        return jnp.moveaxis(jnp.max(halved, axis=(-3, -1)), -2, -1)
+        return jnp.moveaxis(_max_by_halving(_max_by_halving(halved, -1), -2), -2, -1)
     *lead, runs, length = blocked.shape
     if length % 2:
         blocked = jnp.pad(blocked, [(0, 0)] * (blocked.ndim - 1) + [(0, 1)])
         length += 1
     halved_spec = None if spec is None else (*spec[:-1], None, None)
-    return jnp.max(_reshape(blocked, (*lead, runs, 2, length // 2), halved_spec), axis=-1)
+    return _max_by_halving(_reshape(blocked, (*lead, runs, 2, length // 2), halved_spec), -1)
+
+
+def _max_by_halving(x: jax.Array, axis: int) -> jax.Array:
+    """The largest entry of non-negative ``x`` along ``axis`` (removed), as elementwise maxima of its
+    halves, then of theirs (the axis padded with zeros to a power of two): an elementwise loop that
+    XLA:CPU runs on every core, where a reduction runs on one (``benchmarks/NOTES.md``)."""
+    axis %= x.ndim
+    width = 1 << (x.shape[axis] - 1).bit_length()
+    if width > x.shape[axis]:
+        x = jnp.pad(x, [(0, width - x.shape[axis]) if a == axis else (0, 0) for a in range(x.ndim)])
+    while x.shape[axis] > 1:
+        half = x.shape[axis] // 2
+        x = jnp.maximum(jax.lax.slice_in_dim(x, 0, half, axis=axis), jax.lax.slice_in_dim(x, half, 2 * half, axis=axis))
+    return jnp.squeeze(x, axis)
 
 
 def encode(
@@ -398,10 +421,10 @@ def encode_with_value(
 ) -> tuple[Quantized, jax.Array]:
     """Quantizes a float32 array block by block, and returns what the codes decode to.
 
-    The value comes from the rounding itself rather than from decoding the codes (equal to
-    :func:`decode` of the result bit for bit, ``tests/test_storage_8bit.py``), for callers that want
-    the stored value without a second pass over the codes. (The RMSProp step does not: it uses
-    each average before rounding, so that the rounding is computed once.)
+    The value is the codes' decoded value (equal to :func:`decode` of the result bit for bit,
+    ``tests/test_storage_8bit.py``), for callers that want it without a second pass over the
+    codes; XLA drops it where nothing reads it (the RMSProp step uses each average before
+    rounding, so that the rounding is computed once).
 
     Args:
       x: float32 values; non-negative for an unsigned ``fmt``. Magnitudes beyond the
@@ -465,18 +488,23 @@ def _encoded(
         scale = jnp.max(magnitude, axis=_block_axes(layout), keepdims=True)
     else:
         scale = jnp.expand_dims(jnp.minimum(scale, LARGEST), _block_axes(layout))
-    y = jnp.where(scale > 0, jnp.minimum(magnitude / jnp.where(scale > 0, scale, 1), 1), 0)
+    # One reciprocal per block (what XLA:CPU makes of a division anyway), 0 for an empty block, so
+    # that the loop over the entries is a multiply and a minimum.
+    inverse = jnp.where(scale > 0, 1 / jnp.where(scale > 0, scale, 1), 0)
+    y = jnp.minimum(magnitude * inverse, 1)
+    shift = 23 - fmt.mantissa_bits
     if seed is None:  # round to nearest: half a code step in place of the random bits
-        shift = 23 - fmt.mantissa_bits
-        bits = jnp.full(blocked.shape, (1 << (shift - 1)) | 0x80000000, jnp.uint32)
+        noise = jnp.uint32(1 << (shift - 1))
     else:
-        bits = _blocked(dtypes.random_bits(seed, x.shape), layout)
-    code, value = _magnitude_code(y, bits, fmt)
+        noise = _blocked(dtypes.rounding_bits(seed, x.shape, shift), layout)
+    magnitude_code = _magnitude_code(y, noise, fmt)
+    value = _magnitude(magnitude_code, fmt) * scale  # computed only where a caller uses it
+    code = magnitude_code
     if fmt.signed:
         code = code | jnp.where(blocked < 0, jnp.int32(0x80), jnp.int32(0))  # int32: under x64 a bare 0x80 is int64
         value = jnp.where(blocked < 0, -value, value)
     quantized = Quantized(_unblocked(code.astype(jnp.uint8), layout, x.shape), jnp.squeeze(scale, _block_axes(layout)))
-    return quantized, _unblocked(value * scale, layout, x.shape)
+    return quantized, _unblocked(value, layout, x.shape)
 
 
 def decode(q: Quantized, layout: Layout, fmt: Format) -> jax.Array:

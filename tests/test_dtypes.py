@@ -173,3 +173,22 @@ def test_float16_stochastic_rounding_rounds_up_with_the_residual_as_probability(
     tolerance = 4 * np.sqrt(fraction * (1 - fraction) / stored.size)
     assert abs(away - fraction) < tolerance
     assert abs(np.mean(stored) - float(value[0])) < tolerance * gap
+
+
+def test_the_8bit_rounding_bits_are_distinct_per_entry_and_uniform_over_steps():
+    """``rounding_bits``: within a step the 32-bit products of all entries differ (a bijection of the index,
+    so no two entries share a draw); for each entry the top bits are uniform over steps."""
+    seed = dtypes.rounding_seed(jnp.asarray(7), 3, 0)
+    full = np.asarray(dtypes.rounding_bits(seed, (64, 1024), 32))
+    assert np.unique(full).size == full.size
+    steps = 4096
+    draws = np.stack(
+        [np.asarray(dtypes.rounding_bits(dtypes.rounding_seed(jnp.asarray(c), 0, 0), (8,), 4)) for c in range(steps)]
+    )
+    assert draws.max() < 16
+    for entry in range(draws.shape[1]):  # chi-square over 16 bins, 15 degrees of freedom: 37.7 is its 0.999 quantile
+        counts = np.bincount(draws[:, entry], minlength=16)
+        expected = steps / 16
+        assert np.sum((counts - expected) ** 2 / expected) < 37.7, (entry, counts)
+    # neighbours within a step are not copies of each other: their draws differ in most entries
+    assert np.mean(full[:, 1:] >> 28 == full[:, :-1] >> 28) < 0.2

@@ -48,7 +48,8 @@ def test_the_view_of_a_narrow_state_holds_the_float32_states_moments(variant, st
             got, want = np.asarray(getattr(view, field)[name]), np.asarray(getattr(exact, field)[name])
             assert got.dtype == np.float32 and got.shape == want.shape
             scale = np.mean(np.abs(want))
-            assert np.mean(np.abs(got - want)) <= 0.1 * scale, (field, name)
+            # within a code step (1/8 of a binade) on average: ~0.1 is the noise the 20 roundings leave
+            assert np.mean(np.abs(got - want)) <= 0.125 * scale, (field, name)
 
 
 def test_the_view_maps_every_rmsprop_state_inside_a_chain():

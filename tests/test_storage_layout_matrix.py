@@ -45,6 +45,17 @@ def _biased_grads(params: dict, step: float) -> dict:
     return jax.tree.map(lambda p: 1.0 + 0.1 * jnp.sin(3.0 * p + step), params)
 
 
+def _mostly_close(got: object, want: object, storage: str) -> None:
+    """Each leaf within float32's tolerance of ``want`` in all but 1 entry in 500 (a stored value that
+    crossed a rounding boundary), and within the storage's tolerance everywhere."""
+    _close(got, want, storage)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        scale = float(np.max(np.abs(b))) if b.size else 0.0
+        apart = np.abs(a - b) > RTOL["float32"] * scale + 1e-30
+        assert apart.sum() <= max(1, a.size // 500), (int(apart.sum()), a.size)
+
+
 def _rmsprop(storage: str, layout: str, learning_rate: float = 1e-2, **options: object) -> optax.GradientTransformation:
     return rmsprop_jax.rmsprop(
         learning_rate, state_dtype=STORAGES[storage], pack_small_leaves=LAYOUTS[layout], **options
@@ -79,7 +90,12 @@ def test_jit_equals_eager(storage, layout):
     jitted = run_steps(tx, params, (_grads, range(5)))
     _stored_as_asked(jitted[1], storage, layout)
     # XLA fuses the jitted step (one rounding of a float32 product may differ): compare the params
-    _close(jitted[0], eager[0], "float32")
+    # to float32's rounding. Under a rounding storage such an ulp can also move a stored value across a
+    # rounding boundary (one code step), which reaches that entry's later steps: a few entries only.
+    if storage == "float32":
+        _close(jitted[0], eager[0], "float32")
+    else:
+        _mostly_close(jitted[0], eager[0], storage)
     views = [rmsprop_jax.state_as_float32(run[1]) for run in (eager, jitted)]
     _close(views[1], views[0], storage)  # a code may flip at a rounding boundary
 

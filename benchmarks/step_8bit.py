@@ -1,0 +1,153 @@
+"""Issue 28: the 8-bit step on one large leaf against optax's float32 step, with HLO counts.
+
+    python3 benchmarks/step_8bit.py             # -> results/step-8bit-cpu2core.{json,md} (about 6 min)
+    python3 benchmarks/step_8bit.py --rounds 5 --out /tmp/x
+
+For each leaf (4096 x 1024 and 8192 x 2048, float32), variant (plain; centered + momentum) and
+form (the update alone; update + ``optax.apply_updates``), three jitted steps with params and
+state donated (``timing.donated_timer``): ``optax.rmsprop`` with the same options, a second copy
+of it (the A/A control: the noise of comparing equal programs), and ``rmsprop_jax.rmsprop(...,
+state_dtype="8bit")``. They are timed interleaved in one process (``timing.interleaved``, a fresh
+random order each round, median of ``--rounds``), once on both cores (wall clock) and once in a
+child process pinned to one core (``os.sched_setaffinity``) timing the process's CPU time per step,
+which a loaded machine disturbs less. Beside each time: the compiled step's loop fusions and its
+argument + output bytes per entry (XLA's ``memory_analysis``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import hlo_summary, interleaved, run_meta
+
+import rmsprop_jax
+
+RESULTS = Path(__file__).resolve().parent / "results" / "step-8bit-cpu2core"
+SHAPES = {"4096x1024": (4096, 1024), "8192x2048": (8192, 2048)}
+VARIANTS: dict[str, dict[str, Any]] = {"plain": {}, "centered+momentum": {"centered": True, "momentum": 0.9}}
+FORMS = ("update", "update+apply")
+CONTENDERS = ("optax", "optax (A/A)", "8-bit")
+
+
+def _transformation(contender: str, options: dict[str, Any]) -> optax.GradientTransformation:
+    if contender == "8-bit":
+        return rmsprop_jax.rmsprop(1e-3, state_dtype="8bit", **options)
+    return optax.rmsprop(1e-3, **options)
+
+
+def _step(tx: optax.GradientTransformation, form: str) -> Callable:
+    if form == "update":
+        return jax.jit(lambda p, s, g: (p, *tx.update(g, s, p)[::-1]), donate_argnums=(1,))
+
+    def step(p: Any, s: Any, g: Any) -> tuple[Any, Any]:
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def _timer(step: Callable, params: jax.Array, state: Any, grads: jax.Array, clock: Callable[[], float]) -> Callable:
+    carry = [jax.block_until_ready(step(params, state, grads))]
+
+    def timer() -> float:
+        start = clock()
+        carry[0] = jax.block_until_ready(step(*carry[0][:2], grads))
+        return clock() - start
+
+    return timer
+
+
+def measure(rounds: int, clock: Callable[[], float]) -> list[dict[str, Any]]:
+    """Every cell's medians (ms) and HLO counts, timed with ``clock``."""
+    rows = []
+    for shape_name, shape in SHAPES.items():
+        params = jax.random.normal(jax.random.key(0), shape)
+        grads = jax.random.normal(jax.random.key(1), shape)
+        entries = params.size
+        for variant, options in VARIANTS.items():
+            for form in FORMS:
+                timers, hlo = {}, {}
+                for contender in CONTENDERS:
+                    tx = _transformation(contender, options)
+                    step, p = _step(tx, form), params + 0
+                    state = tx.init(p)
+                    summary = hlo_summary(step.lower(p, state, grads).compile())
+                    hlo[contender] = {
+                        "fusions": summary["fusions"],
+                        "bytes_per_entry": round((summary["argument_bytes"] + summary["output_bytes"]) / entries, 2),
+                    }
+                    timers[contender] = _timer(step, p, state, grads, clock)
+                times = interleaved(timers, rounds)
+                medians = {label: statistics.median(t) * 1e3 for label, t in times.items()}
+                row = {"leaf": shape_name, "variant": variant, "form": form}
+                for contender in CONTENDERS:
+                    row[contender] = {"ms": round(medians[contender], 2), **hlo[contender]}
+                row["8-bit / optax"] = round(medians["8-bit"] / medians["optax"], 2)
+                row["A/A"] = round(medians["optax (A/A)"] / medians["optax"], 2)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+                del timers
+    return rows
+
+
+def _markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "# 8-bit step on one leaf, 2-core CPU",
+        "",
+        f"`{results['meta']['command']}`, {results['meta']['date']}, jax {results['meta']['jax']}.",
+        "Times are medians in ms: wall clock on 2 cores, and CPU time in a process pinned to one core.",
+        "",
+        "| leaf | variant | form | optax ms (2 cores / 1 core) | 8-bit ms | 8-bit / optax | A/A "
+        "| 1-core 8-bit / optax | 1-core A/A | fusions optax / 8-bit | bytes per entry optax / 8-bit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for wall, one in zip(results["two_cores"], results["one_core"], strict=True):
+        lines.append(
+            f"| {wall['leaf']} | {wall['variant']} | {wall['form']} "
+            f"| {wall['optax']['ms']} / {one['optax']['ms']} | {wall['8-bit']['ms']} / {one['8-bit']['ms']} "
+            f"| {wall['8-bit / optax']} | {wall['A/A']} | {one['8-bit / optax']} | {one['A/A']} "
+            f"| {wall['optax']['fusions']} / {wall['8-bit']['fusions']} "
+            f"| {wall['optax']['bytes_per_entry']} / {wall['8-bit']['bytes_per_entry']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--one-core", action="store_true", help="(internal) pinned to one core, CPU time")
+    args = parser.parse_args()
+    if args.one_core:
+        print(json.dumps(measure(args.rounds, time.process_time)))
+        return
+    two_cores = measure(args.rounds, time.perf_counter)
+    child = [sys.executable, __file__, "--one-core", "--rounds", str(args.rounds)]
+    pinned = subprocess.run(
+        child, check=True, capture_output=True, text=True, preexec_fn=lambda: os.sched_setaffinity(0, {1})
+    )
+    one_core = json.loads(pinned.stdout.strip().splitlines()[-1])
+    results = {"meta": run_meta("step_8bit.py", sys.argv[1:]), "two_cores": two_cores, "one_core": one_core}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(_markdown(results))
+    print(_markdown(results))
+
+
+if __name__ == "__main__":
+    jnp.zeros(())  # start the backend before timing anything
+    main()
