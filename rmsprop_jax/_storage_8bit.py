@@ -16,41 +16,43 @@ decades and a lookup map needs a table search that costs 150-190x the bit operat
 XLA:CPU). The block's largest entry is exact (it encodes to 1.0); rounding is unbiased
 (random bits below the kept mantissa, then truncation); an all-zero block decodes to zeros.
 
-Blocks (:func:`block_layout`), for every array of at least 4096 entries:
+Blocks (:func:`block_layout`), for every array of at least 4096 entries, chosen from its global
+shape so that every even sharding of any axis 2, 4 or 8 ways cuts between blocks (a sharded step
+then needs no collective and equals one device's, on any mesh, whether or not ``init`` sees the
+sharding): the first of these that does so
 
-- 16 x 16 tiles over the last two axes when both extents are multiples of 16 (a matrix
-  sharded along either axis keeps whole tiles);
-- else runs along a row: the last axis, or the fewest trailing axes that hold 256 entries
-  read as one axis in memory order (an HWIO kernel of 3 x 3 x 40 x 240 has rows of
-  40 x 240 entries, a depthwise 5 x 5 x 672 x 1 rows of 672). A run is 256 entries when 256
-  divides the row; else the largest divisor of the row up to 256 when that is at least 192
-  (a 1280 x 1000 classifier: runs of 250; the 9600-entry rows above: runs of 240); else, with
-  ``n = ceil(row / 256)`` runs per row, runs of ``row / n`` where ``n`` divides the row (a row
-  of 300: two runs of 150), else 256 with each row's last run shorter (a row of 257: 256 and
-  1). That short run is padded with zeros to a full run inside the codec only: the stored
-  codes keep the array's shape, a zero cannot raise a block's largest magnitude (padding
-  never moves a scale), and the padding is sliced off before anything is returned.
+- 16 x 16 tiles over the last two axes when both extents are multiples of 16;
+- runs along a row: the last axis, or the fewest trailing axes that hold 256 entries read as
+  one axis in memory order. A run is 256 entries when 256 divides the row; else the largest
+  divisor of the row up to 256 when that is at least 192; else, with ``n = ceil(row / 256)``
+  runs per row, runs of ``row / n`` where ``n`` divides the row (a row of 300: two runs of
+  150), else 256 with each row's last run shorter (a row of 257: 256 and 1). That short run
+  is padded with zeros to a full run inside the codec only: the stored codes keep the array's
+  shape, a zero cannot raise a block's largest magnitude (padding never moves a scale), and
+  the padding is sliced off before anything is returned;
+- boxes (:func:`_box`): ``block[i]`` entries along each axis ``i``, each dividing the axis's
+  narrowest even shard (the axis over 8, 4 or 2), the largest such block of at most 256
+  entries (a 100 x 64 embedding: 25 x 8; a 1280 x 1000 classifier: 2 x 125), written as tiles
+  or runs where it is one; none (float32) where it holds fewer than 16 entries.
 
 A layout is a function of the codes' and the scales' shapes (:func:`layout_of`): runs of a
 row divide it exactly unless they are runs of 256 with a padded last one, and the runs per row
-tell which. So a state needs nothing but its arrays to be read, under ``jax.jit`` too, where a
-mesh with Auto axes hides the sharding that chose the layout.
+tell which; a box's extents are the codes' over the scales'. So a state needs nothing but its
+arrays to be read, under ``jax.jit`` too.
 
-Arrays under 4096 entries are not quantized (their codes would save little). Where the
-array's sharding is visible (a concrete array, or a tracer on a mesh with Explicit axes) the
-rule is applied to each shard's extents: a row never spans a sharded axis, and along a
-sharded last axis a run is the largest divisor of the shard's width up to 256 (at least
-16, else the array keeps float32), so that no block crosses a shard boundary and the step
-needs no collective. Under ``jax.jit`` on a mesh with Auto axes the sharding is invisible and
-the rule reads the global shape (collective-free for every sharding whose shards hold whole
-blocks: any sharding of the axes before a row's, and of a row's axis in whole runs).
-The layout of each stored array is decided once, by ``init``, and read back from the
-arrays' shapes (:func:`layout_of`).
+Arrays under 4096 entries are not quantized (their codes would save little). Only where the
+array's sharding is visible (a concrete array, or a tracer on a mesh with Explicit axes) and
+goes beyond the even shardings up to 8 ways, cutting the layout's blocks, is the rule applied
+to each shard's extents instead: a row never spans a sharded axis, and along a sharded last
+axis a run is the largest divisor of the shard's width up to 256 (at least 16, else the array
+keeps float32). The layout of each stored array is decided once, by ``init``, and read back
+from the arrays' shapes (:func:`layout_of`).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from typing import Any, Literal, NamedTuple
 
@@ -77,20 +79,25 @@ class Layout(NamedTuple):
     """How an array is cut into blocks of one scale each (:func:`block_layout`).
 
     Attributes:
-      kind: ``"tiles"``, 16 x 16 over the last two axes; or ``"runs"`` along a row.
+      kind: ``"tiles"``, 16 x 16 over the last two axes; ``"runs"`` along a row; or
+        ``"boxes"``, a block of ``block[i]`` entries along each axis ``i``.
       run_axes: For runs: how many trailing axes make a row, read as one axis in memory
         order (1: the last axis).
       run_length: For runs: the entries of each run; a row's last run is padded where
         this does not divide the row.
+      block: For boxes: the block's extent along each axis (each divides the axis).
     """
 
-    kind: Literal["tiles", "runs"]
+    kind: Literal["tiles", "runs", "boxes"]
     run_axes: int = 1
     run_length: int = 256
+    block: tuple[int, ...] = ()
 
     def __str__(self) -> str:
         if self.kind == "tiles":
             return "tiles"
+        if self.kind == "boxes":
+            return "boxes of " + "x".join(map(str, self.block))
         over = "" if self.run_axes == 1 else f" over the last {self.run_axes} axes"
         return "runs" if (self.run_length, over) == (RUN, "") else f"runs of {self.run_length}{over}"
 
@@ -178,15 +185,93 @@ def block_layout(shape: tuple[int, ...], local_shape: tuple[int, ...] | None = N
 
 
 def layout_decision(shape: tuple[int, ...], local_shape: tuple[int, ...] | None = None) -> tuple[Layout | None, str]:
-    """:func:`block_layout`'s answer and, where it is ``None``, why (for the state report)."""
+    """:func:`block_layout`'s answer and, where it is ``None``, why (for the state report).
+
+    The layout is a function of the global shape, chosen so that no block crosses a shard boundary
+    of any even sharding of any axis 2, 4 or 8 ways (:func:`_even_shardings_keep_blocks_whole`):
+    the module docstring's tiles or runs where they satisfy that, else the largest box of at most
+    256 entries that does (:func:`_box`), else no layout. Only where ``local_shape`` shows a
+    sharding beyond that (more than 8 ways, or uneven) that the layout's blocks cross is the rule
+    applied to one shard's extents instead.
+    """
     entries = math.prod(shape)
     if entries < MIN_SIZE:
         return None, f"{entries} entries < {MIN_SIZE}"
-    fit = shape if local_shape is None else local_shape
-    layout = _fitting(fit, tuple(local < whole for local, whole in zip(fit, shape, strict=True)))
+    layout = _fitting(shape, (False,) * len(shape))
+    if layout is None or not _even_shardings_keep_blocks_whole(layout, shape):
+        layout = _box(shape)
     if layout is None:
-        return None, f"no block fits its shards ({_dims(fit)})"
+        return None, f"no block of {MIN_RUN} or more entries fits every even sharding ({_dims(shape)})"
+    if (
+        local_shape is None
+        or tuple(local_shape) == tuple(shape)
+        or _shards_keep_blocks_whole(layout, shape, local_shape)
+    ):
+        return layout, ""
+    layout = _fitting(local_shape, tuple(local < whole for local, whole in zip(local_shape, shape, strict=True)))
+    if layout is None:
+        return None, f"no block fits its shards ({_dims(local_shape)})"
     return layout, ""
+
+
+SHARD_WAYS = (2, 4, 8)  # the even shardings every layout keeps whole blocks under
+
+
+def _boundaries_between_blocks(layout: Layout, shape: tuple[int, ...], axis: int, stride: int) -> bool:
+    """Whether shard boundaries every ``stride`` entries along ``axis`` fall between ``layout``'s blocks."""
+    first_row_axis = len(shape) - layout.run_axes
+    if layout.kind == "tiles":
+        return axis < len(shape) - 2 or stride % TILE == 0
+    if layout.kind == "boxes":
+        return stride % layout.block[axis] == 0
+    return axis < first_row_axis or (stride * math.prod(shape[axis + 1 :])) % layout.run_length == 0
+
+
+def _even_shardings_keep_blocks_whole(layout: Layout, shape: tuple[int, ...]) -> bool:
+    """Whether every sharding of one axis 2, 4 or 8 ways into equal shards cuts between blocks."""
+    return all(
+        _boundaries_between_blocks(layout, shape, axis, extent // ways)
+        for axis, extent in enumerate(shape)
+        for ways in SHARD_WAYS
+        if extent % ways == 0
+    )
+
+
+def _shards_keep_blocks_whole(layout: Layout, shape: tuple[int, ...], local_shape: tuple[int, ...]) -> bool:
+    """Whether the shards of ``local_shape`` (one shard's extents) hold whole blocks of ``layout``."""
+    return all(
+        local == whole or (whole % local == 0 and _boundaries_between_blocks(layout, shape, axis, local))
+        for axis, (local, whole) in enumerate(zip(local_shape, shape, strict=True))
+    )
+
+
+@functools.cache
+def _box(shape: tuple[int, ...]) -> Layout | None:
+    """The largest block of at most 256 entries whose extent along each axis divides that axis's
+    narrowest even shard (the axis over 8, 4 or 2, the largest of these that divides it; the whole
+    axis where none does), preferring longer extents along the trailing axes (memory order); as
+    :data:`TILES` or a runs layout where it is one, ``None`` where it is under 16 entries."""
+    narrowest = [next((extent // ways for ways in (8, 4, 2) if extent % ways == 0), extent) for extent in shape]
+    choices = [[d for d in range(1, min(n, RUN) + 1) if n % d == 0] for n in narrowest]
+    best: tuple[int, tuple[int, ...]] = (0, ())
+    # Over the last two axes first: a block that spans more axes costs more per entry to reduce and to
+    # index (measured: a 3 x 3 x 192 x 192 kernel's step 5.0x optax's in 1 x 3 x 3 x 24 boxes, 3.2x in
+    # 1 x 1 x 8 x 24), so more axes only where the last two give fewer than 128 entries.
+    for spanned in sorted({min(2, len(shape)), len(shape)}):
+        for block in itertools.product(*([1] for _ in shape[:-spanned]), *choices[-spanned:]):
+            size = math.prod(block)
+            if size <= RUN and (size, block[::-1]) > (best[0], best[1][::-1]):
+                best = (size, block)
+        if best[0] >= RUN // 2:
+            break
+    size, block = best
+    if size < MIN_RUN:
+        return None
+    if len(shape) >= 2 and block[-2:] == (TILE, TILE) and math.prod(block[:-2]) == 1:
+        return TILES
+    if math.prod(block[:-1]) == 1:
+        return Layout("runs", 1, block[-1])
+    return Layout("boxes", block=block)
 
 
 def _fitting(fit: tuple[int, ...], sharded: tuple[bool, ...]) -> Layout | None:
@@ -217,7 +302,8 @@ def layout_of(codes_shape: tuple[int, ...], scales_shape: tuple[int, ...]) -> La
 
     Tiles have one scale per 16 x 16 over the last two axes; runs keep the leading axes and
     have ``runs`` scales per row, whose length is ``row / runs`` where that divides the row,
-    else 256 (the rule never pads a row that its run count divides).
+    else 256 (the rule never pads a row that its run count divides); boxes have one scale per
+    block along every axis, each axis's extent over its scales' being the block's.
 
     Raises:
       ValueError: the shapes fit no layout (a state whose arrays were mixed up or corrupted).
@@ -239,6 +325,8 @@ def layout_of(codes_shape: tuple[int, ...], scales_shape: tuple[int, ...]) -> La
         length = row // runs if row % runs == 0 else RUN
         if -(-row // length) == runs:
             return Layout("runs", run_axes, length)
+    if len(scales_shape) == ndim and all(s > 0 and c % s == 0 for c, s in zip(codes_shape, scales_shape, strict=True)):
+        return Layout("boxes", block=tuple(c // s for c, s in zip(codes_shape, scales_shape, strict=True)))
     raise ValueError(
         f"8-bit codes of shape {codes_shape} with scales of shape {scales_shape} fit no block layout: "
         "this state's arrays were not written by rmsprop_jax for these params"
@@ -293,6 +381,10 @@ def _blocked(x: jax.Array, layout: Layout) -> jax.Array:
         *lead, height, width = x.shape
         blocked_spec = None if spec is None else (*spec[:-2], spec[-2], None, spec[-1], None)
         return _reshape(x, (*lead, height // TILE, TILE, width // TILE, TILE), blocked_spec)
+    if layout.kind == "boxes":
+        blocked_shape = tuple(d for n, b in zip(x.shape, layout.block, strict=True) for d in (n // b, b))
+        boxed_spec = None if spec is None else tuple(d for axis in spec for d in (axis, None))
+        return _reshape(x, blocked_shape, boxed_spec)
     lead, row, length, runs = _runs(x.shape, layout)
     row_spec = None if spec is None else (*spec[: len(lead)], spec[-1] if layout.run_axes == 1 else None)
     if layout.run_axes > 1:
@@ -307,6 +399,8 @@ def _unblocked(x: jax.Array, layout: Layout, shape: tuple[int, ...]) -> jax.Arra
     spec = _explicit_spec(x)
     if layout.kind == "tiles":
         return _reshape(x, shape, None if spec is None else (*spec[:-4], spec[-4], spec[-2]))
+    if layout.kind == "boxes":
+        return _reshape(x, shape, None if spec is None else spec[::2])
     lead, row, length, runs = _runs(shape, layout)
     row_spec = None if spec is None else (*spec[:-2], spec[-2])
     x = _reshape(x, (*lead, runs * length), row_spec)
@@ -318,6 +412,8 @@ def _unblocked(x: jax.Array, layout: Layout, shape: tuple[int, ...]) -> jax.Arra
 
 
 def _block_axes(layout: Layout) -> tuple[int, ...]:
+    if layout.kind == "boxes":
+        return tuple(range(-2 * len(layout.block) + 1, 0, 2))
     return (-3, -1) if layout.kind == "tiles" else (-1,)
 
 
@@ -387,6 +483,20 @@ def _halves(blocked: jax.Array, layout: Layout) -> jax.Array:
         halved_spec = None if spec is None else (*spec[:-3], None, None, spec[-2], None)
         halved = _reshape(blocked, (*lead, rows, 2, height // 2, columns, width), halved_spec)
         return jnp.moveaxis(_max_by_halving(_max_by_halving(halved, -1), -2), -2, -1)
+    if layout.kind == "boxes":  # halves along the first axis the block spans; the rest of the block reduced
+        first = next(i for i, extent in enumerate(layout.block) if extent > 1)
+        at = 2 * first + 1  # that block axis in the blocked array
+        if blocked.shape[at] % 2:
+            blocked = jnp.pad(blocked, [(0, 1) if axis == at else (0, 0) for axis in range(blocked.ndim)])
+        halved_shape = (*blocked.shape[:at], 2, blocked.shape[at] // 2, *blocked.shape[at + 1 :])
+        halved_spec = None if spec is None else (*spec[:at], None, None, *spec[at + 1 :])
+        halved = _reshape(blocked, halved_shape, halved_spec)
+        block_axes = (
+            [2 * i + 1 for i in range(first)] + [at + 1] + [2 * i + 2 for i in range(first + 1, len(layout.block))]
+        )
+        for axis in sorted(block_axes, reverse=True):  # the last first: the earlier positions hold
+            halved = _max_by_halving(halved, axis)
+        return jnp.moveaxis(halved, first + 1, -1)
     *lead, runs, length = blocked.shape
     if length % 2:
         blocked = jnp.pad(blocked, [(0, 0)] * (blocked.ndim - 1) + [(0, 1)])

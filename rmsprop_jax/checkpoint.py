@@ -164,7 +164,8 @@ def _checked(where: str | Path, saved: Any, target: Any) -> Any:
         if _blocks_differ(problems):
             message += (
                 "\nThe 8-bit block layout differs: the same codes, cut into other blocks. An 8-bit leaf's blocks "
-                "fit its shards, so the params' sharding (a mesh or a partition spec) changed since the save. "
+                "follow its shape (and its shards, where they are split more than 8 ways or unevenly), so the "
+                "checkpoint was written by an earlier version of rmsprop_jax or under another such sharding. "
                 "Restore into a target built as the checkpoint's was (tx.init of params sharded as then, or "
                 "jax.eval_shape of it), then move the state with rmsprop_jax.convert_state(restored_state, "
                 "new_tx.init(params))."

@@ -58,6 +58,7 @@ def test_the_suite_tables_on_the_speed_page_are_the_results_files():
     suite = load_script("benchmarks/suite.py")
     speed = (DOCS / "speed.md").read_text()
     included = re.findall(r"```\{include\} \.\./benchmarks/results/(\S+)\.md", speed)
+    included = [name for name in included if not name.startswith("step-8bit")]  # benchmarks/step_8bit.py's
     assert len(included) == 3
     for name in included:
         rendered = suite.markdown(json.loads((RESULTS / f"{name}.json").read_text())).strip()
@@ -97,3 +98,23 @@ def test_the_real_model_tables_are_the_results_file():
     assert script.markdown(results) == script.RESULTS.with_suffix(".md").read_text()
     assert script.markdown(results) in (DOCS / "speed.md").read_text()
     assert script.summary_markdown(results) in README.read_text()
+
+
+def test_the_one_leaf_8bit_table_is_its_results_file_and_the_speed_page_quotes_it():
+    """``results/step-8bit-cpu2core.md`` is its JSON rendered; Speed's paragraph quotes its ratios."""
+    script = load_script("benchmarks/step_8bit.py")
+    results = json.loads((RESULTS / "step-8bit-cpu2core.json").read_text())
+    assert (RESULTS / "step-8bit-cpu2core.md").read_text() == script._markdown(results)
+    ratios = {
+        (r["leaf"], r["variant"]): r["8-bit / optax"] for r in results["two_cores"] if r["form"] == "update+apply"
+    }
+    speed = _flat((DOCS / "speed.md").read_text())
+    quoted = re.search(
+        r"plain 8-bit steps at ([0-9.]+)x optax at 4096 x 1024 and ([0-9.]+)x at 8192 x 2048 .*?"
+        r"centered with momentum at ([0-9.]+)x and ([0-9.]+)x",
+        speed,
+    )
+    assert quoted, "the one-leaf paragraph's figures moved"
+    expected = [ratios[("4096x1024", "plain")], ratios[("8192x2048", "plain")]]
+    expected += [ratios[("4096x1024", "centered+momentum")], ratios[("8192x2048", "centered+momentum")]]
+    assert [float(x) for x in quoted.groups()] == expected

@@ -13,9 +13,9 @@ import rmsprop_jax
 from rmsprop_jax import _dtypes as dtypes
 from rmsprop_jax import _storage_8bit as codec
 
-SHAPE = (16, 256)  # 4096 entries: quantized in 16 x 16 tiles
+SHAPE = (16, 256)  # 4096 entries: quantized in boxes of 2 x 32 (16 rows split 8 ways are 2 rows)
 RAGGED = (3, 3, 17, 31)  # a kernel whose 527-entry rows (17 x 31) hold runs of 256, 256 and a padded 15
-SHAPES = {"tiles": SHAPE, "ragged runs": RAGGED}
+SHAPES = {"boxes": SHAPE, "ragged runs": RAGGED}
 
 
 def _first_block(x: np.ndarray) -> np.ndarray:
@@ -225,7 +225,7 @@ def test_a_gradient_that_flips_sign_is_not_clipped_by_the_centered_variance_boun
     _, exact = exact_tx.update(flip, exact, params)
     _, narrow = narrow_tx.update(flip, narrow, params)
     variance = exact.nu - exact.mu**2  # 0.9 * ~0 + 0.09 * (1 + 0.96)^2 ~ 0.35
-    stored = codec.decode(narrow.nu, codec.TILES, codec.UNSIGNED)  # the variance itself
+    stored = codec.decode(narrow.nu, codec.block_layout(SHAPE), codec.UNSIGNED)  # the variance itself
     np.testing.assert_allclose(np.asarray(stored), np.asarray(variance), rtol=0.13)
 
 
@@ -292,7 +292,7 @@ def test_each_step_uses_the_average_before_rounding_in_every_entry(name, variant
         g = jax.random.normal(jax.random.key(t), shape) * jnp.exp(jax.random.normal(jax.random.key(10 + t), shape))
         view = rmsprop_jax.state_as_float32(state)
         if name == "centered":  # the view's nu is E[g^2] = variance + mu^2: read the stored variance itself
-            variance = codec.decode(state.nu, codec.TILES, codec.UNSIGNED)
+            variance = codec.decode(state.nu, codec.block_layout(state.nu.codes.shape), codec.UNSIGNED)
             expected = centered_reference(g, state._replace(nu=variance, mu=view.mu))
         else:
             expected = step32(g, tx32.init(jnp.zeros(shape))._replace(nu=view.nu, mu=view.mu, trace=view.trace))[0]

@@ -44,7 +44,8 @@ def test_the_committed_trees_are_the_models_the_issue_names():
 @pytest.mark.parametrize("model", TREES, ids=TREES)
 def test_every_leaf_of_4096_entries_or_more_is_8bit_and_its_blocks_hold_about_256(model, variant):
     """Whatever the shape (HWIO kernels, depthwise kernels, a 1280 x 1000 classifier); the smaller leaves
-    keep float32. The scales cost at most 4 bytes per 240 entries and field (blocks of 240 to 256)."""
+    keep float32. The scales cost at most 4 bytes per 200 entries and field on average (blocks that every
+    even sharding up to 8 ways keeps whole: 212-256 entries on average on these trees)."""
     options, fields = VARIANTS[variant]
     report = _report(TREES[model], options)
     big = [leaf for leaf in report.leaves if math.prod(leaf.shape) >= 4096]
@@ -54,7 +55,7 @@ def test_every_leaf_of_4096_entries_or_more_is_8bit_and_its_blocks_hold_about_25
     assert all(leaf.storage == "float32" for leaf in report.leaves if math.prod(leaf.shape) < 4096)
     big_entries = sum(math.prod(leaf.shape) for leaf in big)
     scale_bytes = sum(leaf.state_bytes for leaf in big) - fields * big_entries  # codes: one byte per entry and field
-    assert 0 < scale_bytes <= fields * 4 * big_entries / 240
+    assert 0 < scale_bytes <= fields * 4 * big_entries / 200
 
 
 @pytest.mark.parametrize("model", TREES, ids=TREES)

@@ -26,19 +26,20 @@ def _array_bytes(tree) -> int:
 
 
 def test_the_dqn_network_reports_its_120x84_layer_8bit_and_why_nothing_else_is():
-    """The issue's case: 8-bit and packing asked for. The 120 x 84 layer is 8-bit (runs of 252 over
-    both axes); every other leaf is under 4096 entries, and no two leaves share a shape."""
+    """The issue's case: 8-bit and packing asked for. The 120 x 84 layer is 8-bit (boxes of 5 x 21,
+    which every even sharding of either axis up to 8 ways keeps whole); every other leaf is under 4096
+    entries, and no two leaves share a shape."""
     tx = presets.dqn2015(state_dtype="8bit", pack_small_leaves=True)
     report = rmsprop_jax.state_report(tx.init(DQN))
     by_path = {leaf.path: leaf for leaf in report.leaves}
     kernel = by_path["['Dense_1']['kernel']"]
-    assert (kernel.storage, kernel.eight_bit) == ("8bit runs of 252 over the last 2 axes", "yes")
+    assert (kernel.storage, kernel.eight_bit) == ("8bit boxes of 5x21", "yes")
     assert all(leaf.storage == "float32" for leaf in report.leaves if leaf is not kernel)
     assert by_path["['Dense_0']['kernel']"].eight_bit == "no: 480 entries < 4096"
     assert kernel.packing == "per leaf: 8-bit codes"
     assert by_path["['Dense_0']['bias']"].packing == "per leaf: no other leaf of its shape and dtype"
-    float_entries = 10934 - 10080  # nu and mu in float32; the kernel's in codes and a scale per 252 entries
-    state_bytes = 8 * float_entries + 2 * (10080 + 4 * 10080 // 252) + 4  # and the count
+    float_entries = 10934 - 10080  # nu and mu in float32; the kernel's in codes and a scale per 105 entries
+    state_bytes = 8 * float_entries + 2 * (10080 + 4 * 10080 // 105) + 4  # and the count
     assert report.bytes_per_param == pytest.approx(state_bytes / 10934, abs=1e-6)
     assert "92.2% of the params 8-bit, 0 leaves packed" in str(report)
 

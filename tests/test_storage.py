@@ -17,15 +17,15 @@ from rmsprop_jax import _storage_8bit as codec
     ("shape", "dtype", "layout"),
     [
         ((256, 512), jnp.float32, codec.TILES),
-        ((64, 64), jnp.bfloat16, codec.TILES),
-        ((3, 64, 64), jnp.float16, codec.TILES),
+        ((64, 64), jnp.bfloat16, codec.Layout("boxes", block=(8, 8))),  # 64 split 8 ways: 8 wide
+        ((3, 64, 64), jnp.float16, codec.Layout("boxes", block=(3, 8, 8))),
         ((4096,), jnp.float32, codec.RUNS),
-        ((24, 512), jnp.float32, codec.RUNS),
+        ((24, 512), jnp.float32, codec.Layout("boxes", block=(3, 64))),
         ((8, 16), jnp.float32, None),  # under 4096 entries
-        ((100, 100), jnp.float32, codec.Layout("runs", 2, 250)),  # no tile fits: runs over both axes
+        ((100, 100), jnp.float32, codec.Layout("boxes", block=(5, 25))),  # no tile fits
         ((4097,), jnp.float32, codec.Layout("runs", 1, 241)),  # 17 x 241
         ((4099,), jnp.float32, codec.RUNS),  # prime: the last run padded
-        ((3, 3, 40, 240), jnp.bfloat16, codec.Layout("runs", 2, 240)),
+        ((3, 3, 40, 240), jnp.bfloat16, codec.Layout("boxes", block=(1, 1, 5, 30))),
     ],
 )
 def test_the_documented_rule_decides_which_leaves_are_quantized(shape, dtype, layout):

@@ -16,19 +16,22 @@ FORMATS = {"unsigned": s8.UNSIGNED, "signed": s8.SIGNED}
     ("shape", "layout"),
     [
         ((256, 512), s8.TILES),
-        ((3, 64, 64), s8.TILES),
-        ((16, 4096), s8.TILES),
+        ((3, 64, 64), s8.Layout("boxes", block=(3, 8, 8))),  # 64 split 8 ways: 8 rows, 8 columns
+        ((16, 4096), s8.RUNS),  # 16 split 2 ways leaves 8 rows: no tile
         ((4096,), s8.RUNS),
-        ((24, 512), s8.RUNS),
+        ((24, 512), s8.Layout("boxes", block=(3, 64))),
         ((8, 16), None),  # too small
-        ((4097,), s8.Layout("runs", 1, 241)),  # 17 x 241: no padding
+        ((4097,), s8.Layout("runs", 1, 241)),  # 17 x 241: no padding, no even sharding
         ((4099,), s8.RUNS),  # prime: 16 runs of 256 and a padded last one of 3
-        ((1280, 1000), s8.Layout("runs", 1, 250)),  # a classifier: 4 runs per row
-        ((16, 257), s8.RUNS),  # each row: 256 and a padded 1
-        ((100, 100), s8.Layout("runs", 2, 250)),  # rows of 100 < 256: the whole matrix is one row
-        ((3, 3, 40, 240), s8.Layout("runs", 2, 240)),  # an HWIO kernel: a row per 40 x 240 slice
-        ((5, 5, 672, 1), s8.Layout("runs", 2, 224)),  # a depthwise kernel
-        ((5000, 2, 1), s8.Layout("runs", 3, 250)),
+        ((1280, 1000), s8.Layout("boxes", block=(2, 125))),  # a classifier: 1000 split 8 ways is 125 wide
+        ((40, 1000), s8.Layout("runs", 1, 125)),
+        ((16, 257), s8.RUNS),  # each row: 256 and a padded 1 (257 has no even sharding)
+        ((100, 100), s8.Layout("boxes", block=(5, 25))),
+        ((100, 64), s8.Layout("boxes", block=(25, 8))),  # the issue's embedding: 64 split 8 ways is 8 wide
+        ((3, 3, 40, 240), s8.Layout("boxes", block=(1, 1, 5, 30))),  # an HWIO kernel: the last two axes first
+        ((5, 5, 672, 1), s8.Layout("boxes", block=(1, 5, 42, 1))),  # a depthwise kernel
+        ((3, 3, 17, 31), s8.Layout("runs", 2, 256)),  # odd axes: no even sharding, rows of 527 padded
+        ((4096, 2), s8.Layout("boxes", block=(256, 1))),  # 2 columns split 2 ways: 1 wide
     ],
 )
 def test_layout_follows_from_the_shape(shape, layout):
@@ -131,18 +134,56 @@ def test_the_value_encode_returns_is_what_the_codes_decode_to_bit_for_bit(fmt, s
 
 
 def test_the_layout_rule_reads_one_shards_shape_where_it_is_given():
-    """Without a GPU mesh: the rule of what fits, applied to the shard shape a sharded array would show."""
-    assert s8.block_layout((64, 96)) == s8.TILES
-    assert s8.block_layout((64, 96), (64, 24)) == s8.Layout("runs", 1, 24)  # 24 columns: no tile; runs of 24
-    assert s8.block_layout((4096, 16), (4096, 4)) is None  # 4 columns: runs of 4 would cost more than they save
-    assert s8.block_layout((64, 96), (32, 96)) == s8.TILES
-    assert s8.block_layout((8, 1024), (8, 256)) == s8.RUNS
-    assert s8.block_layout((8, 1024), (8, 128)) == s8.Layout("runs", 1, 128)  # runs tile each shard's rows
-    assert s8.layout_decision((4096, 16), (4096, 4)) == (None, "no block fits its shards (4096x4)")
-    assert s8.block_layout((64, 100), (32, 100)) == s8.Layout("runs", 1, 100)  # a row never spans sharded rows
-    assert s8.block_layout((64, 100), (64, 50)) == s8.Layout("runs", 1, 50)
-    assert s8.block_layout((4096, 2), (512, 2)) is None  # runs of 2 < MIN_RUN entries would cost more than float32
+    """The layout is the global shape's wherever its blocks fit the shards (every even sharding up to 8
+    ways does); only a sharding beyond that (16 ways, or uneven) falls back to one shard's extents."""
+    assert s8.block_layout((64, 96)) == s8.Layout("boxes", block=(8, 12))
+    for local in [(64, 48), (64, 24), (64, 12), (32, 96), (8, 96), (8, 12)]:  # 2-, 4- and 8-way shards
+        assert s8.block_layout((64, 96), local) == s8.block_layout((64, 96))
+    assert s8.block_layout((8, 1024), (8, 128)) == s8.block_layout((8, 1024)) == s8.Layout("runs", 1, 128)
+    assert s8.block_layout((100, 64), (100, 8)) == s8.block_layout((100, 64))
+    # 16 ways: shards of 6 columns cut the 12-column boxes; one shard's own rule: runs of 6 are too short
+    assert s8.layout_decision((64, 96), (64, 6)) == (None, "no block fits its shards (64x6)")
+    assert s8.block_layout((64, 4096), (64, 256)) == s8.RUNS  # 16 ways, each shard holding whole runs
+    assert s8.block_layout((64, 4096), (64, 128)) == s8.TILES  # 32 ways: one shard's own rule, tiles
+    assert s8.layout_decision((4096, 16), (4096, 1)) == (None, "no block fits its shards (4096x1)")
     assert s8.layout_decision((10, 10)) == (None, "100 entries < 4096")
+
+
+def test_every_layout_keeps_whole_blocks_under_every_even_sharding_up_to_8_ways():
+    """For shapes of real models and the tests, each 2-, 4- and 8-way split of each axis into equal
+    shards falls between blocks: a sharded step needs no collective and equals one device's."""
+    shapes = [
+        (4096, 1024),
+        (64, 128),
+        (256, 16),
+        (100, 64),
+        (40, 1000),
+        (24, 509),
+        (4096,),
+        (3, 3, 672, 1),
+        (1, 1, 672, 112),
+        (3, 3, 64, 64),
+        (1280, 1000),
+        (5000,),
+        (3, 3, 40, 240),
+        (128, 256),
+        (120, 84),
+        (768, 3072),
+        (197, 768),
+        (7, 7, 3, 64),
+        (1, 1, 1280, 1000),
+    ]
+    for shape in shapes:
+        layout = s8.block_layout(shape)
+        assert layout is not None, shape
+        q = s8.encode(jnp.ones(shape), layout, s8.UNSIGNED, jnp.uint32(0))
+        assert s8.layout_of(q.codes.shape, q.scales.shape) == layout
+        for axis, extent in enumerate(shape):
+            for ways in (2, 4, 8):
+                if extent % ways == 0:
+                    local = (*shape[:axis], extent // ways, *shape[axis + 1 :])
+                    assert s8.block_layout(shape, local) == layout, (shape, local)
+                    assert s8._shards_keep_blocks_whole(layout, shape, local), (shape, local)
 
 
 @pytest.mark.parametrize("fmt", [s8.UNSIGNED, s8.SIGNED], ids=["unsigned", "signed"])
@@ -176,8 +217,8 @@ RAGGED = {  # shapes that no 16 x 16 tile or run of 256 divides: (shape, the sca
 def test_ragged_runs_keep_the_shape_and_each_entry_lands_on_a_neighbouring_code(fmt, shape, scale_shape):
     rng = np.random.default_rng(0)
     x = rng.lognormal(0.0, 1.0, shape) * (rng.choice([-1, 1], shape) if fmt.signed else 1)
-    layout = s8.block_layout(shape)
-    assert layout is not None and layout.kind == "runs"
+    layout = s8.layout_of(shape, scale_shape)  # a runs layout (as a checkpoint of the earlier rule holds)
+    assert layout.kind == "runs"
     q, decoded = _roundtrip(x, layout, fmt)
     assert q.codes.dtype == jnp.uint8 and q.codes.shape == shape and q.scales.shape == scale_shape
     assert np.all(np.sign(decoded) == np.sign(x))
@@ -204,7 +245,7 @@ def test_padding_never_moves_a_scale_nor_reaches_the_values():
 
 def test_ragged_runs_jit_equals_eager_and_the_seed_changes_the_rounding():
     x = jnp.asarray(np.random.default_rng(3).lognormal(0, 2, (3, 3, 40, 240)), jnp.float32)
-    layout = s8.block_layout(x.shape)
+    layout = s8.Layout("runs", 2, 240)
 
     def roundtrip(x, seed):
         return s8.decode(s8.encode(x, layout, s8.UNSIGNED, seed), layout, s8.UNSIGNED)
@@ -224,8 +265,21 @@ def test_ragged_runs_jit_equals_eager_and_the_seed_changes_the_rounding():
         ((5, 257), s8.RUNS),
         ((4, 386), s8.Layout("runs", 1, 193)),
         ((2, 3, 40, 240), s8.Layout("runs", 2, 240)),
+        ((64, 128), s8.Layout("boxes", block=(8, 16))),
+        ((3, 3, 40, 240), s8.Layout("boxes", block=(1, 3, 5, 15))),
+        ((100, 64), s8.Layout("boxes", block=(25, 8))),
     ],
-    ids=["tiles", "runs", "even runs of 150", "padded runs", "odd runs of 193", "runs over two axes"],
+    ids=[
+        "tiles",
+        "runs",
+        "even runs of 150",
+        "padded runs",
+        "odd runs of 193",
+        "runs over two axes",
+        "boxes",
+        "boxes over 3 axes",
+        "odd boxes",
+    ],
 )
 def test_half_maxima_give_the_block_maximum_and_a_bound_of_its_second_largest(fmt, shape, layout):
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -234,11 +288,12 @@ def test_half_maxima_give_the_block_maximum_and_a_bound_of_its_second_largest(fm
         x = np.abs(x)
     halves = np.asarray(s8.half_maxima(jnp.asarray(x), layout))
     blocks = np.abs(np.asarray(s8._blocked(jnp.asarray(x), layout)))
-    blocks = (
-        blocks.reshape(*halves.shape[:-1], -1)
-        if layout.kind == "runs"
-        else np.moveaxis(blocks, -3, -2).reshape(*halves.shape[:-1], -1)
-    )
+    if layout.kind == "boxes":  # each block's entries last
+        nd = len(layout.block)
+        blocks = np.transpose(blocks, [*range(0, 2 * nd, 2), *range(1, 2 * nd, 2)])
+    elif layout.kind == "tiles":
+        blocks = np.moveaxis(blocks, -3, -2)
+    blocks = blocks.reshape(*halves.shape[:-1], -1)
     top_two = np.sort(blocks, axis=-1)[..., -2:]
     np.testing.assert_array_equal(halves.max(-1), top_two[..., 1])  # the block's maximum, bit for bit
     assert np.all(halves.min(-1) <= top_two[..., 0])  # at most the second largest

@@ -4,7 +4,7 @@ jit and vmap, the optax wrappers, Flax NNX, the float32 view, conversion and che
 Each cell is compared with the float32 per-leaf run of the same optimizer, within what its
 storage keeps: float32 to rounding, bfloat16 to its 8 bits of mantissa, 8-bit codes to their
 block-relative precision. The params give every cell something to do: ``w`` (64 x 128) is
-8-bit in tiles, and the three 16-entry biases pack into one group with momentum.
+8-bit in boxes of 8 x 16, and the three 16-entry biases pack into one group with momentum.
 """
 
 from __future__ import annotations
@@ -78,7 +78,9 @@ def _equal(a: object, b: object) -> None:
 def _stored_as_asked(state: rmsprop_jax.RmsPropState, storage: str, layout: str) -> None:
     """The state is kept as the cell asks: w 8-bit (or in the float dtype), the biases packed or not."""
     report = {leaf.path: leaf for leaf in rmsprop_jax.state_report(state).leaves}
-    assert report["['w']"].storage == {"float32": "float32", "bfloat16": "bfloat16", "8bit": "8bit tiles"}[storage]
+    assert (
+        report["['w']"].storage == {"float32": "float32", "bfloat16": "bfloat16", "8bit": "8bit boxes of 8x16"}[storage]
+    )
     assert report["['b0']"].packing.startswith("group") == (layout == "packed")
 
 
@@ -230,7 +232,7 @@ def test_flax_nnx_optimizer_trains_a_model(storage, layout):
     report = {leaf.path: leaf for leaf in rmsprop_jax.state_report(state).leaves}
     assert (
         report["['first']['kernel']"].storage
-        == {"float32": "float32", "bfloat16": "bfloat16", "8bit": "8bit tiles"}[storage]
+        == {"float32": "float32", "bfloat16": "bfloat16", "8bit": "8bit boxes of 8x8"}[storage]
     )
     assert report["['first']['bias']"].packing.startswith("group") == (layout == "packed")
     view = rmsprop_jax.state_as_float32(state)

@@ -37,11 +37,12 @@ EIGHT_BIT = {  # params large enough to be quantized (tests/test_storage.py has 
     "8bit presets.pytorch": lambda: presets.pytorch(lr=1e-2, momentum=0.9, weight_decay=1e-3, state_dtype="8bit"),
 }
 LAYOUTS_8BIT = {  # w (128, 256), b (4096,), n (256, 16): n's shards are narrower than a tile under TP and 2-D;
-    # r (40, 1000) and q (24, 509): shapes no tile or run of 256 divides (runs of 250; runs of 256 and a padded 253)
-    "data-parallel": (P(), P(), P(), P(), P()),
-    "fsdp": (P("data", None), P("data"), P("data", None), P("data", None), P("data", None)),
-    "tensor-parallel": (P(None, "model"), P("model"), P(None, "model"), P(None, "model"), P()),
-    "2d": (P("data", "model"), P("model"), P("data", "model"), P("data", "model"), P("data", None)),
+    # r (40, 1000) and q (24, 509): shapes no tile or run of 256 divides (runs of 125; runs of 256 and a padded 253);
+    # e (100, 64), the issue's embedding: 64 columns split 4 ways are 16 wide (boxes of 25 x 8 on every mesh)
+    "data-parallel": (P(), P(), P(), P(), P(), P()),
+    "fsdp": (P("data", None), P("data"), P("data", None), P("data", None), P("data", None), P("data", None)),
+    "tensor-parallel": (P(None, "model"), P("model"), P(None, "model"), P(None, "model"), P(), P(None, "model")),
+    "2d": (P("data", "model"), P("model"), P("data", "model"), P("data", "model"), P("data", None), P("data", "model")),
 }
 NARROW = ("tensor-parallel", "2d")  # the layouts whose n shards are narrower than a 16 x 16 tile
 LAYOUTS = {  # (w spec, b spec): data-parallel (replicated), FSDP, tensor-parallel
@@ -66,7 +67,7 @@ def params_on(mesh: jax.sharding.Mesh | None, layout: str) -> dict[str, jax.Arra
 
 def params_8bit_on(mesh: jax.sharding.Mesh | None, layout: str) -> dict[str, jax.Array]:
     rng = np.random.default_rng(1)
-    shapes = {"w": (128, 256), "b": (4096,), "n": (256, 16), "r": (40, 1000), "q": (24, 509)}
+    shapes = {"w": (128, 256), "b": (4096,), "n": (256, 16), "r": (40, 1000), "q": (24, 509), "e": (100, 64)}
     params = {name: jnp.asarray(rng.standard_normal(shape), jnp.float32) for name, shape in shapes.items()}
     if mesh is None:
         return params
@@ -108,16 +109,38 @@ def state_matches(state: object, params: dict[str, jax.Array], skip: frozenset[s
 
 
 def run_steps(
-    tx: optax.GradientTransformation, params: dict[str, jax.Array], steps: int = 5, state: object = None
+    tx: optax.GradientTransformation,
+    params: dict[str, jax.Array],
+    steps: int = 5,
+    state: object = None,
+    grads_on_host: bool = False,
 ) -> tuple[dict, object]:
+    """``steps`` jitted steps of ``tx`` with :func:`grad_fn`'s gradients, computed inside the step; or, with
+    ``grads_on_host``, in NumPy from the params and handed to the step with the params' shardings, so that a
+    sharded and a one-device run step from the same gradient bits (XLA computes ``sin`` inside a fusion
+    with vector or scalar code, which a partitioned program may choose otherwise: one ulp apart)."""
+
     @jax.jit
     def step(params: dict, state: object, i: jax.Array) -> tuple:
         updates, state = tx.update(grad_fn(params, i), state, params)
         return optax.apply_updates(params, updates), state
 
+    @jax.jit
+    def step_with(params: dict, state: object, grads: dict) -> tuple:
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
     state = tx.init(params) if state is None else state
     for i in range(steps):
-        params, state = step(params, state, jnp.float32(i))
+        if not grads_on_host:
+            params, state = step(params, state, jnp.float32(i))
+            continue
+        host = {
+            name: (np.sin(3.0 * np.asarray(p) + np.float32(i)) * (1.0 + np.asarray(p) ** 2)).astype(np.float32)
+            for name, p in params.items()
+        }
+        grads = {name: jax.device_put(host[name], params[name].sharding) for name in params}
+        params, state = step_with(params, state, grads)
     return params, state
 
 
