@@ -37,8 +37,8 @@ class LeafReport(NamedTuple):
       path: The leaf's path in the params (``jax.tree_util.keystr``).
       shape: The param's shape.
       storage: ``"float32"`` (or the state's float dtype), or ``"8bit tiles"`` /
-        ``"8bit runs"``, ``"8bit runs of 252 over the last 2 axes"`` (uint8 codes with one
-        float32 scale per 16 x 16 tile or run; the layouts are in the Numerics page).
+        ``"8bit runs"``, ``"8bit runs of 125"``, ``"8bit boxes of 25x8"`` (uint8 codes with one
+        float32 scale per 16 x 16 tile, run or box; the layouts are in the Numerics page).
       eight_bit: ``"yes"``, or ``"no: ..."`` with the reason (too small, no block fits the
         shape or its shards, or not requested).
       packing: ``"group N (K leaves)"``, or ``"per leaf: ..."`` with the reason.
@@ -48,9 +48,9 @@ class LeafReport(NamedTuple):
       >>> import jax.numpy as jnp
       >>> import rmsprop_jax
       >>> tx = rmsprop_jax.rmsprop(1e-3, state_dtype="8bit")
-      >>> (leaf,) = rmsprop_jax.state_report(tx.init({"w": jnp.zeros((64, 64))})).leaves
+      >>> (leaf,) = rmsprop_jax.state_report(tx.init({"w": jnp.zeros((128, 128))})).leaves
       >>> leaf.storage, leaf.eight_bit, leaf.state_bytes
-      ('8bit tiles', 'yes', 4160)
+      ('8bit tiles', 'yes', 16640)
     """
 
     path: str
@@ -141,10 +141,10 @@ def state_report(state: Any) -> StateReport:
       ...     print(f"{leaf.path:6} {leaf.storage:37} {leaf.eight_bit:22} {leaf.packing}")
       ['b1'] float32                               no: 84 entries < 4096  group 0 (2 leaves)
       ['b2'] float32                               no: 84 entries < 4096  group 0 (2 leaves)
-      ['v']  8bit tiles                            yes                    per leaf: 8-bit codes
-      ['w']  8bit runs of 252 over the last 2 axes yes                    per leaf: 8-bit codes
+      ['v']  8bit boxes of 32x8                    yes                    per leaf: 8-bit codes
+      ['w']  8bit boxes of 5x21                    yes                    per leaf: 8-bit codes
       >>> print(f"{report.bytes_per_param:.2f} bytes per param")
-      2.07 bytes per param
+      2.09 bytes per param
     """
     found = the_rmsprop_state(state, "state_report")
     plan = plans.read(found)

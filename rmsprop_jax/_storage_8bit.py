@@ -167,7 +167,7 @@ class Quantized(NamedTuple):
       >>> state = rmsprop_jax.rmsprop(1e-3, state_dtype="8bit").init({"w": jnp.ones((64, 64))})
       >>> q = state.nu["w"]
       >>> type(q).__name__, q.codes.dtype, q.codes.shape, q.scales.shape
-      ('Quantized', dtype('uint8'), (64, 64), (4, 4))
+      ('Quantized', dtype('uint8'), (64, 64), (8, 8))
     """
 
     codes: jax.Array
@@ -264,7 +264,8 @@ def _box(shape: tuple[int, ...]) -> Layout | None:
                 best = (size, block)
         if best[0] >= RUN // 2:
             break
-    size, block = best
+    size = best[0]
+    block = tuple(int(extent) for extent in best[1])
     if size < MIN_RUN:
         return None
     if len(shape) >= 2 and block[-2:] == (TILE, TILE) and math.prod(block[:-2]) == 1:
