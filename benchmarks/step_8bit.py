@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import hlo_summary, interleaved, run_meta
+from timing import donated_timer, hlo_summary, interleaved, run_meta
 
 import rmsprop_jax
 
@@ -60,17 +60,6 @@ def _step(tx: optax.GradientTransformation, form: str) -> Callable:
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def _timer(step: Callable, params: jax.Array, state: Any, grads: jax.Array, clock: Callable[[], float]) -> Callable:
-    carry = [jax.block_until_ready(step(params, state, grads))]
-
-    def timer() -> float:
-        start = clock()
-        carry[0] = jax.block_until_ready(step(*carry[0][:2], grads))
-        return clock() - start
-
-    return timer
-
-
 def measure(rounds: int, clock: Callable[[], float]) -> list[dict[str, Any]]:
     """Every cell's medians (ms) and HLO counts, timed with ``clock``."""
     rows = []
@@ -90,7 +79,7 @@ def measure(rounds: int, clock: Callable[[], float]) -> list[dict[str, Any]]:
                         "fusions": summary["fusions"],
                         "bytes_per_entry": round((summary["argument_bytes"] + summary["output_bytes"]) / entries, 2),
                     }
-                    timers[contender] = _timer(step, p, state, grads, clock)
+                    timers[contender] = donated_timer(step, p, state, grads, clock, carried=2)
                 times = interleaved(timers, rounds)
                 medians = {label: statistics.median(t) * 1e3 for label, t in times.items()}
                 row = {"leaf": shape_name, "variant": variant, "form": form}

@@ -51,17 +51,26 @@ def interleaved(timers: dict[str, Callable[[], float]], repeats: int, seed: int 
     return times
 
 
-def donated_timer(step: Callable, params: Any, state: Any, grads: Any) -> Callable[[], float]:
+def donated_timer(
+    step: Callable,
+    params: Any,
+    state: Any,
+    grads: Any,
+    clock: Callable[[], float] = time.perf_counter,
+    carried: int | None = None,
+) -> Callable[[], float]:
     """A timer of one donated ``step(params, state, grads)`` call, after one warm-up call (it compiles).
 
-    Each call feeds the previous call's outputs back in, as a training loop does.
+    Each call feeds the previous call's outputs back in, as a training loop does: all of them, or the
+    first ``carried`` (a step that also returns its updates). ``clock`` reads the time (default the wall
+    clock; ``time.process_time`` for the process's CPU time).
     """
     carry = [jax.block_until_ready(step(params, state, grads))]
 
     def timer() -> float:
-        start = time.perf_counter()
-        carry[0] = jax.block_until_ready(step(*carry[0], grads))
-        return time.perf_counter() - start
+        start = clock()
+        carry[0] = jax.block_until_ready(step(*carry[0][:carried], grads))
+        return clock() - start
 
     return timer
 

@@ -219,12 +219,11 @@ SHARD_WAYS = (2, 4, 8)  # the even shardings every layout keeps whole blocks und
 
 def _boundaries_between_blocks(layout: Layout, shape: tuple[int, ...], axis: int, stride: int) -> bool:
     """Whether shard boundaries every ``stride`` entries along ``axis`` fall between ``layout``'s blocks."""
-    first_row_axis = len(shape) - layout.run_axes
     if layout.kind == "tiles":
         return axis < len(shape) - 2 or stride % TILE == 0
     if layout.kind == "boxes":
         return stride % layout.block[axis] == 0
-    return axis < first_row_axis or (stride * math.prod(shape[axis + 1 :])) % layout.run_length == 0
+    return axis < len(shape) - layout.run_axes or (stride * math.prod(shape[axis + 1 :])) % layout.run_length == 0
 
 
 def _even_shardings_keep_blocks_whole(layout: Layout, shape: tuple[int, ...]) -> bool:

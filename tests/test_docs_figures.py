@@ -68,17 +68,22 @@ def test_the_suite_tables_on_the_speed_page_are_the_results_files():
     assert len(re.findall(r"\.png\)", speed)) == 2
 
 
+def _speed_figures(pattern: str, moved: str) -> tuple[str, ...]:
+    """The figures a paragraph of the Speed page quotes, by ``pattern``'s groups (``moved``: the failure's words)."""
+    quoted = re.search(pattern, _flat((DOCS / "speed.md").read_text()))
+    assert quoted, moved
+    return quoted.groups()
+
+
 def test_the_8bit_speed_figures_are_the_results_file():
     """The Speed page's 8-bit paragraph quotes the 8-bit run's table (itself the JSON rendered)."""
     table = (RESULTS / "cpu2core-2026-11-24-8bit.md").read_text()
-    speed = _flat((DOCS / "speed.md").read_text())
-    quoted = re.search(
+    quoted = _speed_figures(
         r"plain ([0-9.]+) ms against optax's ([0-9.]+) \(\*\*([0-9.]+)x\*\*\), centered with momentum "
         r"([0-9.]+) against ([0-9.]+) ms \(\*\*([0-9.]+)x\*\*\)",
-        speed,
+        "the 8-bit paragraph's figures moved",
     )
-    assert quoted, "the 8-bit paragraph's figures moved"
-    figures = (quoted.groups()[:3], quoted.groups()[3:])
+    figures = (quoted[:3], quoted[3:])
     for variant, (ours, theirs, ratio) in zip(("plain", "centered+momentum"), figures, strict=True):
         row = next(line for line in table.splitlines() if line.startswith(f"| {variant}, ") and "8bit state" in line)
         cells = [cell.strip() for cell in row.strip("|").split("|")]
@@ -108,13 +113,11 @@ def test_the_one_leaf_8bit_table_is_its_results_file_and_the_speed_page_quotes_i
     ratios = {
         (r["leaf"], r["variant"]): r["8-bit / optax"] for r in results["two_cores"] if r["form"] == "update+apply"
     }
-    speed = _flat((DOCS / "speed.md").read_text())
-    quoted = re.search(
+    quoted = _speed_figures(
         r"plain 8-bit steps at ([0-9.]+)x optax at 4096 x 1024 and ([0-9.]+)x at 8192 x 2048 .*?"
         r"centered with momentum at ([0-9.]+)x and ([0-9.]+)x",
-        speed,
+        "the one-leaf paragraph's figures moved",
     )
-    assert quoted, "the one-leaf paragraph's figures moved"
     expected = [ratios[("4096x1024", "plain")], ratios[("8192x2048", "plain")]]
     expected += [ratios[("4096x1024", "centered+momentum")], ratios[("8192x2048", "centered+momentum")]]
-    assert [float(x) for x in quoted.groups()] == expected
+    assert [float(x) for x in quoted] == expected
