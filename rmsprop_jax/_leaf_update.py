@@ -29,6 +29,10 @@ One step, in this order:
    (``scale_by_rms``) ``u = s``.
 8. Decoupled weight decay: ``u = u - lr * weight_decay * p`` (AdamW, Keras, timm).
 
+With coupled weight decay, where ``lr`` scales the step (no momentum, or ``lr_in_momentum``),
+``lr * s`` is computed as ``(lr * g) / sqrt(v + eps)`` (:func:`_scaled`): the sum
+``g + weight_decay * p`` is then recomputed in each fusion rather than written out.
+
 Each new state entry is stored (:mod:`rmsprop_jax._storage`: a float dtype, 16-bit
 ones stochastically rounded, or 8-bit block-wise codes) as soon as it is computed,
 and the later steps start from the stored value. The step asks a storage for nothing but
@@ -266,12 +270,22 @@ def _moments(
     return new_nu, new_mu, jnp.maximum(nu_hat - _abs_sq(mu_hat), 0)
 
 
-def _scaled(config: RmsConfig, variance: jax.Array, g: jax.Array) -> jax.Array:
-    """Step 6: ``s = g / sqrt(v + eps)`` or ``g / (sqrt(v) + eps)``, and 0 where ``g == 0``."""
+def _scaled(config: RmsConfig, variance: jax.Array, g: jax.Array, factor: Scalar | None = None) -> jax.Array:
+    """Step 6: ``s = g / sqrt(v + eps)`` or ``g / (sqrt(v) + eps)``, and 0 where ``g == 0``; times
+    ``factor`` where one is given (the learning rate that scales the step).
+
+    With a ``factor`` the gradient is scaled first, ``(factor * g) / rms``: where ``g`` is a sum
+    (coupled weight decay, ``g + wd * p``), XLA then recomputes it in each fusion that reads it
+    instead of writing it out and reading it twice, because no read of ``g`` depends on the new
+    state (``benchmarks/NOTES.md``, "Float32: timm's recipe in the fewest fusions"). It rounds
+    differently from ``factor * (g / rms)`` (about 1 ulp), so :func:`update_leaf` asks for it only
+    where ``g`` is such a sum, and the steps without coupled decay keep optax's bits.
+    """
     if config.eps_in_sqrt:
-        scaled = jax.lax.rsqrt(variance + config.eps) * g
+        inverse_rms = jax.lax.rsqrt(variance + config.eps)
     else:
-        scaled = 1 / (jnp.sqrt(variance) + config.eps) * g
+        inverse_rms = 1 / (jnp.sqrt(variance) + config.eps)
+    scaled = inverse_rms * g if factor is None else (factor * g) * inverse_rms
     if config.eps_may_be_zero:
         scaled = jnp.where(g == 0, jnp.zeros_like(scaled), scaled)
     return scaled
@@ -279,17 +293,17 @@ def _scaled(config: RmsConfig, variance: jax.Array, g: jax.Array) -> jax.Array:
 
 def _with_momentum(
     config: RmsConfig,
-    scaled: jax.Array,
+    step: jax.Array,
     g: jax.Array,
     trace: Stored | None,
     storage: Storage | None,
     lr: Scalar,
     seed: jax.Array | None,
 ) -> tuple[jax.Array, Stored]:
-    """Step 7 with momentum: the update before decoupled decay, and the new buffer as stored."""
+    """Step 7 with momentum: the update before decoupled decay, and the new buffer as stored.
+    ``step`` is what the buffer accumulates: ``lr * s`` with ``lr_in_momentum``, else ``s``."""
     assert config.momentum is not None and trace is not None and storage is not None, "momentum needs the trace"
     momentum = config.momentum
-    step = lr * scaled if config.lr_in_momentum else scaled
 
     def majorant(m: Magnitudes) -> jax.Array:  # traced only by a storage that reads it
         bound = _step_bound(config, lr)
@@ -341,17 +355,22 @@ def update_leaf(
     weight_decay = None if weight_decay is None else _scalar(weight_decay)
     g = _gradient(config, grad, param, weight_decay, compute)
     new_nu, new_mu, variance = _moments(config, g, nu, mu, storages, count, rounding_seeds, compute)
-    scaled = _scaled(config, variance, g)
     if learning_rate is None:
-        return LeafStep(dtypes.cast(scaled, grad.dtype), new_nu, new_mu, None)
+        return LeafStep(dtypes.cast(_scaled(config, variance, g), grad.dtype), new_nu, new_mu, None)
     lr = _scalar(learning_rate)
     if not isinstance(lr, (int, float)):
         lr = dtypes.cast(lr, compute)
+    lr_scales_step = config.momentum is None or config.lr_in_momentum
+    if lr_scales_step and weight_decay is not None and not config.decoupled_weight_decay:
+        step = _scaled(config, variance, g, lr)
+    else:
+        scaled = _scaled(config, variance, g)
+        step = lr * scaled if lr_scales_step else scaled
     new_trace = None
     if config.momentum is None:
-        update = -lr * scaled
+        update = -step
     else:
-        update, new_trace = _with_momentum(config, scaled, g, trace, storages.trace, lr, rounding_seeds[2])
+        update, new_trace = _with_momentum(config, step, g, trace, storages.trace, lr, rounding_seeds[2])
     if weight_decay is not None and config.decoupled_weight_decay:
         assert param is not None, "weight decay needs the param"
         update = update - lr * weight_decay * dtypes.cast(param, g.dtype)

@@ -182,3 +182,34 @@ def test_tiny_gradients_stay_finite_over_thousands_of_steps(extra):
     assert np.all(np.isfinite(np.asarray(updates)))
     for leaf in jax.tree.leaves(state):
         assert np.all(np.isfinite(leaf))
+
+
+def _fusions(tx: optax.GradientTransformation, params: jax.Array) -> int:
+    """The loop fusions of a donated, jitted training step (update and ``apply_updates``)."""
+
+    def step(p, s, g):
+        updates, s = tx.update(g, s, p)
+        return optax.apply_updates(p, updates), s
+
+    grads = jnp.ones_like(params)
+    text = jax.jit(step, donate_argnums=(0, 1)).lower(params, tx.init(params), grads).compile().as_text()
+    return sum(1 for line in text.splitlines() if " fusion(" in line and "=" in line.split(" fusion(")[0])
+
+
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("momentum", [None, 0.9])
+def test_coupled_weight_decay_writes_no_gradient_temporary(momentum, centered):
+    """``g + wd * p`` is recomputed in each fusion that reads it, not written out and read back: the
+    step compiles to as many fusions as with decoupled decay (one per output), where ``lr`` scales
+    the step (timm's recipe; the old ``lr * (g / rms)`` compiled to one more)."""
+    params = jnp.linspace(-1.0, 1.0, 256 * 256).reshape(256, 256)
+    counts = [
+        _fusions(
+            rmsprop_jax.rmsprop(
+                1e-2, momentum=momentum, centered=centered, weight_decay=1e-4, decoupled_weight_decay=decoupled
+            ),
+            params,
+        )
+        for decoupled in (False, True)
+    ]
+    assert counts[0] == counts[1]
