@@ -33,7 +33,8 @@ Parts (``--parts``):
   of a donated ``p + 0.5 * g`` pass on the same leaves (``suite.pass_bandwidth``);
 - bytes: the state's bytes per param (``rmsprop_jax.state_report``; torch's state tensors;
   optax's state arrays) and XLA's memory count of the compiled step
-  (``memory_analysis()``: ``peak_memory_in_bytes``, and the temporaries apart).
+  (``memory_analysis()``: ``peak_memory_in_bytes``, and the temporaries apart; the bytes of its
+  arguments and outputs per param) and its loop fusions (``timing.hlo_summary``).
 """
 
 from __future__ import annotations
@@ -223,10 +224,14 @@ def _cells(row: dict[str, Any], label: str) -> list[str]:
     comp = row.get("compile", {}).get(label)
     size = row.get("bytes", {}).get(label, {})
     state = size.get("state_bytes_per_param", (step or {}).get("state_bytes_per_param"))
-    peak = size.get("memory", {}).get("peak_bytes")
+    memory = size.get("memory", {})
+    peak = memory.get("peak_bytes")
+    moved = memory["argument_bytes"] + memory["output_bytes"] if "argument_bytes" in memory else None
     return [
         f"{step['median_ms']:.1f}" if step else "-",
         f"{step['over_optax']:.2f}" if step else "-",
+        str(size["fusions"]) if "fusions" in size else "-",
+        f"{moved / row['params']:.1f}" if moved is not None else "-",
         f"{comp['trace_s']:.2f} + {comp['compile_s']:.2f}" if comp else "-",
         f"{comp['over_optax']:.2f}" if comp else "-",
         f"{state:.3f}" if state is not None else "-",
@@ -236,11 +241,13 @@ def _cells(row: dict[str, Any], label: str) -> list[str]:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The docs' table: per tree and contender, step and trace + compile against optax, bytes, peak memory."""
+    """The docs' table: per tree and contender, step against optax with the compiled step's loop fusions and the
+    bytes of its arguments and outputs per param (what a donated step reads and writes at least), trace + compile
+    against optax, state bytes, peak memory."""
     lines = [
-        "| tree | contender | step ms | step / optax | trace + compile s | compile / optax "
-        "| state B/param | peak MB | packed leaves (groups) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| tree | contender | step ms | step / optax | fusions | B/param in + out | trace + compile s "
+        "| compile / optax | state B/param | peak MB | packed leaves (groups) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"]:
         labels = dict.fromkeys([*row.get("bytes", {}), *row.get("compile", {}), *row.get("step", {})])

@@ -73,6 +73,11 @@ FULL_RUN = 192  # a run this long that divides its row needs no padding, at most
 # Values and scales are clamped here (inf would poison a block), 2**126 rather than float32's largest
 # (~2**128): XLA:CPU computes x / scale as x * (1 / scale) and flushes a subnormal reciprocal to zero.
 LARGEST = 2.0**126
+# From this many entries on, the block maxima are elementwise maxima of halves, which XLA:CPU runs on
+# every core; a reduction runs on one, and starves beside the step's other fusions on a large array
+# (8192 x 2048: 51 ms of a 61 ms step). Below it a reduction costs little, and compiles in about
+# half the time (`benchmarks/NOTES.md`, "8-bit: the block maxima by size").
+PARALLEL_MAXIMA = 1 << 18
 
 
 class Layout(NamedTuple):
@@ -476,13 +481,17 @@ def stored_half_maxima(q: Quantized, layout: Layout, fmt: Format) -> jax.Array:
 
 
 def _halves(blocked: jax.Array, layout: Layout) -> jax.Array:
-    """The largest entry of each half of each block of ``blocked`` (non-negative, :func:`_blocked`'s shape)."""
+    """The largest entry of each half of each block of ``blocked`` (non-negative, :func:`_blocked`'s shape).
+
+    From :data:`PARALLEL_MAXIMA` entries on as elementwise maxima of halves (:func:`_max_by_halving`),
+    below as reductions (the same maxima, bit for bit: a maximum rounds nothing)."""
     spec = _explicit_spec(blocked)
+    largest = _max_by_halving if blocked.size >= PARALLEL_MAXIMA else _max_by_reduction
     if layout.kind == "tiles":
         *lead, rows, height, columns, width = blocked.shape
         halved_spec = None if spec is None else (*spec[:-3], None, None, spec[-2], None)
         halved = _reshape(blocked, (*lead, rows, 2, height // 2, columns, width), halved_spec)
-        return jnp.moveaxis(_max_by_halving(_max_by_halving(halved, -1), -2), -2, -1)
+        return jnp.moveaxis(largest(largest(halved, -1), -2), -2, -1)
     if layout.kind == "boxes":  # halves along the first axis the block spans; the rest of the block reduced
         first = next(i for i, extent in enumerate(layout.block) if extent > 1)
         at = 2 * first + 1  # that block axis in the blocked array
@@ -495,14 +504,19 @@ def _halves(blocked: jax.Array, layout: Layout) -> jax.Array:
             [2 * i + 1 for i in range(first)] + [at + 1] + [2 * i + 2 for i in range(first + 1, len(layout.block))]
         )
         for axis in sorted(block_axes, reverse=True):  # the last first: the earlier positions hold
-            halved = _max_by_halving(halved, axis)
+            halved = largest(halved, axis)
         return jnp.moveaxis(halved, first + 1, -1)
     *lead, runs, length = blocked.shape
     if length % 2:
         blocked = jnp.pad(blocked, [(0, 0)] * (blocked.ndim - 1) + [(0, 1)])
         length += 1
     halved_spec = None if spec is None else (*spec[:-1], None, None)
-    return _max_by_halving(_reshape(blocked, (*lead, runs, 2, length // 2), halved_spec), -1)
+    return largest(_reshape(blocked, (*lead, runs, 2, length // 2), halved_spec), -1)
+
+
+def _max_by_reduction(x: jax.Array, axis: int) -> jax.Array:
+    """The largest entry of ``x`` along ``axis`` (removed), as one reduction."""
+    return jnp.max(x, axis=axis)
 
 
 def _max_by_halving(x: jax.Array, axis: int) -> jax.Array:

@@ -229,8 +229,11 @@ def test_a_gradient_that_flips_sign_is_not_clipped_by_the_centered_variance_boun
     np.testing.assert_allclose(np.asarray(stored), np.asarray(variance), rtol=0.13)
 
 
-def test_a_nan_gradient_entry_gives_that_entry_a_nan_update_and_the_state_stays_finite():
-    """What Numerics says: the NaN reaches that step's update of that entry only."""
+@pytest.mark.parametrize("parallel_from", [0, 1 << 62], ids=["halving", "reduction"])
+def test_a_nan_gradient_entry_gives_that_entry_a_nan_update_and_the_state_stays_finite(parallel_from, monkeypatch):
+    """What Numerics says: the NaN reaches that step's update of that entry only, whichever way the
+    block maxima are taken (``PARALLEL_MAXIMA``)."""
+    monkeypatch.setattr(codec, "PARALLEL_MAXIMA", parallel_from)
     tx = rmsprop_jax.rmsprop(1e-2, momentum=0.9, centered=True, state_dtype="8bit")
     params = {"w": jnp.zeros((64, 64))}
     updates, state = jax.jit(tx.update)({"w": jnp.ones((64, 64)).at[3, 5].set(jnp.nan)}, tx.init(params), params)

@@ -281,7 +281,13 @@ def test_ragged_runs_jit_equals_eager_and_the_seed_changes_the_rounding():
         "odd boxes",
     ],
 )
-def test_half_maxima_give_the_block_maximum_and_a_bound_of_its_second_largest(fmt, shape, layout):
+@pytest.mark.parametrize("parallel_from", [0, 1 << 62], ids=["halving", "reduction"])
+def test_half_maxima_give_the_block_maximum_and_a_bound_of_its_second_largest(
+    fmt, shape, layout, parallel_from, monkeypatch
+):
+    """Both ways of taking the maxima (elementwise halving for large arrays, a reduction for small
+    ones: ``PARALLEL_MAXIMA``) give each block's maximum bit for bit."""
+    monkeypatch.setattr(s8, "PARALLEL_MAXIMA", parallel_from)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     x.reshape(-1)[::97] *= 1e6  # some blocks with one huge entry
     if not fmt.signed:
