@@ -43,13 +43,17 @@ Which storage a leaf gets (:func:`for_param`, once, when ``init`` plans the stat
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import core
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from rmsprop_jax import _dtypes as dtypes
 from rmsprop_jax import _storage_8bit as codec
@@ -122,8 +126,15 @@ class FloatStorage:
         return jnp.dtype(self.dtype).name
 
     def filled(self, param: jax.Array, fill: Scalar) -> jax.Array:
-        """A state array for ``param`` holding ``fill`` everywhere, sharded as ``param`` is."""
+        """A state array for ``param`` holding ``fill`` everywhere, sharded as ``param`` is (see :func:`filled`)."""
         return (zeros_sharded_like(param) + fill).astype(self.dtype)
+
+    def filled_on_host(self, param: jax.Array, fill: Scalar) -> list[tuple[jax.Array, tuple[int, ...]]]:
+        """What :meth:`filled` holds, as (one entry's value, shape) for each array (computed once)."""
+        return [((jnp.zeros((), param.dtype) + fill).astype(self.dtype), param.shape)]
+
+    def assembled(self, arrays: list[jax.Array]) -> jax.Array:
+        return arrays[0]
 
     def load(self, stored: Stored, compute: jnp.dtype) -> jax.Array:
         assert not isinstance(stored, Quantized)
@@ -181,9 +192,19 @@ class BlockStorage:
         return f"8bit {self.layout}"
 
     def filled(self, param: jax.Array, fill: Scalar) -> Quantized:
-        """Codes for ``param`` holding ``fill`` everywhere, sharded as ``param`` is."""
-        filled = (zeros_sharded_like(param).astype(jnp.float32) + fill).astype(jnp.float32)
-        return self.store(filled, jnp.uint32(0))
+        """Codes for ``param`` holding ``fill`` everywhere (exactly), sharded as ``param`` is (see :func:`filled`)."""
+        return codec.filled(zeros_sharded_like(param), fill, self.layout, self.fmt)
+
+    def filled_on_host(self, param: jax.Array, fill: Scalar) -> list[tuple[jax.Array, tuple[int, ...]]]:
+        """What :meth:`filled` holds, as (one entry's value, shape) for the codes and the scales."""
+        if isinstance(fill, (int, float)):
+            code, scale = _constant_code(fill, self.fmt)
+        else:
+            code, scale = codec.filled_code(fill, self.fmt)
+        return [(code, param.shape), (scale, codec.scales_shape(param.shape, self.layout))]
+
+    def assembled(self, arrays: list[jax.Array]) -> Quantized:
+        return Quantized(*arrays)
 
     def load(self, stored: Stored, compute: jnp.dtype) -> jax.Array:
         assert isinstance(stored, Quantized)
@@ -221,6 +242,81 @@ class BlockStorage:
 
 
 Storage = FloatStorage | BlockStorage
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _filled_together(storages: tuple[Storage, ...], params: list[jax.Array], fill: Scalar) -> list[Stored]:
+    return [kept.filled(param, fill) for kept, param in zip(storages, params, strict=True)]
+
+
+def filled(storages: Sequence[Storage], params: Sequence[jax.Array], fill: Scalar) -> list[Stored]:
+    """Each param's state array in its storage, holding ``fill`` everywhere and placed as the param is.
+
+    Run op by op, an eager ``init`` compiles each of its operations for every shape of the tree
+    (about 70 ms apiece on XLA:CPU): EfficientNet-B0's 8-bit state took 94 s, its float32 state
+    11 s (``benchmarks/NOTES.md``, "The state's init"). So a concrete param on one device, or
+    replicated, gets its state from one value per array computed once and broadcast (:func:`_constant`);
+    concrete sharded params are
+    filled by one compiled program per set of devices they live on (cached for the same tree);
+    traced params (``init`` under ``jax.jit``) in the caller's trace.
+    """
+    if any(isinstance(param, core.Tracer) for param in params):
+        return [kept.filled(param, fill) for kept, param in zip(storages, params, strict=True)]
+    params = [
+        param if isinstance(param, jax.Array) else jnp.asarray(param) for param in params
+    ]  # NumPy, Python numbers
+    out: list[Any] = [None] * len(params)
+    by_devices: dict[Any, list[int]] = {}
+    for index, (kept, param) in enumerate(zip(storages, params, strict=True)):
+        placement = _host_placement(param)
+        if placement is None:
+            by_devices.setdefault(frozenset(param.sharding.device_set), []).append(index)
+            continue
+        arrays = [
+            _constant(np.asarray(value), shape, placement(shape)) for value, shape in kept.filled_on_host(param, fill)
+        ]
+        out[index] = kept.assembled(arrays)
+    for indices in by_devices.values():
+        together = _filled_together(tuple(storages[i] for i in indices), [params[i] for i in indices], fill)
+        for i, stored in zip(indices, together, strict=True):
+            out[i] = stored
+    return out
+
+
+HOST_FILL_ENTRIES = 1 << 20
+
+
+def _constant(value: np.ndarray, shape: tuple[int, ...], placement: Any) -> jax.Array:
+    """An array of ``shape`` holding ``value`` at ``placement``: copied from a broadcast NumPy view
+    (no compilation) below :data:`HOST_FILL_ENTRIES` entries, filled on the device above (one
+    small program per shape; a host copy of a large array costs more than that)."""
+    if math.prod(shape) < HOST_FILL_ENTRIES:
+        return jax.device_put(np.broadcast_to(value, shape), placement)
+    return jnp.full(shape, value, value.dtype, device=placement)
+
+
+_filled_code_compiled = jax.jit(codec.filled_code, static_argnums=1)
+
+
+@functools.lru_cache(maxsize=64)
+def _constant_code(fill: float, fmt: codec.Format) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_storage_8bit.filled_code` of a Python number, computed once (and compiled once per format)."""
+    code, scale = _filled_code_compiled(fill, fmt)
+    return np.asarray(code), np.asarray(scale)
+
+
+def _host_placement(param: jax.Array) -> Callable[[tuple[int, ...]], Any] | None:
+    """Where a state array of any shape goes for ``param`` on one device or replicated (a function of
+    the array's shape), else ``None`` (the state must be sharded as the param is)."""
+    sharding = param.sharding
+    if not sharding.is_fully_addressable or not sharding.is_fully_replicated:
+        return None
+    if isinstance(sharding, jax.sharding.SingleDeviceSharding):
+        # an uncommitted param (placed by default) gets an uncommitted state, which jit moves as it does the param
+        return lambda shape: sharding if getattr(param, "committed", True) else None
+    if isinstance(sharding, NamedSharding):
+        return lambda shape: NamedSharding(sharding.mesh, P(), memory_kind=sharding.memory_kind)
+    return None
 
 
 def zeros_sharded_like(param: jax.Array) -> jax.Array:

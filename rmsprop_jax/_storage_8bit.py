@@ -631,6 +631,42 @@ def _encoded(
     return quantized, _unblocked(value, layout, x.shape)
 
 
+def filled_code(fill: jax.Array | float, fmt: Format) -> tuple[jax.Array, jax.Array]:
+    """The code (uint8) and block scale (float32) of every entry of an array that holds ``fill``
+    everywhere: the scale ``|fill|`` (each block's maximum), the code ``fill``'s code rounded to
+    nearest, the top code (0 for a 0 fill), so that the codes decode to ``fill`` exactly.
+
+    The stochastic encode of such an array gives the same codes wherever ``fill * (1 / fill)`` is 1
+    in float32; a constant needs no random bits (it has nothing to be unbiased about).
+    """
+    value = jnp.asarray(fill, jnp.float32)
+    magnitude = jnp.minimum(jnp.abs(value), LARGEST)
+    inverse = jnp.where(magnitude > 0, 1 / jnp.where(magnitude > 0, magnitude, 1), 0)
+    half_step = jnp.uint32(1 << (22 - fmt.mantissa_bits))
+    code = _magnitude_code(jnp.minimum(magnitude * inverse, 1), half_step, fmt)
+    if fmt.signed:
+        code = code | jnp.where(value < 0, jnp.int32(0x80), jnp.int32(0))
+    return code.astype(jnp.uint8), magnitude
+
+
+def scales_shape(shape: tuple[int, ...], layout: Layout) -> tuple[int, ...]:
+    """The shape of :attr:`Quantized.scales` for an array of ``shape``: one entry per block."""
+    if layout.kind == "tiles":
+        return (*shape[:-2], shape[-2] // TILE, shape[-1] // TILE)
+    if layout.kind == "boxes":
+        return tuple(n // b for n, b in zip(shape, layout.block, strict=True))
+    lead, _, _, runs = _runs(shape, layout)
+    return (*lead, runs)
+
+
+def filled(zeros: jax.Array, fill: jax.Array | float, layout: Layout, fmt: Format) -> Quantized:
+    """``zeros + fill`` quantized as :func:`filled_code` says, without an encode per entry; the codes
+    and scales are placed as ``zeros`` is (a param's, :func:`rmsprop_jax._storage.zeros_sharded_like`)."""
+    code, scale = filled_code(fill, fmt)
+    scales = jnp.max(_blocked(zeros.astype(jnp.float32) + scale, layout), axis=_block_axes(layout))
+    return Quantized(zeros.astype(jnp.uint8) + code, scales)
+
+
 def decode(q: Quantized, layout: Layout, fmt: Format) -> jax.Array:
     """The float32 array that ``q`` holds."""
     code = _blocked(q.codes, layout).astype(jnp.int32)

@@ -183,11 +183,10 @@ def _placeholder_state(options: _Options, placeholder: Any) -> RmsPropState:
 def _allocated(plan: plans.StatePlan, params: optax.Params, field: Field, fill: Scalar) -> Any:
     """One state field holding ``fill``, each leaf in its planned storage, in the planned layout."""
     param_leaves = plan.treedef.flatten_up_to(params)
-    leaves = []
-    for leaf, param in zip(plan.leaves, param_leaves, strict=True):
-        kept = leaf.storages.of(field)
-        assert kept is not None
-        leaves.append(compat.with_value(param, kept.filled(compat.value_of(param), fill)))
+    kept = [leaf.storages.of(field) for leaf in plan.leaves]
+    assert all(kept), "every leaf keeps every field of this configuration"
+    values = storage.filled(kept, [compat.value_of(param) for param in param_leaves], fill)
+    leaves = [compat.with_value(param, value) for param, value in zip(param_leaves, values, strict=True)]
     return packing.pack(plan.packing, leaves, param_leaves)
 
 

@@ -113,3 +113,38 @@ def test_float64_params_train_with_an_8bit_state_and_keep_float64_updates():
             params = optax.apply_updates(params, updates)
         assert updates["w"].dtype == jnp.float64
         np.testing.assert_allclose(np.asarray(params["w"]), 1.0, atol=0.1)
+
+
+def _compiles_of_an_init(tx: optax.GradientTransformation, params: dict, caplog: pytest.LogCaptureFixture) -> int:
+    caplog.clear()
+    with jax.log_compiles(), caplog.at_level("WARNING"):
+        jax.block_until_ready(tx.init(params))
+    return sum("Compiling" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("state_dtype", [None, "bfloat16", "8bit"])
+def test_an_eager_init_compiles_no_program_per_shape(state_dtype, caplog):
+    """An eager init compiled each operation for every shape of the tree (94 s for EfficientNet-B0's
+    8-bit state): the compilations of a first init must not grow with the number of shapes."""
+    tx = rmsprop_jax.rmsprop(0.1, momentum=0.9, centered=True, state_dtype=state_dtype)
+    few = {f"w{i}": jnp.ones((64, 64 + 16 * i)) for i in range(2)}
+    many = {f"w{i}": jnp.ones((96, 64 + 16 * i)) for i in range(8)}
+    first = _compiles_of_an_init(tx, few, caplog)  # also whatever compiles once per process
+    assert _compiles_of_an_init(tx, many, caplog) <= first
+
+
+@pytest.mark.parametrize("state_dtype", [None, "bfloat16", "8bit"])
+@pytest.mark.parametrize("initial_scale", [0.0, 0.1, 1.0])
+def test_eager_jitted_and_committed_inits_hold_the_same_state(state_dtype, initial_scale):
+    tx = rmsprop_jax.rmsprop(0.1, momentum=0.9, initial_scale=initial_scale, state_dtype=state_dtype)
+    params = {"kernel": jnp.ones((64, 96), jnp.bfloat16), "bias": jnp.ones((96,)), "runs": jnp.ones((4099,))}
+    eager, jitted = tx.init(params), jax.jit(tx.init)(params)
+    assert jax.tree.structure(eager) == jax.tree.structure(jitted)
+    for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    # an uncommitted param (placed by default) gets an uncommitted state, a committed one a committed state
+    assert not any(leaf.committed for leaf in jax.tree.leaves(eager) if leaf.ndim)
+    device = jax.devices()[0]
+    committed = tx.init(jax.device_put(params, device))
+    assert all(leaf.committed and leaf.devices() == {device} for leaf in jax.tree.leaves(committed) if leaf.ndim)

@@ -340,3 +340,27 @@ def test_every_binade_is_rounded_without_bias(fmt):
     worst = int(np.argmax(np.abs(z)))
     assert np.all(spread > 0), "every value lies between two codes"
     assert np.abs(z).max() < 5, f"value {values[worst]:.4g} (2**{np.log2(values[worst]):.2f}): z = {z[worst]:.1f}"
+
+
+FILL_LAYOUTS = {
+    "tiles": ((32, 256), s8.TILES),
+    "boxes": ((3, 64, 64), s8.Layout("boxes", block=(3, 8, 8))),
+    "runs": ((16, 4096), s8.RUNS),
+    "padded runs": ((4099,), s8.RUNS),
+    "runs over 2 axes": ((3, 3, 17, 31), s8.Layout("runs", 2, 256)),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS)
+@pytest.mark.parametrize(("shape", "layout"), FILL_LAYOUTS.values(), ids=FILL_LAYOUTS)
+@pytest.mark.parametrize("fill", [0.0, 1e-30, 1e-8, 0.1, 1.0, 3.0, 1e30])
+def test_a_constant_fill_is_the_encode_of_the_constant_and_decodes_to_it_exactly(fmt, shape, layout, fill):
+    zeros = jnp.zeros(shape)
+    filled = s8.filled(zeros, fill, layout, fmt)
+    value = np.float32(fill)
+    assert value * (np.float32(1) / value) == 1 if fill else True  # where the stochastic encode is exact too
+    encoded = s8.encode(zeros + fill, layout, fmt, jnp.uint32(0))
+    np.testing.assert_array_equal(filled.codes, encoded.codes)
+    np.testing.assert_array_equal(filled.scales, encoded.scales)
+    assert s8.scales_shape(shape, layout) == encoded.scales.shape
+    np.testing.assert_array_equal(s8.decode(filled, layout, fmt), np.full(shape, value))
