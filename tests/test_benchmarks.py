@@ -150,3 +150,13 @@ def test_numerics_quotes_the_outlier_results_file():
     numerics = (ROOT / "docs" / "numerics.md").read_text()
     low, high = (float(x) for x in re.search(r"tile step (\d\.\d\d)-(\d\.\d\d)x their float32", numerics).groups())
     assert len(spiked) > 50 and low == round(min(spiked), 2) and high == round(max(spiked), 2)
+
+
+def test_init_time_benchmark_runs_at_tiny_size_and_writes_its_table(tmp_path):
+    """One tree cut to its first 4 leaves, optax and the 8-bit state, each init in a process of its own."""
+    script = load_script("benchmarks/init_time.py")
+    argv = ["--trees", "EfficientNet-B0", "--leaves", "4", "--rounds", "1", "--contenders", "optax", "8-bit"]
+    results = script.main([*argv, "--out", str(tmp_path / "r")])
+    (row,) = results["rows"]
+    assert list(row["seconds"]) == ["optax", "8-bit"] and all(s > 0 for s in row["seconds"].values())
+    assert (tmp_path / "r.md").read_text() == script.markdown(json.loads((tmp_path / "r.json").read_text()))

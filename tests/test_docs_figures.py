@@ -121,3 +121,30 @@ def test_the_one_leaf_8bit_table_is_its_results_file_and_the_speed_page_quotes_i
     expected = [ratios[("4096x1024", "plain")], ratios[("8192x2048", "plain")]]
     expected += [ratios[("4096x1024", "centered+momentum")], ratios[("8192x2048", "centered+momentum")]]
     assert [float(x) for x in quoted] == expected
+
+
+def test_the_init_paragraph_quotes_the_init_results_file():
+    """Speed's "A first init" paragraph: the ratio ranges and EfficientNet-B0's seconds are the JSON's."""
+    script = load_script("benchmarks/init_time.py")
+    results = json.loads(script.RESULTS.with_suffix(".json").read_text())
+    assert script.markdown(results) == script.RESULTS.with_suffix(".md").read_text()
+    rows = {row["tree"]: row["seconds"] for row in results["rows"]}
+
+    def span(contender: str) -> str:
+        ratios = [seconds[contender] / seconds["optax"] for seconds in rows.values()]
+        return f"{min(ratios):.2f}-{max(ratios):.2f}x"
+
+    efficientnet = rows["EfficientNet-B0"]
+    quoted = _speed_figures(
+        r"Per leaf the init takes (\S+) optax's and with the 8-bit state (\S+) \(EfficientNet-B0: "
+        r"([0-9.]+) s and ([0-9.]+) s against optax's ([0-9.]+) s\); packed, (\S+)\.",
+        "the init paragraph's figures moved",
+    )
+    assert quoted == (
+        span("per leaf"),
+        span("8-bit"),
+        f"{efficientnet['per leaf']:.2f}",
+        f"{efficientnet['8-bit']:.2f}",
+        f"{efficientnet['optax']:.2f}",
+        span("packed"),
+    )
