@@ -129,7 +129,7 @@ class FloatStorage:
         """A state array for ``param`` holding ``fill`` everywhere, sharded as ``param`` is (see :func:`filled`)."""
         return (zeros_sharded_like(param) + fill).astype(self.dtype)
 
-    def filled_on_host(self, param: jax.Array, fill: Scalar) -> list[tuple[jax.Array, tuple[int, ...]]]:
+    def filled_on_host(self, param: jax.Array, fill: Scalar) -> list[tuple[Any, tuple[int, ...]]]:
         """What :meth:`filled` holds, as (one entry's value, shape) for each array (computed once)."""
         return [((jnp.zeros((), param.dtype) + fill).astype(self.dtype), param.shape)]
 
@@ -195,7 +195,7 @@ class BlockStorage:
         """Codes for ``param`` holding ``fill`` everywhere (exactly), sharded as ``param`` is (see :func:`filled`)."""
         return codec.filled(zeros_sharded_like(param), fill, self.layout, self.fmt)
 
-    def filled_on_host(self, param: jax.Array, fill: Scalar) -> list[tuple[jax.Array, tuple[int, ...]]]:
+    def filled_on_host(self, param: jax.Array, fill: Scalar) -> list[tuple[Any, tuple[int, ...]]]:
         """What :meth:`filled` holds, as (one entry's value, shape) for the codes and the scales."""
         if isinstance(fill, (int, float)):
             code, scale = _constant_code(fill, self.fmt)

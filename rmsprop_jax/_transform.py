@@ -183,8 +183,11 @@ def _placeholder_state(options: _Options, placeholder: Any) -> RmsPropState:
 def _allocated(plan: plans.StatePlan, params: optax.Params, field: Field, fill: Scalar) -> Any:
     """One state field holding ``fill``, each leaf in its planned storage, in the planned layout."""
     param_leaves = plan.treedef.flatten_up_to(params)
-    kept = [leaf.storages.of(field) for leaf in plan.leaves]
-    assert all(kept), "every leaf keeps every field of this configuration"
+    kept: list[storage.Storage] = []
+    for leaf in plan.leaves:
+        of_field = leaf.storages.of(field)
+        assert of_field is not None, "every leaf keeps every field of this configuration"
+        kept.append(of_field)
     values = storage.filled(kept, [compat.value_of(param) for param in param_leaves], fill)
     leaves = [compat.with_value(param, value) for param, value in zip(param_leaves, values, strict=True)]
     return packing.pack(plan.packing, leaves, param_leaves)

@@ -43,7 +43,7 @@ trees = st.fixed_dictionaries({"anchor": anchor, "rest": random_trees})
 hyperparameters = st.fixed_dictionaries(
     {
         "learning_rate": st.floats(0.0, 1.0),
-        "decay": st.floats(0.0, 1.0),
+        "decay": st.floats(0.0, 1.0, exclude_max=True),  # 1 is refused at construction (test_validation)
         "eps": st.sampled_from([0.0, 1e-8, 1e-3]),
         "initial_scale": st.sampled_from([0.0, 0.5, 1.0]),
         "eps_in_sqrt": st.booleans(),
@@ -74,8 +74,6 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 @given(spec=trees, hyper=hyperparameters, seed=st.integers(0, 2**16))
 def test_any_pytree_any_hyperparameters(spec, hyper, seed):
     assume(not (hyper["centered"] and hyper["eps"] == 0))  # rejected at construction
-    # decay = 1 keeps nu at initial_scale = 0 forever; with eps = 0 every step is g / 0 (docs, Numerics: eps = 0).
-    assume(not (hyper["decay"] == 1 and hyper["eps"] == 0 and hyper["initial_scale"] == 0))
     comparable = not (hyper["centered"] and hyper["decay"] < 1e-3)  # see the module docstring
     rng = np.random.default_rng(seed)
     params = _materialize(spec, rng)
