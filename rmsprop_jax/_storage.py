@@ -253,8 +253,8 @@ def filled(storages: Sequence[Storage], params: Sequence[jax.Array], fill: Scala
     """Each param's state array in its storage, holding ``fill`` everywhere and placed as the param is.
 
     Run op by op, an eager ``init`` compiles each of its operations for every shape of the tree
-    (about 70 ms apiece on XLA:CPU): EfficientNet-B0's 8-bit state took 94 s, its float32 state
-    11 s (``benchmarks/NOTES.md``, "The state's init"). So a concrete param on one device, or
+    (about 70 ms apiece on XLA:CPU): EfficientNet-B0's 8-bit state took 101 s, its float32 state
+    26 s in a fresh process (``benchmarks/NOTES.md``, "The state's init"). So a concrete param on one device, or
     replicated, gets its state from one value per array computed once and broadcast (:func:`_constant`);
     concrete sharded params are
     filled by one compiled program per set of devices they live on (cached for the same tree);
