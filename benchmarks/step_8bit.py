@@ -1,7 +1,7 @@
-"""Issue 28: the 8-bit step on one large leaf against optax's float32 step, with HLO counts.
+"""Issue 28: the 8-bit step on one large leaf and on real trees against optax's float32 step, with HLO counts.
 
-    python3 benchmarks/step_8bit.py             # -> results/step-8bit-cpu2core.{json,md} (about 6 min)
-    python3 benchmarks/step_8bit.py --rounds 5 --out /tmp/x
+    python3 benchmarks/step_8bit.py             # -> results/step-8bit-cpu2core.{json,md} (about 15 min)
+    python3 benchmarks/step_8bit.py --rounds 5 --shapes 4096x1024 --trees ResNet-50 --leaves 20 --out /tmp/x
 
 For each leaf (4096 x 1024 and 8192 x 2048, float32), variant (plain; centered + momentum) and
 form (the update alone; update + ``optax.apply_updates``), three jitted steps with params and
@@ -12,6 +12,13 @@ random order each round, median of ``--rounds``), once on both cores (wall clock
 child process pinned to one core (``os.sched_setaffinity``) timing the process's CPU time per step,
 which a loaded machine disturbs less. Beside each time: the compiled step's loop fusions and its
 argument + output bytes per entry (XLA's ``memory_analysis``).
+
+The real trees (``--trees``; default EfficientNet-B0, MobileNetV3-Large, ResNet-50, ViT-B/16 from
+``model_trees.py``) are timed the same way with timm's recipe: ``real_models.optax_recipe()`` (and
+its A/A copy) against ``presets.timm(..., state_dtype="8bit")``, update + ``apply_updates``. In
+this script's process only these three programs exist, unlike ``real_models.py``'s full run,
+which holds every contender's programs for four trees (``benchmarks/NOTES.md``, "8-bit on real
+trees").
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +39,15 @@ import jax.numpy as jnp
 import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import model_trees
+from real_models import TREES, arrays, contenders
 from timing import donated_timer, hlo_summary, interleaved, run_meta
 
 import rmsprop_jax
 
 RESULTS = Path(__file__).resolve().parent / "results" / "step-8bit-cpu2core"
 SHAPES = {"4096x1024": (4096, 1024), "8192x2048": (8192, 2048)}
+RECIPE = "timm recipe"
 VARIANTS: dict[str, dict[str, Any]] = {"plain": {}, "centered+momentum": {"centered": True, "momentum": 0.9}}
 FORMS = ("update", "update+apply")
 CONTENDERS = ("optax", "optax (A/A)", "8-bit")
@@ -60,47 +70,79 @@ def _step(tx: optax.GradientTransformation, form: str) -> Callable:
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def measure(rounds: int, clock: Callable[[], float]) -> list[dict[str, Any]]:
-    """Every cell's medians (ms) and HLO counts, timed with ``clock``."""
+def _row(
+    name: str,
+    variant: str,
+    form: str,
+    entries: int,
+    cases: dict[str, tuple[Callable, Any, Any, Any]],
+    rounds: int,
+    clock: Callable[[], float],
+) -> dict[str, Any]:
+    """One row: each contender's ``(step, params, state, grads)`` timed interleaved, with its HLO counts."""
+    timers, hlo = {}, {}
+    for contender, (step, p, state, grads) in cases.items():
+        summary = hlo_summary(step.lower(p, state, grads).compile())
+        hlo[contender] = {
+            "fusions": summary["fusions"],
+            "bytes_per_entry": round((summary["argument_bytes"] + summary["output_bytes"]) / entries, 2),
+        }
+        timers[contender] = donated_timer(step, p, state, grads, clock, carried=2)
+    times = interleaved(timers, rounds)
+    medians = {label: statistics.median(t) * 1e3 for label, t in times.items()}
+    row: dict[str, Any] = {"leaf": name, "variant": variant, "form": form}
+    for contender in CONTENDERS:
+        row[contender] = {"ms": round(medians[contender], 2), **hlo[contender]}
+    row["8-bit / optax"] = round(medians["8-bit"] / medians["optax"], 2)
+    row["A/A"] = round(medians["optax (A/A)"] / medians["optax"], 2)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def measure(
+    rounds: int,
+    clock: Callable[[], float],
+    shapes: Sequence[str] = tuple(SHAPES),
+    trees: Sequence[str] = TREES,
+    leaves: int | None = None,
+) -> list[dict[str, Any]]:
+    """Every cell's medians (ms) and HLO counts, timed with ``clock``: the one-leaf rows, then the trees."""
     rows = []
-    for shape_name, shape in SHAPES.items():
+    for shape_name in shapes:
+        shape = SHAPES[shape_name]
         params = jax.random.normal(jax.random.key(0), shape)
         grads = jax.random.normal(jax.random.key(1), shape)
-        entries = params.size
         for variant, options in VARIANTS.items():
             for form in FORMS:
-                timers, hlo = {}, {}
+                cases = {}
                 for contender in CONTENDERS:
                     tx = _transformation(contender, options)
-                    step, p = _step(tx, form), params + 0
-                    state = tx.init(p)
-                    summary = hlo_summary(step.lower(p, state, grads).compile())
-                    hlo[contender] = {
-                        "fusions": summary["fusions"],
-                        "bytes_per_entry": round((summary["argument_bytes"] + summary["output_bytes"]) / entries, 2),
-                    }
-                    timers[contender] = donated_timer(step, p, state, grads, clock, carried=2)
-                times = interleaved(timers, rounds)
-                medians = {label: statistics.median(t) * 1e3 for label, t in times.items()}
-                row = {"leaf": shape_name, "variant": variant, "form": form}
-                for contender in CONTENDERS:
-                    row[contender] = {"ms": round(medians[contender], 2), **hlo[contender]}
-                row["8-bit / optax"] = round(medians["8-bit"] / medians["optax"], 2)
-                row["A/A"] = round(medians["optax (A/A)"] / medians["optax"], 2)
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-                del timers
+                    p = params + 0
+                    cases[contender] = (_step(tx, form), p, tx.init(p), grads)
+                rows.append(_row(shape_name, variant, form, params.size, cases, rounds, clock))
+                del cases
+    loaded = model_trees.load() if trees else {}
+    for tree in trees:
+        tree_shapes = dict(list(loaded[tree].items())[:leaves])
+        params, grads = arrays(tree_shapes, 0), arrays(tree_shapes, 1, 1e-2)
+        entries = sum(leaf.size for leaf in params.values())
+        cases = {}
+        for contender, tx in contenders(CONTENDERS).items():
+            p = jax.tree.map(lambda x: x + 0, params)
+            cases[contender] = (_step(tx, "update+apply"), p, tx.init(p), grads)
+        rows.append(_row(tree, RECIPE, "update+apply", entries, cases, rounds, clock))
+        del cases
     return rows
 
 
 def _markdown(results: dict[str, Any]) -> str:
     lines = [
-        "# 8-bit step on one leaf, 2-core CPU",
+        "# 8-bit step on one leaf and on real trees, 2-core CPU",
         "",
         f"`{results['meta']['command']}`, {results['meta']['date']}, jax {results['meta']['jax']}.",
         "Times are medians in ms: wall clock on 2 cores, and CPU time in a process pinned to one core.",
         "",
-        "| leaf | variant | form | optax ms (2 cores / 1 core) | 8-bit ms | 8-bit / optax | A/A "
+        "| leaf or tree | variant | form | optax ms (2 cores / 1 core) | 8-bit ms | 8-bit / optax | A/A "
         "| 1-core 8-bit / optax | 1-core A/A | fusions optax / 8-bit | bytes per entry optax / 8-bit |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -115,26 +157,36 @@ def _markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES), help="the one-leaf rows")
+    parser.add_argument("--trees", nargs="*", default=list(TREES), choices=list(TREES))
+    parser.add_argument("--leaves", type=int, default=None, help="each tree cut to its first N leaves (tests)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--one-core", action="store_true", help="(internal) pinned to one core, CPU time")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.one_core:
-        print(json.dumps(measure(args.rounds, time.process_time)))
-        return
-    two_cores = measure(args.rounds, time.perf_counter)
+        print(json.dumps(measure(args.rounds, time.process_time, args.shapes, args.trees, args.leaves)))
+        return {}
+    two_cores = measure(args.rounds, time.perf_counter, args.shapes, args.trees, args.leaves)
     child = [sys.executable, __file__, "--one-core", "--rounds", str(args.rounds)]
+    child += ["--shapes", *args.shapes, "--trees", *args.trees]
+    child += [] if args.leaves is None else ["--leaves", str(args.leaves)]
     pinned = subprocess.run(
         child, check=True, capture_output=True, text=True, preexec_fn=lambda: os.sched_setaffinity(0, {1})
     )
     one_core = json.loads(pinned.stdout.strip().splitlines()[-1])
-    results = {"meta": run_meta("step_8bit.py", sys.argv[1:]), "two_cores": two_cores, "one_core": one_core}
+    results = {
+        "meta": run_meta("step_8bit.py", None if argv is None else list(argv)),
+        "two_cores": two_cores,
+        "one_core": one_core,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(_markdown(results))
     print(_markdown(results))
+    return results
 
 
 if __name__ == "__main__":

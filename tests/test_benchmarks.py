@@ -160,3 +160,16 @@ def test_init_time_benchmark_runs_at_tiny_size_and_writes_its_table(tmp_path):
     (row,) = results["rows"]
     assert list(row["seconds"]) == ["optax", "8-bit"] and all(s > 0 for s in row["seconds"].values())
     assert (tmp_path / "r.md").read_text() == script.markdown(json.loads((tmp_path / "r.json").read_text()))
+
+
+def test_step_8bit_benchmark_runs_at_tiny_size_and_writes_its_table(tmp_path):
+    """No one-leaf shape and one tree cut to its first 4 leaves: timm's recipe, 8-bit against optax and its A/A copy."""
+    script = load_script("benchmarks/step_8bit.py")
+    argv = ["--rounds", "1", "--shapes", "--trees", "ViT-B/16", "--leaves", "4", "--out", str(tmp_path / "s")]
+    results = script.main(argv)
+    for rows in (results["two_cores"], results["one_core"]):
+        (row,) = rows
+        assert (row["leaf"], row["variant"], row["form"]) == ("ViT-B/16", script.RECIPE, "update+apply")
+        assert all(row[name]["ms"] > 0 and row[name]["fusions"] > 0 for name in script.CONTENDERS)
+        assert row["8-bit"]["bytes_per_entry"] < row["optax"]["bytes_per_entry"]
+    assert (tmp_path / "s.md").read_text() == script._markdown(json.loads((tmp_path / "s.json").read_text()))

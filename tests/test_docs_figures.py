@@ -121,6 +121,16 @@ def test_the_one_leaf_8bit_table_is_its_results_file_and_the_speed_page_quotes_i
     expected = [ratios[("4096x1024", "plain")], ratios[("8192x2048", "plain")]]
     expected += [ratios[("4096x1024", "centered+momentum")], ratios[("8192x2048", "centered+momentum")]]
     assert [float(x) for x in quoted] == expected
+    trees = _speed_figures(
+        r"the 8-bit step is ([0-9.]+)x optax's on EfficientNet-B0, ([0-9.]+)x on\s+MobileNetV3-Large, "
+        r"([0-9.]+)x on ResNet-50 and ([0-9.]+)x on ViT-B/16 \(A/A ([0-9.]+)-([0-9.]+)\)",
+        "the real trees' figures moved",
+    )
+    by_tree = [
+        ratios[(tree, script.RECIPE)] for tree in ("EfficientNet-B0", "MobileNetV3-Large", "ResNet-50", "ViT-B/16")
+    ]
+    controls = [r["A/A"] for r in results["two_cores"] if r["variant"] == script.RECIPE]
+    assert [float(x) for x in trees] == [*by_tree, min(controls), max(controls)]
 
 
 def test_the_init_paragraph_quotes_the_init_results_file():
