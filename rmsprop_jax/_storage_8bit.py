@@ -521,12 +521,16 @@ def _max_by_reduction(x: jax.Array, axis: int) -> jax.Array:
 
 def _max_by_halving(x: jax.Array, axis: int) -> jax.Array:
     """The largest entry of non-negative ``x`` along ``axis`` (removed), as elementwise maxima of its
-    halves, then of theirs (the axis padded with zeros to a power of two): an elementwise loop that
-    XLA:CPU runs on every core, where a reduction runs on one (``benchmarks/NOTES.md``)."""
+    halves, then of theirs: an elementwise loop that XLA:CPU runs on every core, where a reduction
+    runs on one (``benchmarks/NOTES.md``). An axis of ``n`` entries, not a power of two, first takes
+    the maximum of its first and last ``2^k < n`` entries: they overlap, which a maximum does not
+    mind, and no padded copy is written (a pad to ``2^(k+1)`` was a pass of its own)."""
     axis %= x.ndim
-    width = 1 << (x.shape[axis] - 1).bit_length()
-    if width > x.shape[axis]:
-        x = jnp.pad(x, [(0, width - x.shape[axis]) if a == axis else (0, 0) for a in range(x.ndim)])
+    length = x.shape[axis]
+    if length & (length - 1):
+        width = 1 << (length.bit_length() - 1)
+        first = jax.lax.slice_in_dim(x, 0, width, axis=axis)
+        x = jnp.maximum(first, jax.lax.slice_in_dim(x, length - width, length, axis=axis))
     while x.shape[axis] > 1:
         half = x.shape[axis] // 2
         x = jnp.maximum(jax.lax.slice_in_dim(x, 0, half, axis=axis), jax.lax.slice_in_dim(x, half, 2 * half, axis=axis))

@@ -255,6 +255,18 @@ def test_ragged_runs_jit_equals_eager_and_the_seed_changes_the_rounding():
     assert not np.array_equal(roundtrip(x, jnp.uint32(6)), eager)
 
 
+def test_halving_an_axis_that_is_not_a_power_of_two_writes_no_padded_copy(monkeypatch):
+    """Boxes of 2 x 125 (a (1280, 1000) kernel's): the 125 entries are halved from their first and
+    last 64, which overlap, instead of a copy padded to 128 (a pass over the array of its own)."""
+    monkeypatch.setattr(s8, "PARALLEL_MAXIMA", 0)
+    layout = s8.Layout("boxes", block=(2, 125))
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((8, 500)).astype(np.float32))
+    compiled = jax.jit(s8.half_maxima, static_argnums=1).lower(x, layout).compile().as_text()
+    assert " pad(" not in compiled
+    blocks = np.abs(np.asarray(x)).reshape(4, 2, 4, 125).transpose(0, 2, 1, 3).reshape(4, 4, -1)
+    np.testing.assert_array_equal(np.asarray(s8.half_maxima(x, layout)).max(-1), blocks.max(-1))
+
+
 @pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS)
 @pytest.mark.parametrize(
     ("shape", "layout"),
