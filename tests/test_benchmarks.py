@@ -173,3 +173,13 @@ def test_step_8bit_benchmark_runs_at_tiny_size_and_writes_its_table(tmp_path):
         assert all(row[name]["ms"] > 0 and row[name]["fusions"] > 0 for name in script.CONTENDERS)
         assert row["8-bit"]["bytes_per_entry"] < row["optax"]["bytes_per_entry"]
     assert (tmp_path / "s.md").read_text() == script._markdown(json.loads((tmp_path / "s.json").read_text()))
+
+
+def test_the_benchmarks_readme_indexes_every_script_and_results_file():
+    """``benchmarks/README.md`` names each script and each results file (by its name or stem's ``{...}`` group)."""
+    index = (ROOT / "benchmarks" / "README.md").read_text()
+    for script in (ROOT / "benchmarks").glob("*.py"):
+        assert f"`{script.name}`" in index, script.name
+    for path in (ROOT / "benchmarks" / "results").iterdir():
+        stem = path.name.split(".")[0]
+        assert f"results/{path.name}" in index or f"results/{stem}." in index, path.name
