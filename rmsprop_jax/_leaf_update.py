@@ -64,8 +64,7 @@ import jax
 import jax.numpy as jnp
 
 from rmsprop_jax import _dtypes as dtypes
-from rmsprop_jax._plan import LeafStorages
-from rmsprop_jax._storage import Bounds, Bulk, Magnitudes, Majorant, Scalar, Storage, Stored
+from rmsprop_jax._storage import Bounds, Bulk, LeafStorages, Magnitudes, Majorant, Scalar, Storage, Stored
 
 Seeds = tuple[jax.Array | None, jax.Array | None, jax.Array | None]
 """The rounding seeds of ``nu``, ``mu`` and ``trace`` (``None``: round to nearest)."""

@@ -31,25 +31,7 @@ from rmsprop_jax import _storage as storage
 from rmsprop_jax import _storage_8bit as codec
 from rmsprop_jax._dtypes import ResolvedStateDtype
 from rmsprop_jax._state import FIELDS, MU, NU, TRACE, Field, InGroup, PackedGroups, RmsPropState
-
-
-class LeafStorages(NamedTuple):
-    """How one leaf keeps each state array (``None`` for an array the configuration lacks)."""
-
-    nu: storage.Storage
-    mu: storage.Storage | None
-    trace: storage.Storage | None
-    nu_holds_variance: bool
-    """Whether ``nu`` holds the variance ``E[g^2] - E[g]^2`` itself (centered, with a storage that
-    :attr:`~rmsprop_jax._storage.BlockStorage.keeps_centered_variance`) rather than ``E[g^2]``."""
-
-    def of(self, field: Field) -> storage.Storage | None:
-        return getattr(self, field.name)
-
-    @property
-    def rounds(self) -> bool:
-        """Whether any of the leaf's arrays is rounded stochastically (and needs seeds)."""
-        return any(s is not None and s.rounds for s in (self.nu, self.mu, self.trace))
+from rmsprop_jax._storage import LeafStorages
 
 
 @dataclasses.dataclass(frozen=True)

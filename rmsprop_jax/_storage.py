@@ -46,7 +46,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +59,9 @@ from rmsprop_jax import _dtypes as dtypes
 from rmsprop_jax import _storage_8bit as codec
 from rmsprop_jax._dtypes import EIGHT_BIT, ResolvedStateDtype
 from rmsprop_jax._storage_8bit import Quantized
+
+if TYPE_CHECKING:
+    from rmsprop_jax._state import Field
 
 Stored = jax.Array | Quantized
 """One state array as the state keeps it."""
@@ -242,6 +245,25 @@ class BlockStorage:
 
 
 Storage = FloatStorage | BlockStorage
+
+
+class LeafStorages(NamedTuple):
+    """How one leaf keeps each state array (``None`` for an array the configuration lacks)."""
+
+    nu: Storage
+    mu: Storage | None
+    trace: Storage | None
+    nu_holds_variance: bool
+    """Whether ``nu`` holds the variance ``E[g^2] - E[g]^2`` itself (centered, with a storage that
+    :attr:`~rmsprop_jax._storage.BlockStorage.keeps_centered_variance`) rather than ``E[g^2]``."""
+
+    def of(self, field: Field) -> Storage | None:
+        return getattr(self, field.name)
+
+    @property
+    def rounds(self) -> bool:
+        """Whether any of the leaf's arrays is rounded stochastically (and needs seeds)."""
+        return any(s is not None and s.rounds for s in (self.nu, self.mu, self.trace))
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -368,7 +368,7 @@ def _step_scalars(options: _Options, count: jax.Array | None) -> tuple[jax.Array
     return count, lr, weight_decay
 
 
-def _seeds(storages: plans.LeafStorages, count: jax.Array | None, group: tuple[int, ...]) -> Seeds:
+def _seeds(storages: storage.LeafStorages, count: jax.Array | None, group: tuple[int, ...]) -> Seeds:
     """The rounding seeds of a group's arrays (one per member when stacked); ``None`` where exact."""
     leaf: int | list[int] = group[0] if len(group) == 1 else list(group)
     seeds = []
@@ -384,7 +384,7 @@ def _group_inputs(
     number: int,
     inputs: tuple[list[Any], list[Any], list[bool], dict[Field, list[Any]]],
     scalars: tuple[jax.Array | None, Any, Any],
-) -> tuple[plans.LeafStorages, Scalars, Arguments]:
+) -> tuple[storage.LeafStorages, Scalars, Arguments]:
     """One group's storages, step scalars and arrays (stacked for a group of several leaves).
 
     A ``None`` gradient of a stacked group's member steps as zeros; its rows are put back

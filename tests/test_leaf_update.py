@@ -212,3 +212,37 @@ def test_coupled_weight_decay_writes_no_gradient_temporary(momentum, centered):
         for decoupled in (False, True)
     ]
     assert counts[0] == counts[1]
+
+
+def _package_imports(module: str) -> set[str]:
+    """The ``rmsprop_jax`` modules ``module`` imports, at any level of its source, and theirs (read, not run)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(rmsprop_jax.__file__).parent
+    seen: set[str] = set()
+    pending = [module]
+    while pending:
+        name = pending.pop()
+        path = root.joinpath(*name.split(".")[1:])
+        source = path.with_suffix(".py") if path.with_suffix(".py").exists() else path / "__init__.py"
+        for node in ast.walk(ast.parse(source.read_text())):
+            found: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rmsprop_jax"):
+                found = [node.module] if node.module != "rmsprop_jax" else [f"rmsprop_jax.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                found = [a.name for a in node.names if a.name.startswith("rmsprop_jax.")]
+            for imported in found:
+                if imported not in seen:
+                    seen.add(imported)
+                    pending.append(imported)
+    return seen
+
+
+def test_the_step_arithmetic_imports_no_plan_layout_or_nnx_code():
+    """Issue 29: ``_leaf_update`` sees the storage through ``_storage`` only; the plan, the packed
+    layout, Flax NNX's compatibility and the transformation are above it, never below."""
+    imported = _package_imports("rmsprop_jax._leaf_update")
+    forbidden = {"rmsprop_jax._plan", "rmsprop_jax._packing", "rmsprop_jax._nnx_compat", "rmsprop_jax._transform"}
+    assert not imported & forbidden, sorted(imported & forbidden)
+    assert "rmsprop_jax._storage" in imported
