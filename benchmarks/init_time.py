@@ -36,7 +36,7 @@ _ONE_INIT = """
 import sys, time
 sys.path.insert(0, {here!r})
 import jax, model_trees, real_models
-tree = dict(list(model_trees.load()[{tree!r}].items())[:{leaves!r}])
+tree = model_trees.first_leaves(model_trees.load()[{tree!r}], {leaves!r})
 params = jax.block_until_ready(real_models.arrays(tree, 0, 0.5))
 tx = real_models.contenders([{contender!r}])[{contender!r}]
 start = time.perf_counter()

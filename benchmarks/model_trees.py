@@ -89,6 +89,11 @@ def load() -> dict[str, dict[str, tuple[int, ...]]]:
     return {model: {path: tuple(shape) for path, shape in tree.items()} for model, tree in trees.items()}
 
 
+def first_leaves(tree: dict[str, tuple[int, ...]], leaves: int | None) -> dict[str, tuple[int, ...]]:
+    """The tree cut to its first ``leaves`` leaves (all of them for ``None``): the benchmarks' tiny runs."""
+    return dict(list(tree.items())[:leaves])
+
+
 def params(tree: dict[str, tuple[int, ...]], dtype: jnp.dtype = jnp.float32) -> dict[str, jax.ShapeDtypeStruct]:
     """A tree's params as abstract arrays (for ``jax.eval_shape(tx.init, ...)``)."""
     return {path: jax.ShapeDtypeStruct(shape, dtype) for path, shape in tree.items()}

@@ -301,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     results: dict[str, Any] = {"meta": meta, "rows": []}
     for name in args.trees:
-        tree = dict(list(trees[name].items())[: args.leaves])
+        tree = model_trees.first_leaves(trees[name], args.leaves)
         row: dict[str, Any] = {
             "tree": name,
             "leaves": len(tree),

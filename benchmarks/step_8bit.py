@@ -123,7 +123,7 @@ def measure(
                 del cases
     loaded = model_trees.load() if trees else {}
     for tree in trees:
-        tree_shapes = dict(list(loaded[tree].items())[:leaves])
+        tree_shapes = model_trees.first_leaves(loaded[tree], leaves)
         params, grads = arrays(tree_shapes, 0), arrays(tree_shapes, 1, 1e-2)
         entries = sum(leaf.size for leaf in params.values())
         cases = {}

@@ -126,9 +126,7 @@ def test_the_one_leaf_8bit_table_is_its_results_file_and_the_speed_page_quotes_i
         r"([0-9.]+)x on ResNet-50 and ([0-9.]+)x on ViT-B/16 \(A/A ([0-9.]+)-([0-9.]+)\)",
         "the real trees' figures moved",
     )
-    by_tree = [
-        ratios[(tree, script.RECIPE)] for tree in ("EfficientNet-B0", "MobileNetV3-Large", "ResNet-50", "ViT-B/16")
-    ]
+    by_tree = [ratios[(tree, script.RECIPE)] for tree in script.TREES]
     controls = [r["A/A"] for r in results["two_cores"] if r["variant"] == script.RECIPE]
     assert [float(x) for x in trees] == [*by_tree, min(controls), max(controls)]
 
