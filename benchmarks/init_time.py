@@ -14,7 +14,6 @@ packed, 8-bit and 8-bit + packed); trees are ``model_trees``' six (``results/mod
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import subprocess
@@ -96,9 +95,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         seconds = {contender: statistics.median(times) for contender, times in samples.items()}
         results["rows"].append({"tree": tree, "seconds": seconds, "samples": samples})
         print(tree, {c: round(s, 2) for c, s in seconds.items()}, flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(results))
+        timing.write_results(args.out, results, markdown)
     return results
 
 

@@ -40,6 +40,7 @@ import optax
 import rmsprop_jax
 from rmsprop_jax import _packing
 from rmsprop_jax._leaf_update import RmsConfig
+from rmsprop_jax._state_options import StateOptions
 from rmsprop_jax._transform import build_rmsprop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite beside this script
@@ -107,7 +108,7 @@ def measure(
         "optax": optax.rmsprop(1e-3, **kwargs),
         suite.CONTROL: optax.rmsprop(1e-3, **kwargs),
         OFF: rmsprop_jax.rmsprop(1e-3, **kwargs),
-        ON: build_rmsprop(config, {}, 1e-3, pack_small_leaves=True, thresholds=thresholds),
+        ON: build_rmsprop(config, {}, 1e-3, state=StateOptions(pack_small_leaves=True), thresholds=thresholds),
     }
     shapes = tree_shapes(tree)
     keys = jax.random.split(jax.random.key(0), len(shapes))

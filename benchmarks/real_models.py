@@ -40,7 +40,6 @@ Parts (``--parts``):
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -315,9 +314,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 row["compile"] = measure_compile(tree, txs, args.rounds)
             else:
                 row["step"] = measure_steps(tree, txs, args.repeats, not args.no_torch)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-            args.out.with_suffix(".md").write_text(markdown(results))
+            timing.write_results(args.out, results, markdown)
             summary = {label: round(r["over_optax"], 2) for label, r in row.get(part, {}).items() if "over_optax" in r}
             print(f"{name} {part}: {summary or 'done'}", flush=True)
     return results

@@ -41,7 +41,7 @@ import optax
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import model_trees
 from real_models import TREES, arrays, contenders
-from timing import donated_timer, hlo_summary, interleaved, run_meta
+from timing import donated_timer, hlo_summary, interleaved, run_meta, write_results
 
 import rmsprop_jax
 
@@ -182,9 +182,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "two_cores": two_cores,
         "one_core": one_core,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(_markdown(results))
+    write_results(args.out, results, _markdown)
     print(_markdown(results))
     return results
 

@@ -122,6 +122,17 @@ def hlo_summary(compiled: Any) -> dict[str, int]:
     }
 
 
+def write_results(out: Any, results: dict[str, Any], markdown: Callable[[dict[str, Any]], str]) -> None:
+    """Writes a run's results as ``out.json`` and its table as ``out.md`` (creating the folder)."""
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(results))
+
+
 def run_meta(script: str, argv: list[str] | None) -> dict[str, Any]:
     """What a results file records of its run: date, machine, versions and the command line."""
     import sys

@@ -12,7 +12,6 @@ median of ``--rounds`` rounds (``suite.compile_times``, ``timing.interleaved_tra
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,9 +59,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     def write(rows: list[dict[str, Any]]) -> None:
         results["rows"] = rows
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(results))
+        timing.write_results(args.out, results, markdown)
         print(markdown({"rows": rows[-1:]}).splitlines()[-1], flush=True)
 
     suite.compile_times(args.leaves, args.leaf_size, args.rounds, on_row=write, variants=tuple(args.variants))

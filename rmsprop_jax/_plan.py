@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from rmsprop_jax import _nnx_compat as compat
 from rmsprop_jax import _packing as packing
+from rmsprop_jax import _placement as placement
 from rmsprop_jax import _storage as storage
 from rmsprop_jax import _storage_8bit as codec
 from rmsprop_jax._dtypes import ResolvedStateDtype
@@ -43,6 +44,8 @@ class LeafPlan:
     storages: LeafStorages
     decayed: bool = True
     """Whether weight decay applies to the leaf (``weight_decay_mask``), as the plan's grouping saw it."""
+    on_host: bool = False
+    """Whether the leaf's state arrays live in host memory (``offload_state``; :mod:`rmsprop_jax._placement`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +78,8 @@ class StatePlan:
 class Request(NamedTuple):
     """What the optimizer asks of its state, as ``init`` plans it."""
 
-    state_dtype: ResolvedStateDtype
+    state_dtypes: Callable[[Any], list[ResolvedStateDtype]]
+    """Each leaf's ``state_dtype`` (the per-leaf policy's choice), of the params."""
     centered: bool
     momentum: bool
     largest_packed: int
@@ -84,17 +88,20 @@ class Request(NamedTuple):
     decayed: Callable[[Any], list[bool]]
     """The per-leaf weight-decay flags of the params."""
     thresholds: packing.Thresholds = packing.DEFAULT_THRESHOLDS
+    offloaded: Callable[[Any], list[bool]] | None = None
+    """Each leaf's ``offload_state`` flag, of the params (``None``: none is offloaded)."""
 
 
 def plan_state(params: Any, request: Request) -> StatePlan:
     """Each leaf's storage, variance form, weight-decay flag and group, from the params alone."""
     with_paths = compat.leaves_with_paths(params)
     decayed = request.decayed(params)
+    on_host = [False] * len(with_paths) if request.offloaded is None else request.offloaded(params)
     storages = []
-    for _, leaf in with_paths:
+    for (_, leaf), state_dtype in zip(with_paths, request.state_dtypes(params), strict=True):
         value = compat.value_of(leaf)
-        nu = storage.for_param(value, request.state_dtype, signed=False)[0]
-        signed = storage.for_param(value, request.state_dtype, signed=True)[0]
+        nu = storage.for_param(value, state_dtype, signed=False)[0]
+        signed = storage.for_param(value, state_dtype, signed=True)[0]
         storages.append(
             LeafStorages(
                 nu,
@@ -110,12 +117,12 @@ def plan_state(params: Any, request: Request) -> StatePlan:
         sharding = packing.sharding_key(leaf)
         if sharding is None:
             return None
-        return (compat.value_of(leaf).dtype, storages[index].nu, decayed[index], sharding)
+        return (compat.value_of(leaf).dtype, storages[index].nu, decayed[index], on_host[index], sharding)
 
     candidate = packing.plan_for(params, request.largest_packed, key, request.thresholds)
     chosen = candidate if request.pack_small_leaves else packing.per_leaf(candidate)
     leaves = [
-        LeafPlan(path, chosen.shapes[index], storages[index], decayed[index])
+        LeafPlan(path, chosen.shapes[index], storages[index], decayed[index], on_host[index])
         for index, (path, _) in enumerate(with_paths)
     ]
     return StatePlan(chosen, tuple(leaves))
@@ -250,7 +257,8 @@ def read(state: RmsPropState, decayed: Sequence[bool] | None = None) -> StatePla
             MU in kept and kept[NU].keeps_centered_variance,
         )
         flag = True if decayed is None else decayed[index]
-        leaves.append(LeafPlan(path, shape, storages, flag))
+        nu_array = nu.own[index] if members is None else nu.stacked[members]
+        leaves.append(LeafPlan(path, shape, storages, flag, placement.on_host(nu_array)))
     singles = [(index,) for index in range(len(nu.paths)) if index not in groups_of]
     groups = tuple(sorted([*singles, *nu.stacked], key=lambda group: group[0]))
     plan = packing.PackingPlan(nu.treedef, nu.paths, tuple(shapes), groups)

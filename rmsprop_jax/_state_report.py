@@ -26,7 +26,9 @@ from rmsprop_jax import _packing as packing
 from rmsprop_jax import _plan as plans
 from rmsprop_jax import _storage as storage
 from rmsprop_jax import _storage_8bit as codec
+from rmsprop_jax._dtypes import ResolvedStateDtype
 from rmsprop_jax._state import RmsPropState
+from rmsprop_jax._state_policy import StateDtypeOrPolicy, StatePolicy, state_policy
 from rmsprop_jax._state_views import the_rmsprop_state
 
 
@@ -43,6 +45,12 @@ class LeafReport(NamedTuple):
         shape or its shards, or not requested).
       packing: ``"group N (K leaves)"``, or ``"per leaf: ..."`` with the reason.
       state_bytes: Bytes of this leaf's state arrays (its share of a packed group's).
+      rule: Which rule of a per-leaf ``state_dtype`` chose the leaf's value, and the value
+        (``"state_dtype['embed'] = float32"``), where :func:`state_report` was given the
+        ``state_dtype``; else ``""``.
+      memory: Where the leaf's state arrays live: ``"device"``, or ``"pinned_host"``
+        (``offload_state``; read from the arrays, so an abstract state from
+        ``jax.eval_shape``, which keeps no memory kind, reads ``"device"``).
 
     Example:
       >>> import jax.numpy as jnp
@@ -59,6 +67,8 @@ class LeafReport(NamedTuple):
     eight_bit: str
     packing: str
     state_bytes: int
+    rule: str = ""
+    memory: str = "device"
 
 
 class StateReport(NamedTuple):
@@ -87,11 +97,17 @@ class StateReport(NamedTuple):
         return self.state_bytes / max(self.param_entries, 1)
 
     def __str__(self) -> str:
-        columns = ("leaf", "shape", "storage", "8-bit", "packing", "bytes")
+        columns: tuple[str, ...] = ("leaf", "shape", "storage", "8-bit", "packing", "bytes")
         rows = [
             (leaf.path, _dims(leaf.shape), leaf.storage, leaf.eight_bit, leaf.packing, str(leaf.state_bytes))
             for leaf in self.leaves
         ]
+        if any(leaf.memory != "device" for leaf in self.leaves):
+            columns = (*columns, "memory")
+            rows = [(*row, leaf.memory) for row, leaf in zip(rows, self.leaves, strict=True)]
+        if any(leaf.rule for leaf in self.leaves):
+            columns = (*columns, "chosen by")
+            rows = [(*row, leaf.rule) for row, leaf in zip(rows, self.leaves, strict=True)]
         widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
 
         def line(cells: Sequence[str]) -> str:
@@ -111,7 +127,7 @@ def _dims(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape)) or "()"
 
 
-def state_report(state: Any) -> StateReport:
+def state_report(state: Any, *, state_dtype: StateDtypeOrPolicy = None, params: Any = None) -> StateReport:
     """How an RMSProp state keeps each leaf: storage, 8-bit or why not, packing or why not, bytes.
 
     ``state_dtype="8bit"`` and ``pack_small_leaves=True`` apply per leaf, and may apply to
@@ -120,16 +136,23 @@ def state_report(state: Any) -> StateReport:
     A leaf that 8-bit would reach in a float state reads "not requested", as does a leaf
     that would pack in a per-leaf state.
 
+    With a per-leaf ``state_dtype`` (a pytree prefix or a callable), pass it here too: each
+    row then says which rule chose the leaf's value (:attr:`LeafReport.rule`).
+
     Args:
       state: An optimizer state holding exactly one :class:`rmsprop_jax.RmsPropState`
         (a chain's or ``inject_hyperparams``' state will do), concrete or abstract.
+      state_dtype: The ``state_dtype`` the optimizer was built with, to name the rule that
+        chose each leaf's value (``None``: not reported).
+      params: The params, where ``state_dtype`` is a callable (it is called with each param).
 
     Returns:
       A :class:`rmsprop_jax.StateReport`; ``print(report)`` shows one row per leaf and a
       total line with the bytes per parameter.
 
     Raises:
-      ValueError: ``state`` holds no ``RmsPropState`` or several.
+      ValueError: ``state`` holds no ``RmsPropState`` or several; ``state_dtype`` is a callable and
+        ``params`` is missing, or does not match the state's leaves.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -164,11 +187,33 @@ def state_report(state: Any) -> StateReport:
             eight_bit=_eight_bit_word(leaf, stored),
             packing=word,
             state_bytes=round(share),
+            memory="pinned_host" if leaf.on_host else "device",
         )
         for leaf, stored, word, share in zip(plan.leaves, own, packing_words, shares, strict=True)
     )
+    if state_dtype is not None:
+        rules = _rules(plan, state_policy("state_dtype", state_dtype), params)
+        leaves = tuple(leaf._replace(rule=rule) for leaf, rule in zip(leaves, rules, strict=True))
     count_bytes = 0 if found.count is None else storage.nbytes(found.count)
     return StateReport(leaves, sum(math.prod(leaf.shape) for leaf in plan.leaves), round(sum(shares)) + count_bytes)
+
+
+def _rules(plan: plans.StatePlan, policy: StatePolicy, params: Any) -> list[str]:
+    """Each leaf's rule and value, as the policy chooses them over the state's leaves."""
+    if params is None:
+        if policy.function is not None:
+            raise ValueError("state_report needs the params to report a callable state_dtype's choices")
+        params = jax.tree.unflatten(plan.treedef, [0] * len(plan.leaves))
+    choices = policy.choose(params)
+    if len(choices) != len(plan.leaves):
+        raise ValueError(f"the params have {len(choices)} leaves, the state {len(plan.leaves)}")
+    return [f"{choice.rule} = {_value_name(choice.value)}" for choice in choices]
+
+
+def _value_name(value: ResolvedStateDtype) -> str:
+    if value is None:
+        return "None (default)"
+    return value if isinstance(value, str) else jnp.dtype(value).name
 
 
 def _own_arrays(plan: plans.StatePlan, field: Any) -> list[Any]:

@@ -23,13 +23,22 @@ import optax
 from rmsprop_jax import _dtypes as dtypes
 from rmsprop_jax import _nnx_compat as compat
 from rmsprop_jax import _packing as packing
+from rmsprop_jax import _placement as placement
 from rmsprop_jax import _plan as plans
+from rmsprop_jax import _state_options as state_options
 from rmsprop_jax import _storage as storage
 from rmsprop_jax import _validation as validation
-from rmsprop_jax._dtypes import ResolvedStateDtype, StateDtype
+from rmsprop_jax._dtypes import ResolvedStateDtype
+from rmsprop_jax._leaf_rules import Choice
 from rmsprop_jax._leaf_update import LeafStep, RmsConfig, Scalar, Seeds
+from rmsprop_jax._placement import OffloadRule
 from rmsprop_jax._state import FIELDS, MU, NU, TRACE, Field, RmsPropState
+from rmsprop_jax._state_options import StateOptions, StateSetup
+from rmsprop_jax._state_policy import StateDtypeOrPolicy, StatePolicy, may_round
 from rmsprop_jax._traced_once import Arguments, Scalars, leaf_step, leaf_steps
+
+DEFAULT_STATE = StateOptions()
+"""The state's options where a factory passes none: a float state per leaf, in device memory."""
 
 MaskOrFn: TypeAlias = Any | Callable[[optax.Params], Any] | None
 """optax's weight-decay mask type (``optax.MaskOrFn``): a pytree of bools, a callable returning one, or None."""
@@ -46,10 +55,8 @@ _FLAGS = (
 )
 
 
-def _check_config(
-    config: RmsConfig, initial_scale: Scalar, state_dtype: StateDtype, names: Mapping[str, str]
-) -> ResolvedStateDtype:
-    """Validates what every factory shares; returns the resolved state dtype.
+def _check_config(config: RmsConfig, initial_scale: Scalar, policy: StatePolicy, names: Mapping[str, str]) -> None:
+    """Validates what every factory shares, and the state dtypes known before ``init`` against it.
 
     Errors name each argument as ``names`` maps it (a preset's own names), else as
     :func:`rmsprop` spells it.
@@ -82,9 +89,8 @@ def _check_config(
             f"Invalid {name('eps')} value: 0.0 (centered needs {name('eps')} > 0: the variance estimate of a "
             "constant gradient is exactly 0, and g / 0 has no finite value)"
         )
-    resolved = dtypes.resolve_state_dtype(name("state_dtype"), state_dtype)
-    storage.check_options(resolved, config.centered, config.bias_correction, names)
-    return resolved
+    for value in policy.known_values():
+        storage.check_options(value, config.centered, config.bias_correction, names)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -93,18 +99,20 @@ class _Options:
 
     config: RmsConfig
     initial_scale: Scalar
-    state_dtype: ResolvedStateDtype
+    state: StateSetup
     learning_rate: optax.ScalarOrSchedule | None = None
     weight_decay: optax.ScalarOrSchedule = 0.0
     weight_decay_mask: MaskOrFn = None
-    pack_small_leaves: bool = False
-    thresholds: packing.Thresholds = packing.DEFAULT_THRESHOLDS
+
+    @property
+    def state_dtype(self) -> StatePolicy:
+        return self.state.state_dtype
 
     @property
     def has_count(self) -> bool:
         """Whether the state keeps a step count (schedules, bias correction, stochastic rounding)."""
         schedules = callable(self.learning_rate) or callable(self.weight_decay)
-        return self.config.bias_correction or storage.rounds(self.state_dtype) or schedules
+        return self.config.bias_correction or may_round(self.state_dtype) or schedules
 
     @property
     def applies_weight_decay(self) -> bool:
@@ -122,16 +130,31 @@ class _Options:
             return [True] * num_leaves
         return _decayed_leaves(self.weight_decay_mask, params, num_leaves)
 
+    def state_dtypes(self, params: optax.Params) -> list[ResolvedStateDtype]:
+        """Each leaf's ``state_dtype``, as the policy chooses it (a callable's choices checked here)."""
+        chosen = [choice.value for choice in self.state_dtype.choose(params)]
+        if self.state_dtype.function is not None:
+            names = {"state_dtype": self.state_dtype.argument}
+            for value in set(chosen):
+                storage.check_options(value, self.config.centered, self.config.bias_correction, names)
+        return chosen
+
+    def offloaded(self, params: optax.Params) -> list[bool]:
+        """Each leaf's ``offload_state`` flag."""
+        return [choice.value for choice in self.state.offload.choose(params)]
+
     def request(self) -> plans.Request:
         momentum = self.config.momentum is not None
+        thresholds = self.state.thresholds
         return plans.Request(
-            self.state_dtype,
+            self.state_dtypes,
             self.config.centered,
             momentum,
-            self.thresholds.largest(self.config.centered, momentum and self.learning_rate is not None),
-            self.pack_small_leaves,
+            thresholds.largest(self.config.centered, momentum and self.learning_rate is not None),
+            self.state.pack_small_leaves,
             self.decayed,
-            self.thresholds,
+            thresholds,
+            self.offloaded,
         )
 
 
@@ -167,8 +190,16 @@ def _is_placeholder(params: optax.Params) -> bool:
 
 def _placeholder_state(options: _Options, placeholder: Any) -> RmsPropState:
     """``init`` under ``optax.tree_map_params``: the placeholder wherever the state follows the params."""
-    storage.check_mappable(options.state_dtype)
-    if options.pack_small_leaves:
+    policy = options.state_dtype
+    if policy.function is not None:
+        raise ValueError(
+            "optax.tree_map_params cannot map a state built with a callable state_dtype: it chooses each "
+            "leaf's storage from the params, which tree_map_params hides. Map rmsprop_jax.state_as_float32(state) "
+            "instead, or pass state_dtype as one value or a pytree prefix of values."
+        )
+    for value in policy.known_values():
+        storage.check_mappable(value)
+    if options.state.pack_small_leaves:
         raise ValueError(
             "optax.tree_map_params cannot map a state built with pack_small_leaves=True: its layout "
             "(which leaves share a stacked group) depends on the params, which tree_map_params hides. Map "
@@ -200,7 +231,11 @@ def _init(options: _Options, params: optax.Params) -> RmsPropState:
     params = validation.checked_params(params)
     plan = plans.plan_state(params, options.request())
     fills = {"nu": options.initial_scale, "mu": 0, "trace": 0}
-    fields = {field.name: _allocated(plan, params, field, fills[field.name]) for field in options.fields()}
+    on_host = [leaf.on_host for leaf in plan.leaves]
+    fields = {
+        field.name: placement.offloaded(_allocated(plan, params, field, fills[field.name]), on_host)
+        for field in options.fields()
+    }
     return RmsPropState(
         count=jnp.zeros([], jnp.int32) if options.has_count else None,
         nu=fields["nu"],
@@ -228,23 +263,41 @@ def _state_plan(options: _Options, state: Any) -> plans.StatePlan:
             "init, or move one across with rmsprop_jax.convert_state(state, tx.init(params))."
         )
     plan = plans.read(state)
-    for leaf in plan.leaves:
+    for leaf, wanted in zip(plan.leaves, _wanted_state_dtypes(options.state_dtype, plan), strict=True):
         kept = leaf.storages.nu
-        if isinstance(kept, storage.BlockStorage) and options.state_dtype != dtypes.EIGHT_BIT:
+        if wanted is _ANY:
+            continue
+        chosen = "" if options.state_dtype.single else f" ({wanted.rule})"
+        if isinstance(kept, storage.BlockStorage) and wanted.value != dtypes.EIGHT_BIT:
             raise ValueError(
-                f"The state keeps leaf {leaf.path} in 8 bits, but this optimizer's state_dtype is "
-                f"{options.state_dtype!r}: build it with state_dtype='8bit', or convert the state with "
+                f"The state keeps leaf {leaf.path} in 8 bits, but this optimizer's state_dtype{chosen} is "
+                f"{_quoted(wanted.value)}: build it with state_dtype='8bit', or convert the state with "
                 "rmsprop_jax.convert_state(state, tx.init(params))."
             )
-        wanted_dtype = options.state_dtype
-        if isinstance(kept, storage.FloatStorage) and wanted_dtype not in (None, dtypes.EIGHT_BIT):
-            if kept.dtype != wanted_dtype:
+        if isinstance(kept, storage.FloatStorage) and wanted.value not in (None, dtypes.EIGHT_BIT):
+            if kept.dtype != wanted.value:
                 raise ValueError(
-                    f"The state keeps leaf {leaf.path} in {kept.name}, but this optimizer's state_dtype is "
-                    f"{jnp.dtype(wanted_dtype).name}: convert the state with "
+                    f"The state keeps leaf {leaf.path} in {kept.name}, but this optimizer's state_dtype{chosen} is "
+                    f"{jnp.dtype(wanted.value).name}: convert the state with "
                     "rmsprop_jax.convert_state(state, tx.init(params))."
                 )
     return plan
+
+
+_ANY: Choice[ResolvedStateDtype] = Choice(None, "")
+
+
+def _wanted_state_dtypes(policy: StatePolicy, plan: plans.StatePlan) -> list[Choice[ResolvedStateDtype]]:
+    """Each leaf's ``state_dtype`` as the policy chose it, read over the state's tree (``_ANY`` where a
+    callable chose it: its choice needs the params, which ``update`` may lack)."""
+    if policy.function is not None:
+        return [_ANY] * len(plan.leaves)
+    return policy.choose(jax.tree.unflatten(plan.treedef, [0] * len(plan.leaves)))
+
+
+def _quoted(state_dtype: ResolvedStateDtype) -> str:
+    """A resolved ``state_dtype`` as users write it (``'float32'``, ``None``)."""
+    return repr(state_dtype if state_dtype is None or isinstance(state_dtype, str) else jnp.dtype(state_dtype).name)
 
 
 def _gradient_leaves(
@@ -447,10 +500,10 @@ def _scattered(
     gradient_leaves: list[Any],
     steps: list[LeafStep | None],
     stored: dict[Field, list[Any]],
-    fields: tuple[Field, ...],
+    on_host: dict[Field, list[bool]],
 ) -> tuple[list[Any], dict[str, Any]]:
     """The steps' updates per leaf (``None`` for a ``None`` gradient), and each state field in the
-    plan's layout (a group that did not step keeps its arrays).
+    plan's layout (a group that did not step keeps its arrays), each array in the memory it came from.
 
     A stacked group's updates are read at runtime offsets (:func:`rmsprop_jax._packing.member_offsets`):
     one kernel per member shape rather than one per member, so that packing compiles no slower
@@ -473,9 +526,10 @@ def _scattered(
             if gradient_leaves[index] is not None:
                 updates[index] = compat.with_value(gradient_leaves[index], update)
     out = {}
-    for field in fields:
+    for field in stored:
         arrays = [
-            stored[field][number] if step is None else getattr(step, field.name) for number, step in enumerate(steps)
+            placement.returned(stored[field][number] if step is None else getattr(step, field.name), host)
+            for number, (step, host) in enumerate(zip(steps, on_host[field], strict=True))
         ]
         out[field.name] = plans.laid_out(plan, arrays, gradient_leaves)
     return updates, out
@@ -496,8 +550,10 @@ def _update(
     scalars = _step_scalars(options, state.count)
     grads = [compat.value_of(leaf) for leaf in gradient_leaves]
     stored = plans.field_arrays(state, plan)
+    on_host = {field: [placement.on_host(array) for array in arrays] for field, arrays in stored.items()}
+    stored = {field: [placement.fetched(array) for array in arrays] for field, arrays in stored.items()}
     steps = _steps(options, plan, (grads, param_leaves, flags, stored), scalars)
-    new_updates, fields = _scattered(plan, gradient_leaves, steps, stored, options.fields())
+    new_updates, fields = _scattered(plan, gradient_leaves, steps, stored, on_host)
     new_state = RmsPropState(
         count=scalars[0] if options.has_count else None,
         nu=fields["nu"],
@@ -524,8 +580,9 @@ def scale_by_rms(
     bias_correction: bool = False,
     *,
     centered: bool = False,
-    state_dtype: StateDtype = None,
+    state_dtype: StateDtypeOrPolicy = None,
     pack_small_leaves: bool = False,
+    offload_state: OffloadRule = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Rescales updates by the root of an exponential moving average of their square.
 
@@ -547,6 +604,7 @@ def scale_by_rms(
       centered: As in :func:`rmsprop`.
       state_dtype: As in :func:`rmsprop`.
       pack_small_leaves: As in :func:`rmsprop`; without momentum only ``centered`` packs.
+      offload_state: As in :func:`rmsprop`.
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs` whose state is a
@@ -577,7 +635,7 @@ def scale_by_rms(
         decay=decay, eps=eps, eps_in_sqrt=eps_in_sqrt, centered=centered, bias_correction=bias_correction
     )
     return build_rmsprop(
-        config, {}, None, initial_scale=initial_scale, state_dtype=state_dtype, pack_small_leaves=pack_small_leaves
+        config, {}, None, initial_scale=initial_scale, state=StateOptions(state_dtype, pack_small_leaves, offload_state)
     )
 
 
@@ -597,9 +655,10 @@ def rmsprop(
     weight_decay_mask: MaskOrFn = None,
     lr_in_momentum: bool = True,
     maximize: bool = False,
-    state_dtype: StateDtype = None,
+    state_dtype: StateDtypeOrPolicy = None,
     caution: bool = False,
     pack_small_leaves: bool = False,
+    offload_state: OffloadRule = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""RMSProp in one transformation: every variant, one fused step per leaf.
 
@@ -650,7 +709,10 @@ def rmsprop(
         codes and one float32 scale per block of about 256 entries, for every leaf of at
         least 4096 entries whatever its shape; about 1.02 bytes per entry). ``None``:
         float32 for 16-bit params, else the param's dtype. The docs' Numerics page says which leaves and
-        what 8-bit changes; :func:`rmsprop_jax.state_report` shows it per leaf.
+        what 8-bit changes; :func:`rmsprop_jax.state_report` shows it per leaf. Per leaf, as optax
+        takes masks: a pytree prefix of such values (``{"embed": "float32", "blocks": "8bit"}``,
+        matched to the params by path keys) or a callable ``fn(path, param)`` returning one
+        (under :func:`optax.inject_hyperparams`, pass it in ``static_args``).
       caution: Whether to apply the momentum direction only where its sign
         agrees with the gradient, rescaled to keep its mean magnitude
         (Cautious Optimizers; needs ``momentum``). timm's ``caution``.
@@ -659,6 +721,12 @@ def rmsprop(
         compile faster with momentum or ``centered`` (the same results bit for bit).
         The docs' Scaling page says what packs; :func:`rmsprop_jax.packing_plan`
         shows the groups.
+      offload_state: Whether to keep the state in host memory (``pinned_host``): ``True`` for
+        every leaf, or per leaf as ``state_dtype`` (a pytree prefix of bools, or a callable
+        ``fn(path, param) -> bool``). ``update`` brings each array to the device inside the
+        step and writes it back; params and updates stay where they are. The docs' Scaling
+        page has the cost (each step moves the state's bytes both ways) and the wrappers that
+        cannot run on host arrays.
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs` whose state is a
@@ -721,8 +789,7 @@ def rmsprop(
         initial_scale=initial_scale,
         weight_decay=weight_decay,
         weight_decay_mask=weight_decay_mask,
-        state_dtype=state_dtype,
-        pack_small_leaves=pack_small_leaves,
+        state=StateOptions(state_dtype, pack_small_leaves, offload_state),
     )
 
 
@@ -734,8 +801,7 @@ def build_rmsprop(
     initial_scale: Scalar = 0.0,
     weight_decay: optax.ScalarOrSchedule = 0.0,
     weight_decay_mask: MaskOrFn = None,
-    state_dtype: StateDtype = None,
-    pack_small_leaves: bool = False,
+    state: StateOptions = DEFAULT_STATE,
     thresholds: packing.Thresholds = packing.DEFAULT_THRESHOLDS,
 ) -> optax.GradientTransformationExtraArgs:
     """Validates a configuration and builds its transformation: :func:`rmsprop`'s body.
@@ -745,25 +811,15 @@ def build_rmsprop(
     ``{"decay": "alpha", "learning_rate": "lr"}`` makes a bad ``decay`` raise
     ``Invalid alpha value: ...``, so each framework's users see their own
     argument names while the rules live here once. ``learning_rate=None`` builds
-    :func:`scale_by_rms` (no learning rate, no weight decay). ``thresholds`` (what packs)
-    is for benchmarks and experiments; the public factories keep the defaults.
+    :func:`scale_by_rms` (no learning rate, no weight decay). ``state`` holds the state's
+    options whole (dtype or policy, packing, placement), validated here once. ``thresholds``
+    (what packs) is for benchmarks and experiments; the public factories keep the defaults.
     """
-    resolved = _check_config(config, initial_scale, state_dtype, names)
+    setup = state_options.validated(state, names, thresholds)
+    _check_config(config, initial_scale, setup.state_dtype, names)
     if learning_rate is not None:
         validation.check_scalar_or_schedule(names.get("learning_rate", "learning_rate"), learning_rate)
     validation.check_scalar_or_schedule(names.get("weight_decay", "weight_decay"), weight_decay)
-    validation.check_bool(names.get("pack_small_leaves", "pack_small_leaves"), pack_small_leaves)
     if weight_decay_mask is not None and not callable(weight_decay_mask):
         jax.tree.map(lambda flag: validation.check_bool("weight_decay_mask", flag), weight_decay_mask)
-    return _rms_transformation(
-        _Options(
-            config,
-            initial_scale,
-            resolved,
-            learning_rate,
-            weight_decay,
-            weight_decay_mask,
-            pack_small_leaves,
-            thresholds,
-        )
-    )
+    return _rms_transformation(_Options(config, initial_scale, setup, learning_rate, weight_decay, weight_decay_mask))

@@ -152,6 +152,19 @@ def test_numerics_quotes_the_outlier_results_file():
     assert len(spiked) > 50 and low == round(min(spiked), 2) and high == round(max(spiked), 2)
 
 
+def test_host_state_benchmark_runs_at_tiny_size_and_writes_its_table(tmp_path):
+    """ViT-B/16 cut to its first 4 leaves, float32 and 8-bit, in device and in host memory."""
+    script = load_script("benchmarks/host_state.py")
+    results = script.main(["--leaves", "4", "--rounds", "1", "--out", str(tmp_path / "r")])
+    (row,) = results["rows"]
+    assert set(row["seconds"]) == {*script.contenders(["float32", "8-bit"])} and all(
+        s > 0 for s in row["seconds"].values()
+    )
+    assert row["memory"]["float32, host"]["host_traffic_bytes"] == 2 * row["memory"]["float32, host"]["state_bytes"]
+    assert row["memory"]["float32, device"]["host_traffic_bytes"] == 0
+    assert (tmp_path / "r.md").read_text() == script.markdown(json.loads((tmp_path / "r.json").read_text()))
+
+
 def test_init_time_benchmark_runs_at_tiny_size_and_writes_its_table(tmp_path):
     """One tree cut to its first 4 leaves, optax and the 8-bit state, each init in a process of its own."""
     script = load_script("benchmarks/init_time.py")

@@ -156,3 +156,15 @@ def test_the_init_paragraph_quotes_the_init_results_file():
         f"{efficientnet['optax']:.2f}",
         span("packed"),
     )
+
+
+def test_the_host_memory_paragraph_quotes_the_host_state_results_file():
+    script = load_script("benchmarks/host_state.py")
+    (row,) = json.loads(script.RESULTS.with_suffix(".json").read_text())["rows"]
+    seconds = row["seconds"]
+    ratios = [seconds[f"{name}, host"] / seconds[f"{name}, device"] for name in ("float32", "8-bit")]
+    control = seconds[script.CONTROL] / seconds["float32, device"]
+    scaling = _flat((DOCS / "scaling.md").read_text())
+    assert f"{row['tree']} with momentum at {ratios[0]:.2f}x the device-memory step in float32" in scaling
+    assert f"and {ratios[1]:.2f}x in 8 bits (A/A {control:.2f};" in scaling
+    assert script.RESULTS.name in scaling

@@ -13,8 +13,10 @@ import optax
 
 from rmsprop_jax import _validation as validation
 from rmsprop_jax import clipping
-from rmsprop_jax._dtypes import StateDtype
 from rmsprop_jax._leaf_update import RmsConfig, Scalar
+from rmsprop_jax._placement import OffloadRule
+from rmsprop_jax._state_options import StateOptions
+from rmsprop_jax._state_policy import StateDtypeOrPolicy
 from rmsprop_jax._transform import build_rmsprop
 
 
@@ -38,8 +40,9 @@ def pytorch(
     centered: bool = False,
     maximize: bool = False,
     *,
-    state_dtype: StateDtype = None,
+    state_dtype: StateDtypeOrPolicy = None,
     pack_small_leaves: bool = False,
+    offload_state: OffloadRule = False,
 ) -> optax.GradientTransformationExtraArgs:
     """``torch.optim.RMSprop``: eps outside the root, lr outside the momentum buffer.
 
@@ -62,6 +65,7 @@ def pytorch(
       maximize: Whether to maximize the objective.
       state_dtype: As in :func:`rmsprop_jax.rmsprop`.
       pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
+      offload_state: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` whose state keeps torch's
@@ -92,8 +96,7 @@ def pytorch(
         {"learning_rate": "lr", "decay": "alpha"},
         lr,
         weight_decay=weight_decay,
-        state_dtype=state_dtype,
-        pack_small_leaves=pack_small_leaves,
+        state=StateOptions(state_dtype, pack_small_leaves, offload_state),
     )
 
 
@@ -108,8 +111,9 @@ def keras(
     clipvalue: float | None = None,
     global_clipnorm: float | None = None,
     *,
-    state_dtype: StateDtype = None,
+    state_dtype: StateDtypeOrPolicy = None,
     pack_small_leaves: bool = False,
+    offload_state: OffloadRule = False,
 ) -> optax.GradientTransformationExtraArgs:
     """Keras 3 ``keras.optimizers.RMSprop``: epsilon inside the root, lr inside momentum.
 
@@ -133,6 +137,7 @@ def keras(
       global_clipnorm: Positive maximum global norm of the gradients, or ``None``.
       state_dtype: As in :func:`rmsprop_jax.rmsprop`.
       pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
+      offload_state: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`; a chain of the
@@ -176,8 +181,7 @@ def keras(
         {"decay": "rho", "eps": "epsilon"},
         learning_rate,
         weight_decay=0.0 if weight_decay is None else weight_decay,
-        state_dtype=state_dtype,
-        pack_small_leaves=pack_small_leaves,
+        state=StateOptions(state_dtype, pack_small_leaves, offload_state),
     )
     if not chosen:
         return step
@@ -198,8 +202,9 @@ def tensorflow_v1(
     epsilon: float = 1e-10,
     centered: bool = False,
     *,
-    state_dtype: StateDtype = None,
+    state_dtype: StateDtypeOrPolicy = None,
     pack_small_leaves: bool = False,
+    offload_state: OffloadRule = False,
 ) -> optax.GradientTransformationExtraArgs:
     """``tf.compat.v1.train.RMSPropOptimizer``: accumulator from 1, eps inside the root.
 
@@ -215,6 +220,7 @@ def tensorflow_v1(
       centered: Whether to normalise by the variance estimate.
       state_dtype: As in :func:`rmsprop_jax.rmsprop`.
       pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
+      offload_state: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` whose state keeps TF1's ``rms``
@@ -239,8 +245,7 @@ def tensorflow_v1(
         {"eps": "epsilon"},
         learning_rate,
         initial_scale=1.0,
-        state_dtype=state_dtype,
-        pack_small_leaves=pack_small_leaves,
+        state=StateOptions(state_dtype, pack_small_leaves, offload_state),
     )
 
 
@@ -258,8 +263,9 @@ def timm(
     foreach: bool | None = None,
     *,
     max_lr: float | None = None,
-    state_dtype: StateDtype = None,
+    state_dtype: StateDtypeOrPolicy = None,
     pack_small_leaves: bool = False,
+    offload_state: OffloadRule = False,
 ) -> optax.GradientTransformationExtraArgs:
     """timm 1.0.x ``RMSpropTF``: TF-style RMSProp in PyTorch.
 
@@ -291,6 +297,7 @@ def timm(
         is that ``lr``.
       state_dtype: As in :func:`rmsprop_jax.rmsprop`.
       pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
+      offload_state: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` whose state keeps timm's
@@ -338,8 +345,7 @@ def timm(
         lr,
         initial_scale=1.0,
         weight_decay=decay_coefficient,
-        state_dtype=state_dtype,
-        pack_small_leaves=pack_small_leaves,
+        state=StateOptions(state_dtype, pack_small_leaves, offload_state),
     )
 
 

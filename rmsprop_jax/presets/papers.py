@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import optax
 
-from rmsprop_jax._dtypes import StateDtype
+from rmsprop_jax._placement import OffloadRule
+from rmsprop_jax._state_options import StateOptions
+from rmsprop_jax._state_policy import StateDtypeOrPolicy
 from rmsprop_jax._transform import rmsprop
 
 
@@ -12,8 +14,9 @@ def hinton2012(
     learning_rate: optax.ScalarOrSchedule,
     decay: float = 0.9,
     *,
-    state_dtype: StateDtype = None,
+    state_dtype: StateDtypeOrPolicy = None,
     pack_small_leaves: bool = False,
+    offload_state: OffloadRule = False,
 ) -> optax.GradientTransformationExtraArgs:
     """RMSProp as introduced in Hinton's Coursera lecture 6e (2012).
 
@@ -27,6 +30,7 @@ def hinton2012(
       decay: Decay of the mean square, in ``[0, 1]`` (0.9 in the lecture).
       state_dtype: As in :func:`rmsprop_jax.rmsprop`.
       pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
+      offload_state: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` whose state is the lecture's
@@ -45,7 +49,8 @@ def hinton2012(
       Lecture 6e: rmsprop
       <https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf>`_, 2012.
     """
-    return rmsprop(learning_rate, decay=decay, eps=0.0, state_dtype=state_dtype, pack_small_leaves=pack_small_leaves)
+    state = StateOptions(state_dtype, pack_small_leaves, offload_state)
+    return rmsprop(learning_rate, decay=decay, eps=0.0, **state._asdict())
 
 
 def graves2013(
@@ -54,8 +59,9 @@ def graves2013(
     momentum: float = 0.9,
     eps: float = 1e-4,
     *,
-    state_dtype: StateDtype = None,
+    state_dtype: StateDtypeOrPolicy = None,
     pack_small_leaves: bool = False,
+    offload_state: OffloadRule = False,
 ) -> optax.GradientTransformationExtraArgs:
     """Centered RMSProp with momentum from Graves (2013), eqs. 38-41.
 
@@ -71,6 +77,7 @@ def graves2013(
       eps: Positive term inside the root (1e-4).
       state_dtype: As in :func:`rmsprop_jax.rmsprop`.
       pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
+      offload_state: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` whose state keeps the paper's
@@ -85,7 +92,9 @@ def graves2013(
       Graves, `Generating Sequences With Recurrent Neural Networks
       <https://arxiv.org/abs/1308.0850>`_, 2013, section 4, eqs. 38-41.
     """
-    return _graves_form(learning_rate, decay, eps, momentum, state_dtype, pack_small_leaves)
+    return _graves_form(
+        learning_rate, decay, eps, momentum, StateOptions(state_dtype, pack_small_leaves, offload_state)
+    )
 
 
 def dqn2015(
@@ -93,8 +102,9 @@ def dqn2015(
     decay: float = 0.95,
     eps: float = 0.01,
     *,
-    state_dtype: StateDtype = None,
+    state_dtype: StateDtypeOrPolicy = None,
     pack_small_leaves: bool = False,
+    offload_state: OffloadRule = False,
 ) -> optax.GradientTransformationExtraArgs:
     """Centered RMSProp of the Nature DQN (Mnih et al. 2015), as in NeuralQLearner.lua.
 
@@ -109,6 +119,7 @@ def dqn2015(
       eps: Positive term inside the root (0.01).
       state_dtype: As in :func:`rmsprop_jax.rmsprop`.
       pack_small_leaves: As in :func:`rmsprop_jax.rmsprop`.
+      offload_state: As in :func:`rmsprop_jax.rmsprop`.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` whose state keeps DeepMind's
@@ -124,7 +135,7 @@ def dqn2015(
       <https://www.nature.com/articles/nature14236>`_, Nature 518, 2015;
       DeepMind's ``dqn/NeuralQLearner.lua`` (``qLearnMinibatch``).
     """
-    return _graves_form(learning_rate, decay, eps, None, state_dtype, pack_small_leaves)
+    return _graves_form(learning_rate, decay, eps, None, StateOptions(state_dtype, pack_small_leaves, offload_state))
 
 
 def _graves_form(
@@ -132,8 +143,7 @@ def _graves_form(
     decay: float,
     eps: float,
     momentum: float | None,
-    state_dtype: StateDtype,
-    pack_small_leaves: bool,
+    state: StateOptions,
 ) -> optax.GradientTransformationExtraArgs:
     """Graves' centered step, eps inside the root and the learning rate inside the momentum; the
     Nature DQN's RMSProp is this form without momentum."""
@@ -145,6 +155,5 @@ def _graves_form(
         centered=True,
         momentum=momentum,
         lr_in_momentum=True,
-        state_dtype=state_dtype,
-        pack_small_leaves=pack_small_leaves,
+        **state._asdict(),
     )

@@ -212,3 +212,35 @@ def sharded_model(make: Callable[[], Any]) -> Any:
         return model
 
     return create()
+
+
+def checkpoint_resumes(tx: Any, params: dict[str, jax.Array], saved_at: int, steps: int) -> None:
+    """Inside a mesh: ``steps`` jitted steps straight, and ``saved_at`` steps saved by
+    :func:`rmsprop_jax.checkpoint.save`, restored into ``tx.init(params)`` (sharded, in the target's
+    memory) and resumed; asserts the restored shardings and that both runs end bit for bit equal."""
+    import tempfile
+
+    from rmsprop_jax import checkpoint
+
+    @jax.jit
+    def step(params: dict, state: object, i: jax.Array) -> tuple:
+        updates, state = tx.update(grad_fn(params, i), state, params)
+        return optax.apply_updates(params, updates), state
+
+    full = (params, tx.init(params))
+    for i in range(steps):
+        full = step(*full, jnp.float32(i))
+    part = (params, tx.init(params))
+    for i in range(saved_at):
+        part = step(*part, jnp.float32(i))
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint.save(f"{directory}/saved", {"params": part[0], "opt_state": part[1]})
+        target = {"params": params, "opt_state": tx.init(params)}
+        restored = checkpoint.restore(f"{directory}/saved", target)
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(target), strict=True):
+        assert a.sharding.is_equivalent_to(b.sharding, a.ndim) and a.sharding.memory_kind == b.sharding.memory_kind
+    resumed = (restored["params"], restored["opt_state"])
+    for i in range(saved_at, steps):
+        resumed = step(*resumed, jnp.float32(i))
+    for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(full), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

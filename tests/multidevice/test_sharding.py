@@ -20,6 +20,7 @@ from sharding_cases import (
     OPTIMIZERS,
     PACKED_LAYOUTS,
     PACKED_OPTIMIZERS,
+    checkpoint_resumes,
     collectives,
     grad_fn,
     group_specs_follow,
@@ -115,30 +116,8 @@ def test_a_sharded_checkpoint_restores_sharded_and_resumes_bit_identically(axis,
         optax.cosine_decay_schedule(1e-2, 10), momentum=0.9, centered=True, state_dtype=state_dtype
     )
     make_params = params_on if state_dtype is None else params_8bit_on
-
-    @jax.jit
-    def step(params: dict, state: object, i: jax.Array) -> tuple:
-        updates, state = tx.update(grad_fn(params, i), state, params)
-        return optax.apply_updates(params, updates), state
-
-    with jax.set_mesh(mesh), tempfile.TemporaryDirectory() as directory:
-        params = make_params(mesh, layout)
-        full = (params, tx.init(params))
-        for i in range(9):
-            full = step(*full, jnp.float32(i))
-        part = (params, tx.init(params))
-        for i in range(4):
-            part = step(*part, jnp.float32(i))
-        checkpoint.save(f"{directory}/step4", {"params": part[0], "opt_state": part[1]})
-        target = {"params": params, "opt_state": tx.init(params)}
-        restored = checkpoint.restore(f"{directory}/step4", target)
-        for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(target), strict=True):
-            assert a.sharding.is_equivalent_to(b.sharding, a.ndim)
-        resumed = (restored["params"], restored["opt_state"])
-        for i in range(4, 9):
-            resumed = step(*resumed, jnp.float32(i))
-    for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(full), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with jax.set_mesh(mesh):
+        checkpoint_resumes(tx, make_params(mesh, layout), saved_at=4, steps=9)
 
 
 class _MLP(nnx.Module):
