@@ -16,11 +16,11 @@ import types
 from rmsprop_jax import checkpoint as checkpoint
 from rmsprop_jax import clipping as clipping
 from rmsprop_jax import presets as presets
+from rmsprop_jax._codec_8bit import Quantized
 from rmsprop_jax._packing import PackingPlan
 from rmsprop_jax._state import RmsPropState
 from rmsprop_jax._state_report import LeafReport, StateReport, state_report
 from rmsprop_jax._state_views import convert_state, packing_plan, state_as_float32
-from rmsprop_jax._storage_8bit import Quantized
 from rmsprop_jax._transform import rmsprop, scale_by_rms
 from rmsprop_jax._version import __version__
 

@@ -20,43 +20,13 @@ import jax
 import jax.numpy as jnp
 
 StateDtype = str | jax.typing.DTypeLike | None
-"""What ``state_dtype`` accepts: ``None``, a floating dtype, its name, or ``"8bit"``."""
+"""One ``state_dtype`` value: ``None``, a floating dtype, its name, or another storage kind's name
+(``"8bit"``; the kinds are registered in :mod:`rmsprop_jax._storage_kinds`)."""
 
 ResolvedStateDtype = jnp.dtype | str | None
-"""A validated ``state_dtype``: ``None``, a floating dtype, or the string ``"8bit"``."""
+"""A validated ``state_dtype`` value (:func:`rmsprop_jax._storage_kinds.resolve`)."""
 
-EIGHT_BIT = "8bit"  # block-wise 8-bit codes: rmsprop_jax._storage
-_STATE_DTYPES = ("float16", "bfloat16", "float32", "float64")
 _LOW_PRECISION = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
-
-
-def resolve_state_dtype(name: str, state_dtype: StateDtype) -> ResolvedStateDtype:
-    """Turns ``state_dtype`` (``None``, a dtype, its name, or ``"8bit"``) into a dtype or ``"8bit"``.
-
-    Raises:
-      ValueError: naming ``name``, for anything but float16, bfloat16, float32,
-        float64 or ``"8bit"``, and for float64 while ``jax_enable_x64`` is off (JAX
-        would store float32 silently).
-    """
-    if state_dtype is None:
-        return None
-    if isinstance(state_dtype, str) and state_dtype == EIGHT_BIT:
-        return EIGHT_BIT
-    if isinstance(state_dtype, str) and state_dtype not in _STATE_DTYPES:
-        dtype = None  # numpy would read "8-bit" as a format string and fail with its own words
-    else:
-        try:
-            dtype = jnp.dtype(state_dtype)
-        except TypeError:
-            dtype = None
-    if dtype is None or dtype.name not in _STATE_DTYPES:
-        choices = ", ".join((*_STATE_DTYPES, repr(EIGHT_BIT)))
-        raise ValueError(f"Invalid {name} value: {state_dtype!r} ({name} must be one of {choices})")
-    if dtype == jnp.float64 and not jax.config.read("jax_enable_x64"):
-        raise ValueError(
-            f"Invalid {name} value: {state_dtype!r} (float64 needs jax.config.update('jax_enable_x64', True))"
-        )
-    return dtype
 
 
 def real_state_dtype(param_dtype: jax.typing.DTypeLike, state_dtype: jnp.dtype | None) -> jnp.dtype:
@@ -86,9 +56,9 @@ def cast(x: jax.Array, dtype: jax.typing.DTypeLike) -> jax.Array:
     return x if x.dtype == dtype else x.astype(dtype)
 
 
-def needs_stochastic_rounding(state_dtype: ResolvedStateDtype) -> bool:
-    """Whether states stored in ``state_dtype`` lose precision against float32."""
-    return state_dtype == EIGHT_BIT or (state_dtype is not None and state_dtype in _LOW_PRECISION)
+def needs_stochastic_rounding(dtype: jnp.dtype | None) -> bool:
+    """Whether a float state stored in ``dtype`` loses precision against float32 (16-bit dtypes)."""
+    return dtype is not None and dtype in _LOW_PRECISION
 
 
 def _hash32(x: jax.Array) -> jax.Array:

@@ -44,7 +44,7 @@ need not keep a copy of the old state to compute it. Because of step 3's bound,
 without momentum ``|u| <= lr / sqrt(1 - decay)`` whatever the storage rounded.
 
 Centered, where the plan says ``nu_holds_variance`` (a storage whose lossiness calls for it,
-:attr:`rmsprop_jax._storage.BlockStorage.keeps_centered_variance`): ``nu`` holds the variance itself,
+:attr:`rmsprop_jax._storage_protocol.Storage.keeps_centered_variance`): ``nu`` holds the variance itself,
 ``nu = decay * nu + decay * (1 - decay) * |g - mu_old|^2`` (the same recursion as
 ``E[g^2] - E[g]^2`` in exact arithmetic, bounded below by its new term in the same
 way), because the difference of two independently quantized averages cancels
@@ -64,7 +64,7 @@ import jax
 import jax.numpy as jnp
 
 from rmsprop_jax import _dtypes as dtypes
-from rmsprop_jax._storage import Bounds, Bulk, LeafStorages, Magnitudes, Majorant, Scalar, Storage, Stored
+from rmsprop_jax._storage_protocol import Bounds, Bulk, LeafStorages, Magnitudes, Majorant, Scalar, Storage, Stored
 
 Seeds = tuple[jax.Array | None, jax.Array | None, jax.Array | None]
 """The rounding seeds of ``nu``, ``mu`` and ``trace`` (``None``: round to nearest)."""

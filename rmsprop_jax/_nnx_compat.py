@@ -1,17 +1,17 @@
 """Flax NNX at the boundary: every adaptation to ``nnx.Variable`` and NNX's rebuilt states in one place.
 
-The rest of the package sees plain arrays and :class:`~rmsprop_jax._storage_8bit.Quantized`
-pairs. NNX reaches it in two ways, and both are undone here:
+The rest of the package sees plain arrays and storage kinds' pairs of arrays (8-bit codes and
+scales; :mod:`rmsprop_jax._storage_kinds`). NNX reaches it in two ways, and both are undone here:
 
 - ``nnx.Optimizer`` calls ``init`` with a state whose leaves are ``nnx.Variable`` objects
   (one array plus metadata, such as the ``out_sharding`` names of ``nnx.with_partitioning``).
   ``init`` reads each variable's value and metadata (:func:`value_of`, :func:`sharding_names`)
   and wraps each state array back into a variable like its param's (:func:`with_value`,
   :func:`stacked_variable`), so that ``nnx.Optimizer``'s state carries the sharding.
-- Each state array is its own variable (an 8-bit leaf's codes and scales are two), so that
-  NNX's pure dictionaries hold one array per key.
-- Under ``nnx.jit`` NNX may rebuild a ``Quantized`` pair as a mapping with its field names;
-  :func:`stored` turns it back.
+- Each state array is its own variable (a pair's two arrays are two), so that NNX's pure
+  dictionaries hold one array per key.
+- Under ``nnx.jit`` NNX may rebuild a pair as a mapping with its field names; :func:`stored`
+  turns it back.
 
 Flax itself converts at its boundary the same way (``flax.nnx.training.optimizer.to_opt_state``).
 """
@@ -22,10 +22,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from rmsprop_jax._state import InGroup
-from rmsprop_jax._storage_8bit import Quantized
+
+
+def _pair_kind(x: Any) -> Any:
+    """The storage kind whose pair ``x`` is (or NNX's mapping of one), else ``None`` (imported here: the
+    kinds place their arrays with :mod:`rmsprop_jax._placement`, which reads variables with this module)."""
+    from rmsprop_jax import _storage_kinds as kinds
+
+    return kinds.pair_kind(x)
 
 
 def is_variable(x: object) -> bool:
@@ -61,21 +67,14 @@ def sharding_names(leaf: Any) -> tuple | None:
 def with_value(leaf: Any, value: Any) -> Any:
     """``value`` wrapped as ``leaf`` is: a variable with ``leaf``'s metadata, or ``value`` itself.
 
-    A :class:`~rmsprop_jax._storage_8bit.Quantized` pair becomes a pair of variables: the codes
-    with ``leaf``'s metadata, the scales with it where they keep the param's axes (tiles, and
-    runs along the last axis; runs over several trailing axes drop the merged axes' names).
+    A storage kind's pair becomes a pair of variables, each as its kind wraps it (8-bit: the codes
+    with ``leaf``'s metadata, the scales with it where they keep the param's axes).
     """
     if not is_variable(leaf):
         return value
-    if isinstance(value, Quantized):
-        names = sharding_names(leaf)
-        extra: dict[str, Any] = {}
-        if names is not None:
-            codes_ndim, scales_ndim = jnp.ndim(value.codes), jnp.ndim(value.scales)
-            padded = (*names, *(None,) * (codes_ndim - len(names)))
-            kept = padded[: scales_ndim - 1] if scales_ndim < codes_ndim else padded[:scales_ndim]
-            extra["out_sharding"] = (*kept, None) if scales_ndim < codes_ndim else kept
-        return Quantized(with_value(leaf, value.codes), leaf.replace(value=value.scales, **extra))
+    kind = _pair_kind(value)
+    if kind is not None:
+        return kind.variables(leaf, value, with_value, sharding_names(leaf))
     return jax.tree.unflatten(jax.tree.structure(leaf), [value])
 
 
@@ -90,19 +89,17 @@ def stacked_variable(first_member: Any, stacked: jax.Array) -> Any:
 
 
 def stored(x: Any) -> Any:
-    """A state array as the package keeps it: a variable's value, and a ``Quantized`` pair (of
-    variables, or a mapping NNX rebuilt under ``nnx.jit``) as a pair of arrays."""
+    """A state array as the package keeps it: a variable's value, and a pair (of variables, or a
+    mapping NNX rebuilt under ``nnx.jit``) as a pair of arrays."""
     x = value_of(x)
-    if isinstance(x, Quantized):
-        return Quantized(value_of(x.codes), value_of(x.scales))
-    if isinstance(x, Mapping) and set(x.keys()) == set(Quantized._fields):
-        return Quantized(value_of(x["codes"]), value_of(x["scales"]))
-    return x
+    kind = _pair_kind(x)
+    if kind is None:
+        return x
+    fields = x if isinstance(x, Mapping) else x._asdict()
+    return kind.pair(**{name: value_of(fields[name]) for name in kind.pair._fields})
 
 
 def is_stored_leaf(x: Any) -> bool:
-    """One leaf's entry in a state field: an array, a variable, a ``Quantized`` pair (or NNX's
-    mapping of one), or a packed leaf's marker."""
-    if is_variable(x) or isinstance(x, (Quantized, InGroup)):
-        return True
-    return isinstance(x, Mapping) and set(x.keys()) == set(Quantized._fields)
+    """One leaf's entry in a state field: an array, a variable, a pair (or NNX's mapping of one), or a
+    packed leaf's marker."""
+    return is_variable(x) or isinstance(x, InGroup) or _pair_kind(x) is not None

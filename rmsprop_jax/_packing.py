@@ -23,7 +23,7 @@ that a layout is the same on every machine:
   packs nothing: its step gains nothing (``benchmarks/NOTES.md``, "Packing: the prototype").
 - Only with leaves of the same shape, dtype, storage, weight-decay flag and visible sharding
   (the key :mod:`rmsprop_jax._plan` builds). A storage says whether it stacks
-  (:attr:`rmsprop_jax._storage.BlockStorage.packable`: 8-bit codes stay per leaf).
+  (:attr:`rmsprop_jax._storage_protocol.Storage.packable`: 8-bit codes stay per leaf).
 - A leaf whose sharding cannot be seen stays per leaf: a tracer on a mesh with Auto axes
   (``jax.jit(tx.init)`` on an Auto mesh reads every sharding as replicated). Concrete arrays,
   tracers on an Explicit mesh, and Flax NNX variables with sharding metadata show theirs.

@@ -20,7 +20,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from rmsprop_jax import _nnx_compat as compat
 from rmsprop_jax import _packing as packing
@@ -88,3 +91,30 @@ def offloaded(field: Any, flags: Sequence[bool]) -> Any:
         for name, array in stacked.items()
     }
     return PackedGroups(tree, groups)
+
+
+def host_placement(param: jax.Array) -> Callable[[tuple[int, ...]], Any] | None:
+    """Where a state array of any shape goes for ``param`` on one device or replicated (a function of
+    the array's shape), else ``None`` (the state must be sharded as the param is)."""
+    sharding = param.sharding
+    if not sharding.is_fully_addressable or not sharding.is_fully_replicated:
+        return None
+    if isinstance(sharding, jax.sharding.SingleDeviceSharding):
+        # an uncommitted param (placed by default) gets an uncommitted state, which jit moves as it does the param
+        return lambda shape: sharding if getattr(param, "committed", True) else None
+    if isinstance(sharding, NamedSharding):
+        return lambda shape: NamedSharding(sharding.mesh, P(), memory_kind=sharding.memory_kind)
+    return None
+
+
+def zeros_sharded_like(param: jax.Array) -> jax.Array:
+    """Zeros shaped like ``param`` that keep its sharding, eagerly and under ``jax.jit``.
+
+    They are computed from ``param`` (``|param * 0|``, with the NaN of ``inf * 0`` and
+    ``nan * 0`` replaced) so that XLA's sharding propagation gives them ``param``'s
+    sharding. A constant such as ``jnp.zeros_like`` has no input to propagate from:
+    under ``jax.jit`` on a mesh with Auto axes it lands on one device. The result is
+    real (``abs``), exactly +0 everywhere.
+    """
+    zero = jnp.abs(param * 0)
+    return jnp.where(jnp.isnan(zero), jnp.zeros((), zero.dtype), zero)

@@ -4,7 +4,7 @@
 of the leaf is kept (:func:`plan_state`): the storage of each array (:mod:`rmsprop_jax._storage`),
 whether ``nu`` holds the variance, the weight-decay flag and the packed group
 (:mod:`rmsprop_jax._packing`). The state keeps no record of it beside its arrays: each array's
-dtype, an 8-bit pair's shapes (:func:`rmsprop_jax._storage_8bit.layout_of`) and the packed
+dtype, a pair's shapes (an 8-bit pair's give its block layout) and the packed
 groups' keys say it all, so that every serializer and tree utility handles the state as it
 handles optax's. :func:`read` derives the same plan from a state (``update``, the views,
 :func:`rmsprop_jax.convert_state` and :func:`rmsprop_jax.state_report` read it), given the
@@ -29,10 +29,10 @@ from rmsprop_jax import _nnx_compat as compat
 from rmsprop_jax import _packing as packing
 from rmsprop_jax import _placement as placement
 from rmsprop_jax import _storage as storage
-from rmsprop_jax import _storage_8bit as codec
+from rmsprop_jax import _storage_kinds as kinds
 from rmsprop_jax._dtypes import ResolvedStateDtype
 from rmsprop_jax._state import FIELDS, MU, NU, TRACE, Field, InGroup, PackedGroups, RmsPropState
-from rmsprop_jax._storage import LeafStorages
+from rmsprop_jax._storage_protocol import LeafStorages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,8 +100,8 @@ def plan_state(params: Any, request: Request) -> StatePlan:
     storages = []
     for (_, leaf), state_dtype in zip(with_paths, request.state_dtypes(params), strict=True):
         value = compat.value_of(leaf)
-        nu = storage.for_param(value, state_dtype, signed=False)[0]
-        signed = storage.for_param(value, state_dtype, signed=True)[0]
+        nu = kinds.for_param(value, state_dtype, signed=False)
+        signed = kinds.for_param(value, state_dtype, signed=True)
         storages.append(
             LeafStorages(
                 nu,
@@ -175,17 +175,14 @@ def leaves_of(what: str, treedef: Any, state_tree: Any, tree: Any) -> list[Any]:
 
 def _storage_of(field: Field, stored: Any, where: str) -> storage.Storage:
     """The storage that keeps ``stored``, read from the array itself."""
-    if isinstance(stored, codec.Quantized):
-        layout = codec.layout_of(tuple(jnp.shape(stored.codes)), tuple(jnp.shape(stored.scales)))
-        return storage.BlockStorage(layout, codec.SIGNED if field.signed else codec.UNSIGNED)
-    dtype = getattr(stored, "dtype", None)
-    if dtype is None:
+    kept = kinds.read(stored, field.signed)
+    if kept is None:
         raise ValueError(f"The optimizer state's {field.name} at {where} holds {stored!r}, not an array")
-    return storage.FloatStorage(jnp.dtype(dtype))
+    return kept
 
 
 def _shape_of(stored: Any) -> tuple[int, ...]:
-    return tuple(jnp.shape(stored.codes if isinstance(stored, codec.Quantized) else stored))
+    return tuple(jnp.shape(kinds.param_shaped(stored)))
 
 
 class _FieldLeaves(NamedTuple):

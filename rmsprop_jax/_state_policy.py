@@ -5,7 +5,7 @@
 ``fn(path, param)`` returning one (:mod:`rmsprop_jax._leaf_rules`): keep embeddings, norms and the
 classifier in float32 and the rest in 8 bits, as bitsandbytes' ``GlobalOptimManager`` and torchao
 let users do. Each leaf's value then goes through the storage rules of a single value
-(:func:`rmsprop_jax._storage.for_param`: ``"8bit"`` keeps a leaf too small for 8-bit blocks in
+(:func:`rmsprop_jax._storage_kinds.for_param`: ``"8bit"`` keeps a leaf too small for 8-bit blocks in
 float32, as it always has). The state itself records nothing of the policy: each leaf's arrays say
 how it is kept, so a policy's state saves, restores and converts as any other.
 """
@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from rmsprop_jax import _dtypes as dtypes
+from rmsprop_jax import _storage_kinds as kinds
 from rmsprop_jax._dtypes import ResolvedStateDtype, StateDtype
 from rmsprop_jax._leaf_rules import LeafRule, rule
 
@@ -39,7 +39,7 @@ def state_policy(argument: str, state_dtype: StateDtypeOrPolicy) -> StatePolicy:
     Raises:
       ValueError: naming the argument or the prefix entry (``Invalid state_dtype['embed'] value``).
     """
-    return rule(argument, state_dtype, lambda raw, name: dtypes.resolve_state_dtype(name, raw), _is_one_value)
+    return rule(argument, state_dtype, lambda raw, name: kinds.resolve(name, raw), _is_one_value)
 
 
 def may_round(policy: StatePolicy) -> bool:
@@ -47,4 +47,4 @@ def may_round(policy: StatePolicy) -> bool:
     before ``init``: it may)."""
     if policy.function is not None:
         return True
-    return any(dtypes.needs_stochastic_rounding(value) for value in policy.known_values())
+    return any(kinds.rounds(value) for value in policy.known_values())

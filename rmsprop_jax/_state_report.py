@@ -6,7 +6,7 @@ plain RMSProp). The report reads a state (concrete, or from ``jax.eval_shape``) 
 for each leaf how it is stored, whether it is 8-bit or why not, whether it is packed or
 why not, and what it costs in bytes. It reads the state's plan from its arrays
 (:func:`rmsprop_jax._plan.read`) and gives each decision the rule's reason: the 8-bit rule
-(:func:`rmsprop_jax._storage_8bit.layout_decision`) over each float leaf's shape and visible
+(its kind's, :mod:`rmsprop_jax._storage_8bit`) over each float leaf's shape and visible
 shards, and the packing rule (:func:`rmsprop_jax._packing.plan_for`) over the state's leaves.
 The weight-decay mask is not in the state: a leaf that it kept out of a group reads "its
 weight-decay flag or sharding differs".
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from rmsprop_jax import _packing as packing
 from rmsprop_jax import _plan as plans
 from rmsprop_jax import _storage as storage
-from rmsprop_jax import _storage_8bit as codec
+from rmsprop_jax import _storage_kinds as kinds
 from rmsprop_jax._dtypes import ResolvedStateDtype
 from rmsprop_jax._state import RmsPropState
 from rmsprop_jax._state_policy import StateDtypeOrPolicy, StatePolicy, state_policy
@@ -184,7 +184,7 @@ def state_report(state: Any, *, state_dtype: StateDtypeOrPolicy = None, params: 
             path=leaf.path,
             shape=leaf.shape,
             storage=leaf.storages.nu.name,
-            eight_bit=_eight_bit_word(leaf, stored),
+            eight_bit=_reach_word(leaf, stored),
             packing=word,
             state_bytes=round(share),
             memory="pinned_host" if leaf.on_host else "device",
@@ -225,23 +225,14 @@ def _own_arrays(plan: plans.StatePlan, field: Any) -> list[Any]:
             if len(group) > 1:  # stacked groups are float arrays
                 out[index] = jax.ShapeDtypeStruct(plan.leaves[index].shape, plan.leaves[index].storages.nu.dtype)
             else:
-                out[index] = stored.codes if isinstance(stored, codec.Quantized) else stored
+                out[index] = kinds.param_shaped(stored)
     return out
 
 
-def _is_complex(leaf: plans.LeafPlan) -> bool:
-    signed = [s for s in (leaf.storages.mu, leaf.storages.trace) if isinstance(s, storage.FloatStorage)]
-    return any(jnp.issubdtype(s.dtype, jnp.complexfloating) for s in signed)
-
-
-def _eight_bit_word(leaf: plans.LeafPlan, stored: Any) -> str:
-    """``"yes"``, or why not: the rule's reason for the leaf's shape and visible shards."""
-    if isinstance(leaf.storages.nu, storage.BlockStorage):
-        return "yes"
-    if _is_complex(leaf):
-        return "no: complex"
-    layout, why_not = codec.layout_decision(leaf.shape, codec.shard_shape(stored))
-    return f"no: {why_not}" if layout is None else f"no: not requested ({layout} fit)"
+def _reach_word(leaf: plans.LeafPlan, stored: Any, column: str = "8-bit") -> str:
+    """The reach column's word for a leaf (``"yes"``, or why not), as its storage kind's rule gives it."""
+    kind = next(kind for kind in kinds.reach_kinds() if kind.reach_column == column)
+    return kind.reach(leaf.storages.nu, leaf.storages.mu or leaf.storages.trace, leaf.shape, stored)
 
 
 def _packing_words(state: RmsPropState, plan: plans.StatePlan, stored: Sequence[Any]) -> list[str]:

@@ -19,7 +19,7 @@ from rmsprop_jax import _dtypes as dtypes
 from rmsprop_jax import _packing as packing
 from rmsprop_jax import _plan as plans
 from rmsprop_jax import _storage as storage
-from rmsprop_jax import _storage_8bit as codec
+from rmsprop_jax import _storage_kinds as kinds
 from rmsprop_jax._state import FIELDS, MU, NU, Field, RmsPropState
 
 
@@ -148,7 +148,7 @@ def _target_shardings(plan: plans.StatePlan, field: Any) -> list[Any]:
     """Each leaf's sharding in ``field`` where it keeps its own concrete array, else ``None``."""
     places: list[Any] = [None] * len(plan.leaves)
     for group, stored in zip(plan.groups, plans.group_arrays(plan, field), strict=True):
-        array = stored.codes if isinstance(stored, codec.Quantized) else stored
+        array = kinds.param_shaped(stored)
         if len(group) == 1 and isinstance(array, jax.Array) and not isinstance(array, core.Tracer):
             places[group[0]] = array.sharding
     return places

@@ -32,7 +32,7 @@ import jax
 from jax import core
 
 from rmsprop_jax._leaf_update import LeafStep, RmsConfig, Seeds, update_leaf
-from rmsprop_jax._storage import LeafStorages, Stored
+from rmsprop_jax._storage_protocol import LeafStorages, Stored
 
 CHUNK = 16
 """Leaves of one kind per call of the jitted step."""

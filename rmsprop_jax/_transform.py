@@ -27,6 +27,7 @@ from rmsprop_jax import _placement as placement
 from rmsprop_jax import _plan as plans
 from rmsprop_jax import _state_options as state_options
 from rmsprop_jax import _storage as storage
+from rmsprop_jax import _storage_kinds as kinds
 from rmsprop_jax import _validation as validation
 from rmsprop_jax._dtypes import ResolvedStateDtype
 from rmsprop_jax._leaf_rules import Choice
@@ -90,7 +91,7 @@ def _check_config(config: RmsConfig, initial_scale: Scalar, policy: StatePolicy,
             "constant gradient is exactly 0, and g / 0 has no finite value)"
         )
     for value in policy.known_values():
-        storage.check_options(value, config.centered, config.bias_correction, names)
+        kinds.check_options(value, config.centered, config.bias_correction, names)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -136,7 +137,7 @@ class _Options:
         if self.state_dtype.function is not None:
             names = {"state_dtype": self.state_dtype.argument}
             for value in set(chosen):
-                storage.check_options(value, self.config.centered, self.config.bias_correction, names)
+                kinds.check_options(value, self.config.centered, self.config.bias_correction, names)
         return chosen
 
     def offloaded(self, params: optax.Params) -> list[bool]:
@@ -198,7 +199,7 @@ def _placeholder_state(options: _Options, placeholder: Any) -> RmsPropState:
             "instead, or pass state_dtype as one value or a pytree prefix of values."
         )
     for value in policy.known_values():
-        storage.check_mappable(value)
+        kinds.check_mappable(value)
     if options.state.pack_small_leaves:
         raise ValueError(
             "optax.tree_map_params cannot map a state built with pack_small_leaves=True: its layout "
@@ -259,8 +260,8 @@ def _state_plan(options: _Options, state: Any) -> plans.StatePlan:
             f"This state was built by another configuration: it holds {sorted(present)} "
             f"{'with' if state.count is not None else 'without'} a step count; this optimizer keeps "
             f"{sorted(wanted)} {'with' if options.has_count else 'without'} one (centered, momentum, schedules, "
-            "bias_correction and a 16-bit or 8-bit state_dtype decide). Build the state with this optimizer's "
-            "init, or move one across with rmsprop_jax.convert_state(state, tx.init(params))."
+            "bias_correction and a state_dtype that rounds (16-bit, 8-bit) decide). Build the state with this "
+            "optimizer's init, or move one across with rmsprop_jax.convert_state(state, tx.init(params))."
         )
     plan = plans.read(state)
     for leaf, wanted in zip(plan.leaves, _wanted_state_dtypes(options.state_dtype, plan), strict=True):
@@ -268,19 +269,9 @@ def _state_plan(options: _Options, state: Any) -> plans.StatePlan:
         if wanted is _ANY:
             continue
         chosen = "" if options.state_dtype.single else f" ({wanted.rule})"
-        if isinstance(kept, storage.BlockStorage) and wanted.value != dtypes.EIGHT_BIT:
-            raise ValueError(
-                f"The state keeps leaf {leaf.path} in 8 bits, but this optimizer's state_dtype{chosen} is "
-                f"{_quoted(wanted.value)}: build it with state_dtype='8bit', or convert the state with "
-                "rmsprop_jax.convert_state(state, tx.init(params))."
-            )
-        if isinstance(kept, storage.FloatStorage) and wanted.value not in (None, dtypes.EIGHT_BIT):
-            if kept.dtype != wanted.value:
-                raise ValueError(
-                    f"The state keeps leaf {leaf.path} in {kept.name}, but this optimizer's state_dtype{chosen} is "
-                    f"{jnp.dtype(wanted.value).name}: convert the state with "
-                    "rmsprop_jax.convert_state(state, tx.init(params))."
-                )
+        why = kinds.disagreement(kept, wanted.value, leaf.path, chosen)
+        if why is not None:
+            raise ValueError(why)
     return plan
 
 
@@ -293,11 +284,6 @@ def _wanted_state_dtypes(policy: StatePolicy, plan: plans.StatePlan) -> list[Cho
     if policy.function is not None:
         return [_ANY] * len(plan.leaves)
     return policy.choose(jax.tree.unflatten(plan.treedef, [0] * len(plan.leaves)))
-
-
-def _quoted(state_dtype: ResolvedStateDtype) -> str:
-    """A resolved ``state_dtype`` as users write it (``'float32'``, ``None``)."""
-    return repr(state_dtype if state_dtype is None or isinstance(state_dtype, str) else jnp.dtype(state_dtype).name)
 
 
 def _gradient_leaves(
@@ -345,7 +331,7 @@ def _gradient_leaves(
 
 
 def _complex(kept: storage.Storage) -> bool:
-    return isinstance(kept, storage.FloatStorage) and jnp.issubdtype(kept.dtype, jnp.complexfloating)
+    return jnp.issubdtype(kept.dtype, jnp.complexfloating)
 
 
 def _decay_inputs(
@@ -501,6 +487,7 @@ def _scattered(
     steps: list[LeafStep | None],
     stored: dict[Field, list[Any]],
     on_host: dict[Field, list[bool]],
+    fields: tuple[Field, ...],
 ) -> tuple[list[Any], dict[str, Any]]:
     """The steps' updates per leaf (``None`` for a ``None`` gradient), and each state field in the
     plan's layout (a group that did not step keeps its arrays), each array in the memory it came from.
@@ -526,10 +513,10 @@ def _scattered(
             if gradient_leaves[index] is not None:
                 updates[index] = compat.with_value(gradient_leaves[index], update)
     out = {}
-    for field in stored:
+    for field in fields:  # an empty tree's state has no arrays: stored and on_host lack its fields
         arrays = [
             placement.returned(stored[field][number] if step is None else getattr(step, field.name), host)
-            for number, (step, host) in enumerate(zip(steps, on_host[field], strict=True))
+            for number, (step, host) in enumerate(zip(steps, on_host.get(field, []), strict=True))
         ]
         out[field.name] = plans.laid_out(plan, arrays, gradient_leaves)
     return updates, out
@@ -553,7 +540,7 @@ def _update(
     on_host = {field: [placement.on_host(array) for array in arrays] for field, arrays in stored.items()}
     stored = {field: [placement.fetched(array) for array in arrays] for field, arrays in stored.items()}
     steps = _steps(options, plan, (grads, param_leaves, flags, stored), scalars)
-    new_updates, fields = _scattered(plan, gradient_leaves, steps, stored, on_host)
+    new_updates, fields = _scattered(plan, gradient_leaves, steps, stored, on_host, options.fields())
     new_state = RmsPropState(
         count=scalars[0] if options.has_count else None,
         nu=fields["nu"],

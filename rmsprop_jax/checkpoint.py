@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
+from rmsprop_jax import _storage_kinds as kinds
+
 if TYPE_CHECKING:
     import orbax.checkpoint as ocp
 
@@ -145,13 +147,16 @@ def _layout_differs(problem: str) -> bool:
 def _storage_differs(problem: str) -> bool:
     """Whether a mismatch line is one that another ``state_dtype`` makes (8-bit codes, or a dtype)."""
     key = problem.split(":", 1)[0]
-    return key.endswith(("/codes", "/scales")) or ": dtype " in problem
+    return key.endswith(tuple(f"/{name}" for name in kinds.field_names())) or ": dtype " in problem
 
 
 def _blocks_differ(problems: list[str]) -> bool:
     """Whether only 8-bit scales differ in shape: the same codes cut into other blocks (the params'
     sharding, which chooses an 8-bit leaf's blocks, changed since the save)."""
-    return bool(problems) and all(line.split(":", 1)[0].endswith("/scales") and ": shape " in line for line in problems)
+    layout_fields = tuple(f"/{name}" for name in kinds.layout_field_names())
+    return bool(problems) and all(
+        line.split(":", 1)[0].endswith(layout_fields) and ": shape " in line for line in problems
+    )
 
 
 def _checked(where: str | Path, saved: Any, target: Any) -> Any:

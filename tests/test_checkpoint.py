@@ -229,7 +229,7 @@ def test_a_damaged_checkpoint_says_it_cannot_be_read(damage, tmp_path):
 def test_8bit_blocks_cut_for_another_sharding_are_named_as_such(tmp_path):
     """An 8-bit leaf's blocks fit its shards: after a mesh change the same codes come with scales
     of another shape, and the message says so instead of blaming state_dtype."""
-    from rmsprop_jax import _storage_8bit as codec
+    from rmsprop_jax import _codec_8bit as codec
 
     params = {"w": jnp.ones((64, 1024))}
     state = rmsprop_jax.rmsprop(1e-2, state_dtype="8bit").init(params)

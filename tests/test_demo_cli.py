@@ -9,7 +9,7 @@ import sys
 import jax.numpy as jnp
 import pytest
 
-from rmsprop_jax._storage_8bit import Quantized
+from rmsprop_jax._codec_8bit import Quantized
 from rmsprop_jax.demo import cli, optimizers
 from rmsprop_jax.demo.data import DEFAULT_STEPS
 

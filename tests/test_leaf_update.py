@@ -240,9 +240,20 @@ def _package_imports(module: str) -> set[str]:
 
 
 def test_the_step_arithmetic_imports_no_plan_layout_or_nnx_code():
-    """Issue 29: ``_leaf_update`` sees the storage through ``_storage`` only; the plan, the packed
-    layout, Flax NNX's compatibility and the transformation are above it, never below."""
+    """Issue 29: ``_leaf_update`` sees storage only through its protocol (``_storage_protocol``): no
+    storage kind, no registry, no plan, packed layout, placement, Flax NNX compatibility or
+    transformation is below it."""
     imported = _package_imports("rmsprop_jax._leaf_update")
-    forbidden = {"rmsprop_jax._plan", "rmsprop_jax._packing", "rmsprop_jax._nnx_compat", "rmsprop_jax._transform"}
+    forbidden = {
+        "rmsprop_jax._plan",
+        "rmsprop_jax._packing",
+        "rmsprop_jax._nnx_compat",
+        "rmsprop_jax._transform",
+        "rmsprop_jax._placement",
+        "rmsprop_jax._storage_kinds",
+        "rmsprop_jax._storage_float",
+        "rmsprop_jax._storage_8bit",
+        "rmsprop_jax._codec_8bit",
+    }
     assert not imported & forbidden, sorted(imported & forbidden)
-    assert "rmsprop_jax._storage" in imported
+    assert "rmsprop_jax._storage_protocol" in imported

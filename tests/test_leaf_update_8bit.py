@@ -10,8 +10,8 @@ import pytest
 from helpers import hard_gradients, load_script, scan_steps
 
 import rmsprop_jax
+from rmsprop_jax import _codec_8bit as codec
 from rmsprop_jax import _dtypes as dtypes
-from rmsprop_jax import _storage_8bit as codec
 
 SHAPE = (16, 256)  # 4096 entries: quantized in boxes of 2 x 32 (16 rows split 8 ways are 2 rows)
 RAGGED = (3, 3, 17, 31)  # a kernel whose 527-entry rows (17 x 31) hold runs of 256, 256 and a padded 15

@@ -13,8 +13,8 @@ import pytest
 import rmsprop_jax
 from rmsprop_jax import _packing as packing
 from rmsprop_jax import _plan as plans
+from rmsprop_jax._codec_8bit import Quantized
 from rmsprop_jax._state import InGroup, PackedGroups
-from rmsprop_jax._storage_8bit import Quantized
 
 MOMENTUM = {"momentum": 0.9}
 CENTERED = {"centered": True, "momentum": 0.9}

@@ -11,7 +11,7 @@ import pytest
 
 import rmsprop_jax
 from rmsprop_jax import presets
-from rmsprop_jax._storage_8bit import Quantized
+from rmsprop_jax._codec_8bit import Quantized
 
 CASES = [
     (presets.pytorch, {"lr": -0.1}, "lr"),

@@ -25,6 +25,7 @@ from rmsprop_reference import reference_trajectory
 
 import rmsprop_jax
 from rmsprop_jax import _dtypes as dtypes
+from rmsprop_jax import _storage_kinds as kinds
 
 DTYPES = [jnp.float32, jnp.bfloat16, jnp.float16]
 shapes = st.lists(st.integers(0, 3), min_size=0, max_size=3).map(tuple)
@@ -80,7 +81,7 @@ def test_any_pytree_any_hyperparameters(spec, hyper, seed):
     tx = rmsprop_jax.rmsprop(**hyper)
     state = tx.init(params)
     assert jax.tree.structure(state.nu) == jax.tree.structure(params)
-    state_dtype = dtypes.resolve_state_dtype("state_dtype", hyper["state_dtype"])
+    state_dtype = kinds.resolve("state_dtype", hyper["state_dtype"])
     for p, nu in zip(jax.tree.leaves(params), jax.tree.leaves(state.nu), strict=True):
         assert nu.shape == p.shape
         assert nu.dtype == dtypes.real_state_dtype(p.dtype, state_dtype)

@@ -10,7 +10,7 @@ import pytest
 from helpers import hard_gradients, run_steps
 
 import rmsprop_jax
-from rmsprop_jax import _storage_8bit as codec
+from rmsprop_jax import _codec_8bit as codec
 
 VARIANTS = {"plain": {}, "momentum": {"momentum": 0.9}, "centered+momentum": {"centered": True, "momentum": 0.9}}
 

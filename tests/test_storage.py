@@ -9,8 +9,8 @@ import optax
 import pytest
 
 import rmsprop_jax
+from rmsprop_jax import _codec_8bit as codec
 from rmsprop_jax import _plan as plans
-from rmsprop_jax import _storage_8bit as codec
 
 
 @pytest.mark.parametrize(

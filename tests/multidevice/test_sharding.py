@@ -35,8 +35,8 @@ from sharding_cases import (
 
 import rmsprop_jax
 from rmsprop_jax import Quantized, checkpoint
+from rmsprop_jax import _codec_8bit as codec
 from rmsprop_jax import _plan as plans
-from rmsprop_jax import _storage_8bit as codec
 
 AXIS_TYPES = {"auto": AxisType.Auto, "explicit": AxisType.Explicit}
 CASES = {name: (make, params_on) for name, make in OPTIMIZERS.items()}

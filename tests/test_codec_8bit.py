@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rmsprop_jax import _storage_8bit as s8
+from rmsprop_jax import _codec_8bit as s8
 
 FORMATS = {"unsigned": s8.UNSIGNED, "signed": s8.SIGNED}
 
