@@ -59,11 +59,9 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import core
-from jax.sharding import AxisType, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from rmsprop_jax import _dtypes as dtypes
+from rmsprop_jax import _placement as placement
 
 MIN_SIZE = 4096  # smaller arrays keep a float32 state (their codes would save little)
 TILE = 16
@@ -342,34 +340,6 @@ def _dims(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape)) or "()"
 
 
-def shard_shape(x: jax.Array) -> tuple[int, ...] | None:
-    """One shard's shape where ``x``'s sharding can be seen, else ``None``."""
-    try:
-        if isinstance(x, jax.Array) and not isinstance(x, core.Tracer):
-            return tuple(x.sharding.shard_shape(x.shape))  # a concrete array's placement, on any mesh
-        return tuple(jax.typeof(x).sharding.shard_shape(x.shape))  # what a tracer shows (Explicit axes)
-    except (AttributeError, TypeError, ValueError):
-        return None
-
-
-def _explicit_spec(x: jax.Array) -> tuple | None:
-    """``x``'s partition spec (one entry per axis) on a mesh with Explicit axes, else ``None``."""
-    sharding = jax.typeof(x).sharding
-    mesh = getattr(sharding, "mesh", None)
-    if mesh is None or not any(kind == AxisType.Explicit for kind in getattr(mesh, "axis_types", ())):
-        return None
-    spec = tuple(sharding.spec)
-    return spec + (None,) * (x.ndim - len(spec))
-
-
-def _reshape(x: jax.Array, shape: tuple[int, ...], spec: tuple | None) -> jax.Array:
-    """``x.reshape(shape)``; on an Explicit mesh with the output sharding spelled out, as JAX requires
-    (on ``x``'s own mesh: an eager ``init`` need not run under ``jax.set_mesh``)."""
-    if spec is None:
-        return x.reshape(shape)
-    return jax.lax.reshape(x, shape, out_sharding=NamedSharding(jax.typeof(x).sharding.mesh, P(*spec)))
-
-
 def _runs(shape: tuple[int, ...], layout: Layout) -> tuple[tuple[int, ...], int, int, int]:
     """A runs layout's geometry: the leading axes, the entries of one row (the trailing
     ``run_axes`` read as one), the run length and the runs per row (the last may be padded)."""
@@ -381,39 +351,39 @@ def _blocked(x: jax.Array, layout: Layout) -> jax.Array:
     """``x`` with each block on its own axes: tiles ``(..., H/16, 16, W/16, 16)``, runs
     ``(..., runs per row, run_length)``, a row's last run padded with zeros where the run
     length does not divide the row."""
-    spec = _explicit_spec(x)
+    spec = placement.explicit_spec(x)
     if layout.kind == "tiles":
         *lead, height, width = x.shape
         blocked_spec = None if spec is None else (*spec[:-2], spec[-2], None, spec[-1], None)
-        return _reshape(x, (*lead, height // TILE, TILE, width // TILE, TILE), blocked_spec)
+        return placement.reshaped(x, (*lead, height // TILE, TILE, width // TILE, TILE), blocked_spec)
     if layout.kind == "boxes":
         blocked_shape = tuple(d for n, b in zip(x.shape, layout.block, strict=True) for d in (n // b, b))
         boxed_spec = None if spec is None else tuple(d for axis in spec for d in (axis, None))
-        return _reshape(x, blocked_shape, boxed_spec)
+        return placement.reshaped(x, blocked_shape, boxed_spec)
     lead, row, length, runs = _runs(x.shape, layout)
     row_spec = None if spec is None else (*spec[: len(lead)], spec[-1] if layout.run_axes == 1 else None)
     if layout.run_axes > 1:
-        x = _reshape(x, (*lead, row), row_spec)
+        x = placement.reshaped(x, (*lead, row), row_spec)
     if runs * length > row:  # the rule puts no sharded axis in a padded row
         x = jnp.pad(x, [(0, 0)] * len(lead) + [(0, runs * length - row)])
-    return _reshape(x, (*lead, runs, length), None if row_spec is None else (*row_spec, None))
+    return placement.reshaped(x, (*lead, runs, length), None if row_spec is None else (*row_spec, None))
 
 
 def _unblocked(x: jax.Array, layout: Layout, shape: tuple[int, ...]) -> jax.Array:
     """The inverse of :func:`_blocked` (the padding sliced off)."""
-    spec = _explicit_spec(x)
+    spec = placement.explicit_spec(x)
     if layout.kind == "tiles":
-        return _reshape(x, shape, None if spec is None else (*spec[:-4], spec[-4], spec[-2]))
+        return placement.reshaped(x, shape, None if spec is None else (*spec[:-4], spec[-4], spec[-2]))
     if layout.kind == "boxes":
-        return _reshape(x, shape, None if spec is None else spec[::2])
+        return placement.reshaped(x, shape, None if spec is None else spec[::2])
     lead, row, length, runs = _runs(shape, layout)
     row_spec = None if spec is None else (*spec[:-2], spec[-2])
-    x = _reshape(x, (*lead, runs * length), row_spec)
+    x = placement.reshaped(x, (*lead, runs * length), row_spec)
     if runs * length > row:
         x = x[..., :row]
     if layout.run_axes == 1:
         return x
-    return _reshape(x, shape, None if spec is None else (*spec[:-2], *(None,) * layout.run_axes))
+    return placement.reshaped(x, shape, None if spec is None else (*spec[:-2], *(None,) * layout.run_axes))
 
 
 def _block_axes(layout: Layout) -> tuple[int, ...]:
@@ -485,12 +455,12 @@ def _halves(blocked: jax.Array, layout: Layout) -> jax.Array:
 
     From :data:`PARALLEL_MAXIMA` entries on as elementwise maxima of halves (:func:`_max_by_halving`),
     below as reductions (the same maxima, bit for bit: a maximum rounds nothing)."""
-    spec = _explicit_spec(blocked)
+    spec = placement.explicit_spec(blocked)
     largest = _max_by_halving if blocked.size >= PARALLEL_MAXIMA else _max_by_reduction
     if layout.kind == "tiles":
         *lead, rows, height, columns, width = blocked.shape
         halved_spec = None if spec is None else (*spec[:-3], None, None, spec[-2], None)
-        halved = _reshape(blocked, (*lead, rows, 2, height // 2, columns, width), halved_spec)
+        halved = placement.reshaped(blocked, (*lead, rows, 2, height // 2, columns, width), halved_spec)
         return jnp.moveaxis(largest(largest(halved, -1), -2), -2, -1)
     if layout.kind == "boxes":  # halves along the first axis the block spans; the rest of the block reduced
         first = next(i for i, extent in enumerate(layout.block) if extent > 1)
@@ -499,7 +469,7 @@ def _halves(blocked: jax.Array, layout: Layout) -> jax.Array:
             blocked = jnp.pad(blocked, [(0, 1) if axis == at else (0, 0) for axis in range(blocked.ndim)])
         halved_shape = (*blocked.shape[:at], 2, blocked.shape[at] // 2, *blocked.shape[at + 1 :])
         halved_spec = None if spec is None else (*spec[:at], None, None, *spec[at + 1 :])
-        halved = _reshape(blocked, halved_shape, halved_spec)
+        halved = placement.reshaped(blocked, halved_shape, halved_spec)
         block_axes = (
             [2 * i + 1 for i in range(first)] + [at + 1] + [2 * i + 2 for i in range(first + 1, len(layout.block))]
         )
@@ -511,7 +481,7 @@ def _halves(blocked: jax.Array, layout: Layout) -> jax.Array:
         blocked = jnp.pad(blocked, [(0, 0)] * (blocked.ndim - 1) + [(0, 1)])
         length += 1
     halved_spec = None if spec is None else (*spec[:-1], None, None)
-    return largest(_reshape(blocked, (*lead, runs, 2, length // 2), halved_spec), -1)
+    return largest(placement.reshaped(blocked, (*lead, runs, 2, length // 2), halved_spec), -1)
 
 
 def _max_by_reduction(x: jax.Array, axis: int) -> jax.Array:

@@ -40,11 +40,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import core
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from rmsprop_jax import _nnx_compat as compat
+from rmsprop_jax import _placement as placement
 from rmsprop_jax._state import InGroup, PackedGroups
 
 GROUP_ELEMENTS = 1 << 18
@@ -177,47 +175,6 @@ def parts(field: Any) -> tuple[Any, Mapping[str, Any]]:
     return field, {}
 
 
-def sharding_key(leaf: Any) -> tuple | None:
-    """What the plan compares of a leaf's sharding, or ``None`` where it cannot be seen."""
-    names = compat.sharding_names(leaf)
-    value = compat.value_of(leaf)
-    if isinstance(value, jax.Array) and not isinstance(value, core.Tracer):
-        sharding = value.sharding
-        if isinstance(sharding, NamedSharding):
-            return ("named", sharding.mesh, _padded(sharding.spec, value.ndim))
-        return ("placed", sharding)
-    if names is not None:
-        mesh = jax.sharding.get_abstract_mesh()
-        if not mesh.empty:
-            return ("metadata", mesh, _padded(names, jnp.ndim(value)))
-    if jax.device_count() == 1:
-        return ("single",)
-    try:
-        sharding = jax.typeof(value).sharding
-    except (AttributeError, TypeError):
-        return None
-    mesh = getattr(sharding, "mesh", None)
-    axis_types = getattr(mesh, "axis_types", ())
-    if axis_types and all(kind == jax.sharding.AxisType.Explicit for kind in axis_types):
-        return ("explicit", mesh, _padded(sharding.spec, jnp.ndim(value)))
-    return None
-
-
-def _placed(stacked: jax.Array, key: tuple | None) -> jax.Array:
-    """A group's stacked array with its members' sharding on the new leading axis: ``P(None, *spec)``."""
-    if key is None or key[0] not in ("named", "metadata"):
-        return stacked  # one device, a single placement, or an Explicit mesh (the stack's type carries it)
-    kind, mesh, spec = key
-    if kind == "named" and not isinstance(stacked, core.Tracer):
-        return jax.device_put(stacked, NamedSharding(mesh, P(None, *spec)))
-    return jax.lax.with_sharding_constraint(stacked, P(None, *spec))
-
-
-def _padded(spec: Any, ndim: int) -> tuple:
-    entries = tuple(spec)
-    return entries + (None,) * (ndim - len(entries))
-
-
 def plan_for(
     params: Any,
     largest: int,
@@ -289,23 +246,6 @@ def unstack(stacked: Any, size: int, offsets: Sequence[jax.Array] | None = None)
     ]
 
 
-def local_anchor(leaf: Any) -> jax.Array | None:
-    """``leaf``'s value where every device holds all of it (one device, or replicated), else ``None``.
-
-    :func:`member_offsets` reads one entry of its anchor; of a sharded array that read would be
-    a collective (or, on an Explicit mesh, an error), so sharded steps read members at constant
-    offsets as before.
-    """
-    key = sharding_key(leaf)
-    if key is None:
-        return None
-    if key[0] == "single" or (key[0] == "placed" and len(key[1].device_set) == 1):
-        return compat.value_of(leaf)
-    if key[0] in ("named", "metadata", "explicit") and all(axis is None for axis in key[2]):
-        return compat.value_of(leaf)
-    return None
-
-
 def member_offsets(anchor: jax.Array, size: int) -> list[jax.Array]:
     """The offsets ``0, 1, ..., size - 1`` as ``uint32`` scalars that XLA cannot fold into constants.
 
@@ -348,8 +288,20 @@ def pack(plan: PackingPlan, leaves: Sequence[Any], params: Sequence[Any] | None 
         members = [leaves[index] for index in group]
         array = stack([compat.value_of(member) for member in members])
         if params is not None:
-            array = _placed(array, sharding_key(params[group[0]]))
+            array = placement.placed_stacked(array, placement.sharding_key(params[group[0]]))
         stacked[group_name(group)] = compat.stacked_variable(members[0], array)
         for index in group:
             per_leaf[index] = InGroup()
     return PackedGroups(jax.tree.unflatten(plan.treedef, per_leaf), stacked)
+
+
+def map_groups(field: Any, fn: Callable[[tuple[int, ...], Any], Any]) -> Any:
+    """A state field in its layout with each group's stored entry replaced by ``fn(members, entry)``
+    (a leaf's own entry, or a stacked group's array), wrapped as it was (variables, pairs)."""
+    per_leaf, stacked = parts(field)
+    leaves, treedef = jax.tree_util.tree_flatten(per_leaf, is_leaf=compat.is_stored_leaf)
+    mapped = [leaf if isinstance(leaf, InGroup) else fn((index,), leaf) for index, leaf in enumerate(leaves)]
+    tree = jax.tree_util.tree_unflatten(treedef, mapped)
+    if not stacked:
+        return tree
+    return PackedGroups(tree, {name: fn(members_of(name), array) for name, array in stacked.items()})

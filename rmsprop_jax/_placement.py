@@ -1,17 +1,23 @@
-"""Where the state's arrays live: device memory, or host memory (``offload_state``).
+"""Where the state's arrays live: every sharding and memory-kind rule of the package, in one place.
 
-With ``offload_state`` a leaf's state arrays are kept in host memory (``pinned_host``, JAX's
-:class:`jax.memory.Space.Host`), sharded as in device memory (each shard's state in the memory
-of the host that holds the shard): ``init`` places them there, and ``update`` brings each one to
-the device inside the step (:func:`fetched`) and writes the new one back (:func:`returned`). The
-params, gradients and updates stay where they are. On a GPU or TPU that trades device memory
-(the state's bytes: 4 per param and state array in float32, about 1.02 in 8 bits) for host
-traffic (the same bytes read and written each step); on a CPU both memories are the same RAM.
+**Memory** (``offload_state``). A leaf's state arrays may be kept in host memory (``pinned_host``,
+JAX's :class:`jax.memory.Space.Host`), sharded as in device memory (each shard's state in the memory
+of the host that holds the shard): ``init`` places them there, and ``update`` brings each one to the
+device inside the step (:func:`fetched`) and writes the new one back (:func:`returned`). The params,
+gradients and updates stay where they are. On a GPU or TPU that trades device memory (the state's
+bytes: 4 per param and state array in float32, about 1.02 in 8 bits) for host traffic (the same
+bytes read and written each step); on a CPU both memories are the same RAM. Like a storage, the
+placement is read from the arrays themselves (each array's ``jax.typeof(x).memory_space``, which JAX
+keeps in the abstract value, under ``jax.jit`` too): the state records nothing else.
 
-Like a storage, the placement is read from the arrays themselves (each array's
-``jax.typeof(x).memory_space``, which JAX keeps in the abstract value, under ``jax.jit`` too):
-the state records nothing else, a restored or converted state steps where its arrays are, and
-``update`` needs no option to find them.
+**Sharding.** A state array is built from its param so that it carries the param's sharding
+(:func:`zeros_sharded_like`; a replicated or one-device param's state is placed directly,
+:func:`host_placement`); the packed layout compares the leaves' shardings (:func:`sharding_key`)
+and places a stacked group with its members' (:func:`placed_stacked`), reading members at runtime
+offsets only where every device holds the anchor (:func:`local_anchor`); the 8-bit codec sees a
+shard's extents (:func:`shard_shape`) and reshapes within the sharding on Explicit meshes
+(:func:`explicit_spec`, :func:`reshaped`); a converted state is encoded where its target keeps each
+leaf (:func:`target_shardings`, :func:`placed_like`).
 """
 
 from __future__ import annotations
@@ -22,14 +28,13 @@ from typing import Any, TypeAlias
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
+from jax import core
+from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from rmsprop_jax import _nnx_compat as compat
-from rmsprop_jax import _packing as packing
 from rmsprop_jax import _validation as validation
 from rmsprop_jax._leaf_rules import LeafRule, rule
-from rmsprop_jax._state import InGroup, PackedGroups
 
 HOST = jax.memory.Space.Host
 DEVICE = jax.memory.Space.Device
@@ -72,27 +77,6 @@ def returned(stored: Any, host: bool) -> Any:
     return jax.tree.map(lambda x: jax.device_put(x, HOST), stored) if host else stored
 
 
-def offloaded(field: Any, flags: Sequence[bool]) -> Any:
-    """A state field in its layout with each flagged leaf's arrays (a stacked group's, by its first
-    member's flag) moved to host memory, wrapped as they were (variables, ``Quantized`` pairs)."""
-    if not any(flags):
-        return field
-    per_leaf, stacked = packing.parts(field)
-    leaves, treedef = jax.tree_util.tree_flatten(per_leaf, is_leaf=compat.is_stored_leaf)
-    moved = [
-        leaf if isinstance(leaf, InGroup) or not flag else jax.tree.map(lambda x: jax.device_put(x, HOST), leaf)
-        for leaf, flag in zip(leaves, flags, strict=True)
-    ]
-    tree = jax.tree_util.tree_unflatten(treedef, moved)
-    if not stacked:
-        return tree
-    groups = {
-        name: jax.tree.map(lambda x: jax.device_put(x, HOST), array) if flags[packing.members_of(name)[0]] else array
-        for name, array in stacked.items()
-    }
-    return PackedGroups(tree, groups)
-
-
 def host_placement(param: jax.Array) -> Callable[[tuple[int, ...]], Any] | None:
     """Where a state array of any shape goes for ``param`` on one device or replicated (a function of
     the array's shape), else ``None`` (the state must be sharded as the param is)."""
@@ -118,3 +102,113 @@ def zeros_sharded_like(param: jax.Array) -> jax.Array:
     """
     zero = jnp.abs(param * 0)
     return jnp.where(jnp.isnan(zero), jnp.zeros((), zero.dtype), zero)
+
+
+# Sharding rules: what the plan compares, how a stacked group and a reshaped array keep their members'
+# sharding, where a shard's extents can be seen.
+
+
+def sharding_key(leaf: Any) -> tuple | None:
+    """What the plan compares of a leaf's sharding, or ``None`` where it cannot be seen."""
+    names = compat.sharding_names(leaf)
+    value = compat.value_of(leaf)
+    if isinstance(value, jax.Array) and not isinstance(value, core.Tracer):
+        sharding = value.sharding
+        if isinstance(sharding, NamedSharding):
+            return ("named", sharding.mesh, _padded(sharding.spec, value.ndim))
+        return ("placed", sharding)
+    if names is not None:
+        mesh = jax.sharding.get_abstract_mesh()
+        if not mesh.empty:
+            return ("metadata", mesh, _padded(names, jnp.ndim(value)))
+    if jax.device_count() == 1:
+        return ("single",)
+    try:
+        sharding = jax.typeof(value).sharding
+    except (AttributeError, TypeError):
+        return None
+    mesh = getattr(sharding, "mesh", None)
+    axis_types = getattr(mesh, "axis_types", ())
+    if axis_types and all(kind == jax.sharding.AxisType.Explicit for kind in axis_types):
+        return ("explicit", mesh, _padded(sharding.spec, jnp.ndim(value)))
+    return None
+
+
+def placed_stacked(stacked: jax.Array, key: tuple | None) -> jax.Array:
+    """A group's stacked array with its members' sharding on the new leading axis: ``P(None, *spec)``."""
+    if key is None or key[0] not in ("named", "metadata"):
+        return stacked  # one device, a single placement, or an Explicit mesh (the stack's type carries it)
+    kind, mesh, spec = key
+    if kind == "named" and not isinstance(stacked, core.Tracer):
+        return jax.device_put(stacked, NamedSharding(mesh, P(None, *spec)))
+    return jax.lax.with_sharding_constraint(stacked, P(None, *spec))
+
+
+def _padded(spec: Any, ndim: int) -> tuple:
+    entries = tuple(spec)
+    return entries + (None,) * (ndim - len(entries))
+
+
+def local_anchor(leaf: Any) -> jax.Array | None:
+    """``leaf``'s value where every device holds all of it (one device, or replicated), else ``None``.
+
+    :func:`member_offsets` reads one entry of its anchor; of a sharded array that read would be
+    a collective (or, on an Explicit mesh, an error), so sharded steps read members at constant
+    offsets as before.
+    """
+    key = sharding_key(leaf)
+    if key is None:
+        return None
+    if key[0] == "single" or (key[0] == "placed" and len(key[1].device_set) == 1):
+        return compat.value_of(leaf)
+    if key[0] in ("named", "metadata", "explicit") and all(axis is None for axis in key[2]):
+        return compat.value_of(leaf)
+    return None
+
+
+def shard_shape(x: jax.Array) -> tuple[int, ...] | None:
+    """One shard's shape where ``x``'s sharding can be seen, else ``None``."""
+    try:
+        if isinstance(x, jax.Array) and not isinstance(x, core.Tracer):
+            return tuple(x.sharding.shard_shape(x.shape))  # a concrete array's placement, on any mesh
+        return tuple(jax.typeof(x).sharding.shard_shape(x.shape))  # what a tracer shows (Explicit axes)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def explicit_spec(x: jax.Array) -> tuple | None:
+    """``x``'s partition spec (one entry per axis) on a mesh with Explicit axes, else ``None``."""
+    sharding = jax.typeof(x).sharding
+    mesh = getattr(sharding, "mesh", None)
+    if mesh is None or not any(kind == AxisType.Explicit for kind in getattr(mesh, "axis_types", ())):
+        return None
+    spec = tuple(sharding.spec)
+    return spec + (None,) * (x.ndim - len(spec))
+
+
+def reshaped(x: jax.Array, shape: tuple[int, ...], spec: tuple | None) -> jax.Array:
+    """``x.reshape(shape)``; on an Explicit mesh with the output sharding spelled out, as JAX requires
+    (on ``x``'s own mesh: an eager ``init`` need not run under ``jax.set_mesh``)."""
+    if spec is None:
+        return x.reshape(shape)
+    return jax.lax.reshape(x, shape, out_sharding=NamedSharding(jax.typeof(x).sharding.mesh, P(*spec)))
+
+
+def target_shardings(arrays: Sequence[Any], groups: Sequence[tuple[int, ...]], leaves: int) -> list[Any]:
+    """Each leaf's sharding where it keeps its own concrete array (``arrays``, one stored entry per
+    group), else ``None``: where :func:`rmsprop_jax.convert_state` encodes each leaf."""
+    from rmsprop_jax import _storage_kinds as kinds  # the kinds place their arrays with this module
+
+    places: list[Any] = [None] * leaves
+    for group, stored in zip(groups, arrays, strict=True):
+        array = kinds.param_shaped(stored)
+        if len(group) == 1 and isinstance(array, jax.Array) and not isinstance(array, core.Tracer):
+            places[group[0]] = array.sharding
+    return places
+
+
+def placed_like(value: Any, like: Any) -> Any:
+    """``value`` on ``like``'s devices and sharding where ``like`` is a concrete array."""
+    if isinstance(like, jax.Array) and not isinstance(like, core.Tracer):
+        return jax.device_put(value, like.sharding)
+    return value

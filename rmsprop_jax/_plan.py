@@ -114,7 +114,7 @@ def plan_state(params: Any, request: Request) -> StatePlan:
     def key(index: int, leaf: Any) -> Any:
         if not storages[index].nu.packable:
             return None
-        sharding = packing.sharding_key(leaf)
+        sharding = placement.sharding_key(leaf)
         if sharding is None:
             return None
         return (compat.value_of(leaf).dtype, storages[index].nu, decayed[index], on_host[index], sharding)

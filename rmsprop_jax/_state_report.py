@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from rmsprop_jax import _packing as packing
+from rmsprop_jax import _placement as placement
 from rmsprop_jax import _plan as plans
 from rmsprop_jax import _storage as storage
 from rmsprop_jax import _storage_kinds as kinds
@@ -245,7 +246,7 @@ def _packing_words(state: RmsPropState, plan: plans.StatePlan, stored: Sequence[
         nu = plan.leaves[index].storages.nu
         if not nu.packable:
             return None
-        sharding = packing.sharding_key(leaf)
+        sharding = placement.sharding_key(leaf)
         return None if sharding is None else (nu, sharding)
 
     candidate = packing.plan_for(jax.tree.unflatten(plan.treedef, list(stored)), largest, key)

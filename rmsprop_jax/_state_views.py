@@ -17,9 +17,9 @@ from jax import core
 
 from rmsprop_jax import _dtypes as dtypes
 from rmsprop_jax import _packing as packing
+from rmsprop_jax import _placement as placement
 from rmsprop_jax import _plan as plans
 from rmsprop_jax import _storage as storage
-from rmsprop_jax import _storage_kinds as kinds
 from rmsprop_jax._state import FIELDS, MU, NU, Field, RmsPropState
 
 
@@ -121,7 +121,9 @@ def _converted(source: RmsPropState, like: RmsPropState) -> RmsPropState:
     out: dict[str, Any] = {}
     for field in values:
         stored = []
-        places = _target_shardings(like_plan, getattr(like, field.name))
+        places = placement.target_shardings(
+            plans.group_arrays(like_plan, getattr(like, field.name)), like_plan.groups, len(like_plan.leaves)
+        )
         for index, (mine, leaf) in enumerate(zip(plan.leaves, like_plan.leaves, strict=True)):
             if mine.storages == leaf.storages:  # kept alike: moved as it is, nothing re-rounded
                 stored.append(as_stored[field][index])
@@ -144,29 +146,12 @@ def _uncommitted(count: jax.Array) -> jax.Array:
     return count if isinstance(count, core.Tracer) else jnp.asarray(np.asarray(count))
 
 
-def _target_shardings(plan: plans.StatePlan, field: Any) -> list[Any]:
-    """Each leaf's sharding in ``field`` where it keeps its own concrete array, else ``None``."""
-    places: list[Any] = [None] * len(plan.leaves)
-    for group, stored in zip(plan.groups, plans.group_arrays(plan, field), strict=True):
-        array = kinds.param_shaped(stored)
-        if len(group) == 1 and isinstance(array, jax.Array) and not isinstance(array, core.Tracer):
-            places[group[0]] = array.sharding
-    return places
-
-
 def _in_layout(plan: plans.StatePlan, stored: list[storage.Stored], like: Any) -> Any:
     """Per-leaf stored arrays in the plan's layout, placed where ``like``'s arrays are."""
     like_arrays = plans.group_arrays(plan, like)
     groups = [packing.stack([stored[index] for index in group]) for group in plan.groups]
-    placed = [jax.tree.map(_placed_like, a, b) for a, b in zip(groups, like_arrays, strict=True)]
+    placed = [jax.tree.map(placement.placed_like, a, b) for a, b in zip(groups, like_arrays, strict=True)]
     return plans.laid_out(plan, placed, [None] * len(plan.leaves))
-
-
-def _placed_like(value: Any, like: Any) -> Any:
-    """``value`` on ``like``'s devices and sharding where ``like`` is a concrete array."""
-    if isinstance(like, jax.Array) and not isinstance(like, core.Tracer):
-        return jax.device_put(value, like.sharding)
-    return value
 
 
 def convert_state(state: Any, like: Any) -> Any:

@@ -28,6 +28,7 @@ import numpy as np
 
 from rmsprop_jax import _codec_8bit as codec
 from rmsprop_jax import _dtypes as dtypes
+from rmsprop_jax import _placement as placement
 from rmsprop_jax._codec_8bit import Quantized
 from rmsprop_jax._placement import zeros_sharded_like
 from rmsprop_jax._storage_float import FLOAT
@@ -166,7 +167,7 @@ class EightBitKind:
         return True
 
     def for_param(self, param: jax.Array, resolved: Any, signed: bool) -> Storage:
-        layout = codec.block_layout(tuple(jnp.shape(param)), codec.shard_shape(param))
+        layout = codec.block_layout(tuple(jnp.shape(param)), placement.shard_shape(param))
         if layout is None or jnp.iscomplexobj(param):  # the codes are real: a complex leaf keeps a float state
             return FLOAT.for_param(param, None, signed)
         return BlockStorage(layout, codec.SIGNED if signed else codec.UNSIGNED)
@@ -216,7 +217,7 @@ class EightBitKind:
             return "yes"
         if signed is not None and jnp.issubdtype(signed.dtype, jnp.complexfloating):
             return "no: complex"
-        layout, why_not = codec.layout_decision(shape, codec.shard_shape(stored))
+        layout, why_not = codec.layout_decision(shape, placement.shard_shape(stored))
         return f"no: {why_not}" if layout is None else f"no: not requested ({layout} fit)"
 
     def variables(self, leaf: Any, value: Quantized, wrap: Callable[[Any, Any], Any], names: tuple | None) -> Quantized:

@@ -232,9 +232,12 @@ def _init(options: _Options, params: optax.Params) -> RmsPropState:
     params = validation.checked_params(params)
     plan = plans.plan_state(params, options.request())
     fills = {"nu": options.initial_scale, "mu": 0, "trace": 0}
-    on_host = [leaf.on_host for leaf in plan.leaves]
+
+    def placed(members: tuple[int, ...], stored: Any) -> Any:  # a group lives where its first member's rule says
+        return placement.returned(stored, plan.leaves[members[0]].on_host)
+
     fields = {
-        field.name: placement.offloaded(_allocated(plan, params, field, fills[field.name]), on_host)
+        field.name: packing.map_groups(_allocated(plan, params, field, fills[field.name]), placed)
         for field in options.fields()
     }
     return RmsPropState(
@@ -495,7 +498,7 @@ def _scattered(
     A stacked group's updates are read at runtime offsets (:func:`rmsprop_jax._packing.member_offsets`):
     one kernel per member shape rather than one per member, so that packing compiles no slower
     than per leaf on trees whose small leaves come in many shapes. Sharded gradients keep
-    constant offsets (:func:`rmsprop_jax._packing.local_anchor`).
+    constant offsets (:func:`rmsprop_jax._placement.local_anchor`).
     """
     updates: list[Any] = [None] * len(plan.leaves)
     stacked = [group for group, step in zip(plan.groups, steps, strict=True) if len(group) > 1 and step is not None]
@@ -503,7 +506,7 @@ def _scattered(
     anchor = None
     if stacked:
         first = next(gradient_leaves[i] for i in stacked[0] if gradient_leaves[i] is not None)
-        anchor = packing.local_anchor(first)
+        anchor = placement.local_anchor(first)
     if anchor is not None:
         offsets = packing.member_offsets(anchor, max(len(group) for group in stacked))
     for group, step in zip(plan.groups, steps, strict=True):

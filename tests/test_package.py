@@ -108,3 +108,55 @@ def test_functions_are_the_public_names():
     for name in rmsprop_jax.__all__:
         if name != "__version__":
             assert getattr(rmsprop_jax, name).__name__ == name
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Each package module's top-level imports of other package modules (``from package import module``
+    read as the module)."""
+    import ast
+
+    root = ROOT / "rmsprop_jax"
+    paths = [*root.glob("*.py"), *root.glob("presets/*.py")]
+    names = {
+        path: ".".join(["rmsprop_jax", *path.relative_to(root).with_suffix("").parts]).removesuffix(".__init__")
+        for path in paths
+    }
+    modules = set(names.values())
+    graph: dict[str, set[str]] = {}
+    for path, name in names.items():
+        found: set[str] = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rmsprop_jax"):
+                subs = {f"{node.module}.{alias.name}" for alias in node.names} & modules
+                found |= subs or {node.module}
+            elif isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names if alias.name.startswith("rmsprop_jax")}
+        graph[name] = found & modules - {name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    cycles: list[list[str]] = []
+
+    def visit(name: str, path: list[str]) -> None:
+        for nxt in sorted(graph[name]):
+            if nxt in path:
+                cycles.append([*path[path.index(nxt) :], nxt])
+            elif len(path) < len(graph):
+                visit(nxt, [*path, nxt])
+
+    for name in graph:
+        visit(name, [name])
+    return cycles
+
+
+def test_the_core_imports_in_one_direction_with_no_cycle():
+    """Issue 29: no module of the core imports, at load time, a module that imports it back (a package's
+    ``__init__`` importing its submodules aside)."""
+    graph = _module_imports()
+    for package in ("rmsprop_jax", "rmsprop_jax.presets"):
+        graph[package] = set()
+    assert _cycles(graph) == []
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) != []  # the check sees one
+    assert "rmsprop_jax._plan" not in graph["rmsprop_jax._state"]
+    assert "rmsprop_jax._storage_protocol" in graph["rmsprop_jax._leaf_update"]
