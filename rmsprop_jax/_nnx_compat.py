@@ -28,7 +28,10 @@ from rmsprop_jax._state import InGroup
 
 def _pair_kind(x: Any) -> Any:
     """The storage kind whose pair ``x`` is (or NNX's mapping of one), else ``None`` (imported here: the
-    kinds place their arrays with :mod:`rmsprop_jax._placement`, which reads variables with this module)."""
+    kinds place their arrays with :mod:`rmsprop_jax._placement`, which reads variables with this module).
+    Pairs are tuples and NNX's rebuilt ones mappings: anything else (an array, a variable) is none."""
+    if not isinstance(x, (tuple, Mapping)):
+        return None
     from rmsprop_jax import _storage_kinds as kinds
 
     return kinds.pair_kind(x)

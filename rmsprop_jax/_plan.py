@@ -69,6 +69,11 @@ class StatePlan:
     def groups(self) -> tuple[tuple[int, ...], ...]:
         return self.packing.groups
 
+    def stand_in_params(self) -> Any:
+        """The params' tree with a stand-in at each leaf: what a per-leaf prefix rule (matched by path)
+        reads where the params themselves are not at hand."""
+        return jax.tree.unflatten(self.treedef, [0] * len(self.leaves))
+
     @property
     def packed(self) -> bool:
         """Whether the fields are :class:`~rmsprop_jax._state.PackedGroups` (some group is stacked)."""

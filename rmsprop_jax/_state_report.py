@@ -204,7 +204,7 @@ def _rules(plan: plans.StatePlan, policy: StatePolicy, params: Any) -> list[str]
     if params is None:
         if policy.function is not None:
             raise ValueError("state_report needs the params to report a callable state_dtype's choices")
-        params = jax.tree.unflatten(plan.treedef, [0] * len(plan.leaves))
+        params = plan.stand_in_params()
     choices = policy.choose(params)
     if len(choices) != len(plan.leaves):
         raise ValueError(f"the params have {len(choices)} leaves, the state {len(plan.leaves)}")

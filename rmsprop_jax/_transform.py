@@ -286,7 +286,7 @@ def _wanted_state_dtypes(policy: StatePolicy, plan: plans.StatePlan) -> list[Cho
     callable chose it: its choice needs the params, which ``update`` may lack)."""
     if policy.function is not None:
         return [_ANY] * len(plan.leaves)
-    return policy.choose(jax.tree.unflatten(plan.treedef, [0] * len(plan.leaves)))
+    return policy.choose(plan.stand_in_params())
 
 
 def _gradient_leaves(
