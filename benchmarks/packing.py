@@ -38,7 +38,7 @@ import numpy as np
 import optax
 
 import rmsprop_jax
-from rmsprop_jax import _packing
+from rmsprop_jax import _layouts
 from rmsprop_jax._leaf_update import RmsConfig
 from rmsprop_jax._state_options import StateOptions
 from rmsprop_jax._transform import build_rmsprop
@@ -100,7 +100,7 @@ def _hlo(compiled: Any) -> str:
 
 
 def measure(
-    tree: str, variant: str, repeats: int, thresholds: _packing.Thresholds = _packing.DEFAULT_THRESHOLDS
+    tree: str, variant: str, repeats: int, thresholds: _layouts.Thresholds = _layouts.DEFAULT_THRESHOLDS
 ) -> dict[str, Any]:
     kwargs = {"decay": 0.9, "eps": 1e-8, **VARIANTS[variant]}
     config = RmsConfig(decay=0.9, eps=1e-8, **VARIANTS[variant])
@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "--group-elements", type=int, default=None, help="override the group cap (an experiment, not an option)"
     )
     args = parser.parse_args(argv)
-    thresholds = _packing.DEFAULT_THRESHOLDS
+    thresholds = _layouts.DEFAULT_THRESHOLDS
     if args.group_elements is not None:
         thresholds = thresholds._replace(group_elements=args.group_elements)
     rows = []

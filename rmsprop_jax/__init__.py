@@ -17,7 +17,7 @@ from rmsprop_jax import checkpoint as checkpoint
 from rmsprop_jax import clipping as clipping
 from rmsprop_jax import presets as presets
 from rmsprop_jax._codec_8bit import Quantized
-from rmsprop_jax._packing import PackingPlan
+from rmsprop_jax._layout_protocol import PackingPlan
 from rmsprop_jax._state import RmsPropState
 from rmsprop_jax._state_report import LeafReport, StateReport, state_report
 from rmsprop_jax._state_views import convert_state, packing_plan, state_as_float32

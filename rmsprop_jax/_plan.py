@@ -3,7 +3,7 @@
 ``init`` decides, per leaf of the params and before allocating anything, how each state array
 of the leaf is kept (:func:`plan_state`): the storage of each array (:mod:`rmsprop_jax._storage`),
 whether ``nu`` holds the variance, the weight-decay flag and the packed group
-(:mod:`rmsprop_jax._packing`). The state keeps no record of it beside its arrays: each array's
+(a :mod:`rmsprop_jax._layouts` layout). The state keeps no record of it beside its arrays: each array's
 dtype, a pair's shapes (an 8-bit pair's give its block layout) and the packed
 groups' keys say it all, so that every serializer and tree utility handles the state as it
 handles optax's. :func:`read` derives the same plan from a state (``update``, the views,
@@ -25,13 +25,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rmsprop_jax import _layout_protocol as layout_protocol
+from rmsprop_jax import _layouts as layouts
 from rmsprop_jax import _nnx_compat as compat
-from rmsprop_jax import _packing as packing
 from rmsprop_jax import _placement as placement
 from rmsprop_jax import _storage as storage
 from rmsprop_jax import _storage_kinds as kinds
 from rmsprop_jax._dtypes import ResolvedStateDtype
-from rmsprop_jax._state import FIELDS, MU, NU, TRACE, Field, InGroup, PackedGroups, RmsPropState
+from rmsprop_jax._layout_protocol import FieldGroups, Layout, PackingPlan
+from rmsprop_jax._state import FIELDS, MU, NU, TRACE, Field, RmsPropState
 from rmsprop_jax._storage_protocol import LeafStorages
 
 
@@ -56,10 +58,13 @@ class StatePlan:
       packing: Which leaves share a stacked group (a :class:`~rmsprop_jax.PackingPlan`; one group
         per leaf where nothing is packed). Its ``treedef`` is the params' tree structure.
       leaves: One :class:`LeafPlan` per leaf, in the params' leaf order.
+      layout: The layout the fields are in (:mod:`rmsprop_jax._layouts`): every method below
+        that moves arrays between leaves, groups and fields asks it.
     """
 
-    packing: packing.PackingPlan
+    packing: PackingPlan
     leaves: tuple[LeafPlan, ...]
+    layout: Layout
 
     @property
     def treedef(self) -> Any:
@@ -76,7 +81,7 @@ class StatePlan:
 
     @property
     def packed(self) -> bool:
-        """Whether the fields are :class:`~rmsprop_jax._state.PackedGroups` (some group is stacked)."""
+        """Whether some group holds several leaves (the fields are then in a grouping layout)."""
         return self.packing.packs
 
 
@@ -88,11 +93,11 @@ class Request(NamedTuple):
     centered: bool
     momentum: bool
     largest_packed: int
-    """The largest leaf (entries) that packs (:meth:`rmsprop_jax._packing.Thresholds.largest`)."""
+    """The largest leaf (entries) that packs (:meth:`rmsprop_jax._layout_stacked.Thresholds.largest`)."""
     pack_small_leaves: bool
     decayed: Callable[[Any], list[bool]]
     """The per-leaf weight-decay flags of the params."""
-    thresholds: packing.Thresholds = packing.DEFAULT_THRESHOLDS
+    thresholds: layouts.Thresholds = layouts.DEFAULT_THRESHOLDS
     offloaded: Callable[[Any], list[bool]] | None = None
     """Each leaf's ``offload_state`` flag, of the params (``None``: none is offloaded)."""
 
@@ -124,13 +129,13 @@ def plan_state(params: Any, request: Request) -> StatePlan:
             return None
         return (compat.value_of(leaf).dtype, storages[index].nu, decayed[index], on_host[index], sharding)
 
-    candidate = packing.plan_for(params, request.largest_packed, key, request.thresholds)
-    chosen = candidate if request.pack_small_leaves else packing.per_leaf(candidate)
+    layout = layouts.chosen(request.pack_small_leaves)
+    chosen = layout.plan(params, key, request.largest_packed, request.thresholds)
     leaves = [
         LeafPlan(path, chosen.shapes[index], storages[index], decayed[index], on_host[index])
         for index, (path, _) in enumerate(with_paths)
     ]
-    return StatePlan(chosen, tuple(leaves))
+    return StatePlan(chosen, tuple(leaves), layouts.settled(layout, chosen))
 
 
 class TreeMismatchError(ValueError):
@@ -154,9 +159,9 @@ def _paths(tree: Any, is_leaf: Callable[[Any], bool]) -> list[str]:
     return [jax.tree_util.keystr(path) or "<root>" for path, _ in with_paths]
 
 
-def mismatch(what: str, state_tree: Any, tree: Any) -> TreeMismatchError:
-    """The error for a ``what`` tree that does not match the state's leaves, naming the first path."""
-    expected = _paths(state_tree, compat.is_stored_leaf)
+def mismatch(what: str, expected: Sequence[str], tree: Any) -> TreeMismatchError:
+    """The error for a ``what`` tree that does not match the state's leaves (``expected``, their
+    paths), naming the first path that differs."""
     got = _paths(tree, lambda x: x is None or compat.is_variable(x))
     return TreeMismatchError(
         f"The {what} tree does not match the optimizer state's leaves (nothing is broadcast): "
@@ -165,16 +170,17 @@ def mismatch(what: str, state_tree: Any, tree: Any) -> TreeMismatchError:
     )
 
 
-def leaves_of(what: str, treedef: Any, state_tree: Any, tree: Any) -> list[Any]:
+def leaves_of(what: str, plan: StatePlan, tree: Any) -> list[Any]:
     """``tree``'s entries at the state's leaves (``None`` where ``tree`` has ``None``)."""
+    expected = [leaf.path for leaf in plan.leaves]
     try:
-        leaves = treedef.flatten_up_to(tree)
+        leaves = plan.treedef.flatten_up_to(tree)
     except (ValueError, TypeError):
-        raise mismatch(what, state_tree, tree) from None
+        raise mismatch(what, expected, tree) from None
     for leaf in leaves:
         value = compat.value_of(leaf)
         if value is not None and not hasattr(value, "shape") and not isinstance(value, (int, float, complex)):
-            raise mismatch(what, state_tree, tree)
+            raise mismatch(what, expected, tree)
     return leaves
 
 
@@ -190,29 +196,12 @@ def _shape_of(stored: Any) -> tuple[int, ...]:
     return tuple(jnp.shape(kinds.param_shaped(stored)))
 
 
-class _FieldLeaves(NamedTuple):
-    """One field read per leaf: each leaf's own array (``None`` for a packed leaf), and the groups."""
-
-    treedef: Any
-    paths: tuple[str, ...]
-    own: list[Any]
-    stacked: dict[tuple[int, ...], Any]
-
-
-def _field_leaves(field: Field, tree: Any) -> _FieldLeaves:
-    per_leaf, stacked = packing.parts(tree)
-    with_paths, treedef = jax.tree_util.tree_flatten_with_path(per_leaf, is_leaf=compat.is_stored_leaf)
-    paths = tuple(jax.tree_util.keystr(path) or "<root>" for path, _ in with_paths)
-    own = [None if isinstance(leaf, InGroup) else compat.stored(leaf) for _, leaf in with_paths]
-    groups = {packing.members_of(name): compat.stored(array) for name, array in stacked.items()}
-    claimed = sorted(index for members in groups for index in members)
-    marked = [index for index, leaf in enumerate(own) if leaf is None]
-    if claimed != marked:
-        raise ValueError(
-            f"The optimizer state's {field.name} is not a packed layout of its leaves: the groups "
-            f"{sorted(groups)} claim leaves {claimed}, the leaves marked as packed are {marked}"
-        )
-    return _FieldLeaves(treedef, paths, own, groups)
+def _field_groups(field: Field, tree: Any) -> tuple[Layout, FieldGroups]:
+    layout = layouts.of_field(tree)
+    try:
+        return layout, layout.read(tree)
+    except ValueError as error:
+        raise ValueError(f"The optimizer state's {field.name} {error}") from None
 
 
 def read(state: RmsPropState, decayed: Sequence[bool] | None = None) -> StatePlan:
@@ -229,19 +218,20 @@ def read(state: RmsPropState, decayed: Sequence[bool] | None = None) -> StatePla
     if not isinstance(state, RmsPropState):
         raise ValueError(f"expected an RmsPropState, got a {type(state).__name__}")
     if state.nu is None:  # the state of an empty params tree
-        return StatePlan(packing.PackingPlan(jax.tree.structure(None), (), (), ()), ())
-    fields = {
-        field: _field_leaves(field, getattr(state, field.name))
+        return StatePlan(PackingPlan(jax.tree.structure(None), (), (), ()), (), layouts.chosen(False))
+    read_fields = {
+        field: _field_groups(field, getattr(state, field.name))
         for field in FIELDS
         if getattr(state, field.name) is not None
     }
-    nu = fields[NU]
-    for field, other in fields.items():
-        if other.treedef != nu.treedef or set(other.stacked) != set(nu.stacked):
+    layout, nu = read_fields[NU]
+    for field, (other_layout, other) in read_fields.items():
+        if other_layout != layout or other.treedef != nu.treedef or set(other.stacked) != set(nu.stacked):
             raise ValueError(
                 f"The optimizer state's {field.name} and nu are laid out differently: "
                 f"{first_difference(nu.paths, other.paths)}"
             )
+    fields = {field: groups for field, (_, groups) in read_fields.items()}
     groups_of = {index: members for members in nu.stacked for index in members}
     shapes, leaves = [], []
     for index, path in enumerate(nu.paths):
@@ -263,25 +253,23 @@ def read(state: RmsPropState, decayed: Sequence[bool] | None = None) -> StatePla
         leaves.append(LeafPlan(path, shape, storages, flag, placement.on_host(nu_array)))
     singles = [(index,) for index in range(len(nu.paths)) if index not in groups_of]
     groups = tuple(sorted([*singles, *nu.stacked], key=lambda group: group[0]))
-    plan = packing.PackingPlan(nu.treedef, nu.paths, tuple(shapes), groups)
-    return StatePlan(plan, tuple(leaves))
+    plan = PackingPlan(nu.treedef, nu.paths, tuple(shapes), groups)
+    return StatePlan(plan, tuple(leaves), layouts.settled(layout, plan))
 
 
 def group_arrays(plan: StatePlan, tree: Any) -> list[storage.Stored]:
-    """One stored array per group of the plan, from a state field (packed or per leaf)."""
-    per_leaf, stacked = packing.parts(tree)
-    own = plan.treedef.flatten_up_to(per_leaf)
-    by_members = {packing.members_of(name): array for name, array in stacked.items()}
-    return [compat.stored(own[group[0]] if len(group) == 1 else by_members[group]) for group in plan.groups]
+    """One stored array per group of the plan, from a state field in the plan's layout."""
+    return plan.layout.entries(plan.packing, tree)
 
 
 def leaf_arrays(plan: StatePlan, tree: Any) -> list[storage.Stored]:
-    """One stored array per leaf, in the params' leaf order (a packed field unstacked)."""
-    out: list[Any] = [None] * len(plan.leaves)
-    for group, array in zip(plan.groups, group_arrays(plan, tree), strict=True):
-        for index, member in zip(group, packing.unstack(array, len(group)), strict=True):
-            out[index] = member
-    return out
+    """One stored array per leaf, in the params' leaf order (a group's scattered to its members)."""
+    return layout_protocol.leaf_values(plan.layout, plan.packing, group_arrays(plan, tree))
+
+
+def gathered(plan: StatePlan, values: Sequence[Any]) -> list[Any]:
+    """Values per leaf (the params' leaf order) gathered into one per group, as the layout keeps them."""
+    return layout_protocol.group_values(plan.layout, plan.packing, values)
 
 
 def field_arrays(state: RmsPropState, plan: StatePlan, by_group: bool = True) -> dict[Field, list[Any]]:
@@ -295,17 +283,6 @@ def field_arrays(state: RmsPropState, plan: StatePlan, by_group: bool = True) ->
 
 
 def laid_out(plan: StatePlan, arrays: Sequence[Any], like: Sequence[Any]) -> Any:
-    """One field from its arrays per group, in the plan's layout, each wrapped as ``like``'s leaf is."""
-    leaves: list[Any] = [None] * len(plan.leaves)
-    stacked: dict[str, Any] = {}
-    for group, array in zip(plan.groups, arrays, strict=True):
-        if len(group) == 1:
-            leaves[group[0]] = compat.with_value(like[group[0]], array)
-            continue
-        stacked[packing.group_name(group)] = array
-        for index in group:
-            leaves[index] = InGroup()
-    per_leaf = jax.tree.unflatten(plan.treedef, leaves)
-    if not stacked:
-        return per_leaf
-    return PackedGroups(per_leaf, stacked)
+    """One field from its arrays per group, in the plan's layout, a single leaf's wrapped as ``like``'s
+    leaf is."""
+    return plan.layout.field(plan.packing, arrays, like)

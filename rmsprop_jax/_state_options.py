@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from rmsprop_jax import _packing as packing
+from rmsprop_jax import _layouts as layouts
 from rmsprop_jax import _validation as validation
 from rmsprop_jax._leaf_rules import LeafRule
 from rmsprop_jax._placement import OffloadRule, offload_rule
@@ -41,11 +41,11 @@ class StateSetup:
     state_dtype: StatePolicy
     pack_small_leaves: bool
     offload: LeafRule[bool]
-    thresholds: packing.Thresholds = packing.DEFAULT_THRESHOLDS
+    thresholds: layouts.Thresholds = layouts.DEFAULT_THRESHOLDS
 
 
 def validated(
-    options: StateOptions, names: Mapping[str, str], thresholds: packing.Thresholds = packing.DEFAULT_THRESHOLDS
+    options: StateOptions, names: Mapping[str, str], thresholds: layouts.Thresholds = layouts.DEFAULT_THRESHOLDS
 ) -> StateSetup:
     """``options`` validated, each error naming the argument as ``names`` maps it (a preset's own names).
 

@@ -7,7 +7,7 @@ for each leaf how it is stored, whether it is 8-bit or why not, whether it is pa
 why not, and what it costs in bytes. It reads the state's plan from its arrays
 (:func:`rmsprop_jax._plan.read`) and gives each decision the rule's reason: the 8-bit rule
 (its kind's, :mod:`rmsprop_jax._storage_8bit`) over each float leaf's shape and visible
-shards, and the packing rule (:func:`rmsprop_jax._packing.plan_for`) over the state's leaves.
+shards, and the packing rule (the plan of :data:`rmsprop_jax._layouts.PACKING`) over the state's leaves.
 The weight-decay mask is not in the state: a leaf that it kept out of a group reads "its
 weight-decay flag or sharding differs".
 """
@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rmsprop_jax import _packing as packing
+from rmsprop_jax import _layouts as layouts
 from rmsprop_jax import _placement as placement
 from rmsprop_jax import _plan as plans
 from rmsprop_jax import _storage as storage
@@ -239,7 +239,7 @@ def _reach_word(leaf: plans.LeafPlan, stored: Any, column: str = "8-bit") -> str
 def _packing_words(state: RmsPropState, plan: plans.StatePlan, stored: Sequence[Any]) -> list[str]:
     """Each leaf's packing word: its group, or why it is per leaf."""
     centered, momentum = state.mu is not None, state.trace is not None
-    largest = packing.largest_packed(centered, momentum)
+    largest = layouts.largest_packed(centered, momentum)
     variant = " with ".join(n for n, on in (("centered", centered), ("momentum", momentum)) if on)
 
     def key(index: int, leaf: Any) -> Any:
@@ -249,7 +249,8 @@ def _packing_words(state: RmsPropState, plan: plans.StatePlan, stored: Sequence[
         sharding = placement.sharding_key(leaf)
         return None if sharding is None else (nu, sharding)
 
-    candidate = packing.plan_for(jax.tree.unflatten(plan.treedef, list(stored)), largest, key)
+    stand_ins = jax.tree.unflatten(plan.treedef, list(stored))
+    candidate = layouts.PACKING.plan(stand_ins, key, largest, layouts.DEFAULT_THRESHOLDS)
     grouped = {index: group for group in candidate.groups if len(group) > 1 for index in group}
     group_of = {index: group for group in plan.groups for index in group}
     numbers = {group: number for number, group in enumerate(plan.groups)}

@@ -16,10 +16,10 @@ import numpy as np
 from jax import core
 
 from rmsprop_jax import _dtypes as dtypes
-from rmsprop_jax import _packing as packing
 from rmsprop_jax import _placement as placement
 from rmsprop_jax import _plan as plans
 from rmsprop_jax import _storage as storage
+from rmsprop_jax._layout_protocol import PackingPlan
 from rmsprop_jax._state import FIELDS, MU, NU, Field, RmsPropState
 
 
@@ -149,7 +149,7 @@ def _uncommitted(count: jax.Array) -> jax.Array:
 def _in_layout(plan: plans.StatePlan, stored: list[storage.Stored], like: Any) -> Any:
     """Per-leaf stored arrays in the plan's layout, placed where ``like``'s arrays are."""
     like_arrays = plans.group_arrays(plan, like)
-    groups = [packing.stack([stored[index] for index in group]) for group in plan.groups]
+    groups = plans.gathered(plan, stored)
     placed = [jax.tree.map(placement.placed_like, a, b) for a, b in zip(groups, like_arrays, strict=True)]
     return plans.laid_out(plan, placed, [None] * len(plan.leaves))
 
@@ -201,7 +201,7 @@ def convert_state(state: Any, like: Any) -> Any:
         raise _structure_error(f"the optimizer state trees differ ({error})") from None
 
 
-def packing_plan(state: Any) -> packing.PackingPlan:
+def packing_plan(state: Any) -> PackingPlan:
     """Which leaf of the params sits in which stacked group of an RMSProp state.
 
     With ``pack_small_leaves=True``, ``init`` keeps the state of small same-shape leaves
@@ -242,6 +242,6 @@ def the_rmsprop_state(state: Any, what: str) -> RmsPropState:
     return states[0]
 
 
-def plan_of(state: RmsPropState) -> packing.PackingPlan:
+def plan_of(state: RmsPropState) -> PackingPlan:
     """The state's packing plan; a per-leaf state's is one group per leaf."""
     return plans.read(state).packing

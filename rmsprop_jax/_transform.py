@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import optax
 
 from rmsprop_jax import _dtypes as dtypes
+from rmsprop_jax import _layouts as layouts
 from rmsprop_jax import _nnx_compat as compat
-from rmsprop_jax import _packing as packing
 from rmsprop_jax import _placement as placement
 from rmsprop_jax import _plan as plans
 from rmsprop_jax import _state_options as state_options
@@ -221,8 +221,8 @@ def _allocated(plan: plans.StatePlan, params: optax.Params, field: Field, fill: 
         assert of_field is not None, "every leaf keeps every field of this configuration"
         kept.append(of_field)
     values = storage.filled(kept, [compat.value_of(param) for param in param_leaves], fill)
-    leaves = [compat.with_value(param, value) for param, value in zip(param_leaves, values, strict=True)]
-    return packing.pack(plan.packing, leaves, param_leaves)
+    entries = plan.layout.placed(plan.packing, plans.gathered(plan, values), param_leaves)
+    return plans.laid_out(plan, entries, param_leaves)
 
 
 def _init(options: _Options, params: optax.Params) -> RmsPropState:
@@ -237,7 +237,7 @@ def _init(options: _Options, params: optax.Params) -> RmsPropState:
         return placement.returned(stored, plan.leaves[members[0]].on_host)
 
     fields = {
-        field.name: packing.map_groups(_allocated(plan, params, field, fills[field.name]), placed)
+        field.name: plan.layout.map_entries(_allocated(plan, params, field, fills[field.name]), placed)
         for field in options.fields()
     }
     return RmsPropState(
@@ -295,8 +295,7 @@ def _gradient_leaves(
     """The gradient's leaves at the state's leaves (variables whole, ``None`` where the gradient is
     ``None``, a Python number as an array); raises, naming the leaf, unless its tree, shapes and
     dtypes fit the state (and the params, where they are given)."""
-    per_leaf = packing.parts(state.nu)[0]
-    leaves = plans.leaves_of("gradient", plan.treedef, per_leaf, updates)
+    leaves = plans.leaves_of("gradient", plan, updates)
     param_leaves: list[Any] | None = None
     for index, (leaf, planned) in enumerate(zip(leaves, plan.leaves, strict=True)):
         value = compat.value_of(leaf)
@@ -321,7 +320,7 @@ def _gradient_leaves(
             continue
         signed = planned.storages.mu or planned.storages.trace
         if params is not None and param_leaves is None:
-            param_leaves = plans.leaves_of("params", plan.treedef, per_leaf, params)
+            param_leaves = plans.leaves_of("params", plan, params)
         param = None if param_leaves is None else compat.value_of(param_leaves[index])
         real_param = param is not None and not jnp.iscomplexobj(param)
         if real_param or (signed is not None and not _complex(signed)):
@@ -356,8 +355,7 @@ def _decay_inputs(
             validation.raise_if_nonzero(weight_decay, _needs_params_message())
             return [False] * num_leaves, [None] * num_leaves
         raise ValueError(_needs_params_message())
-    per_leaf = packing.parts(state.nu)[0]
-    param_leaves = plans.leaves_of("params", plan.treedef, per_leaf, params)
+    param_leaves = plans.leaves_of("params", plan, params)
     flags = options.decayed(params)
     for leaf, planned, gradient in zip(param_leaves, plan.leaves, gradient_leaves, strict=True):
         value = compat.value_of(leaf)
@@ -437,10 +435,10 @@ def _group_inputs(
     storages = plan.leaves[group[0]].storages
     mu, trace = (stored[field][number] if field in stored else None for field in (MU, TRACE))
     present = next(grads[index] for index in group if grads[index] is not None)
-    grad = packing.stack([jnp.zeros_like(present) if grads[i] is None else grads[i] for i in group])
+    grad = plan.layout.gather([jnp.zeros_like(present) if grads[i] is None else grads[i] for i in group])
     param = None
     if params[group[0]] is not None:
-        param = packing.stack([jnp.zeros_like(present) if params[i] is None else params[i] for i in group])
+        param = plan.layout.gather([jnp.zeros_like(present) if params[i] is None else params[i] for i in group])
     seeds = _seeds(storages, count, group)
     step_scalars = (lr, weight_decay if flags[group[0]] else None, count)
     return storages, step_scalars, (grad, stored[NU][number], mu, trace, param, seeds)
@@ -495,24 +493,25 @@ def _scattered(
     """The steps' updates per leaf (``None`` for a ``None`` gradient), and each state field in the
     plan's layout (a group that did not step keeps its arrays), each array in the memory it came from.
 
-    A stacked group's updates are read at runtime offsets (:func:`rmsprop_jax._packing.member_offsets`):
+    A group's updates are read at the layout's runtime offsets (the stacked layout's
+    :func:`rmsprop_jax._layout_stacked.member_offsets`):
     one kernel per member shape rather than one per member, so that packing compiles no slower
     than per leaf on trees whose small leaves come in many shapes. Sharded gradients keep
     constant offsets (:func:`rmsprop_jax._placement.local_anchor`).
     """
     updates: list[Any] = [None] * len(plan.leaves)
-    stacked = [group for group, step in zip(plan.groups, steps, strict=True) if len(group) > 1 and step is not None]
+    several = [group for group, step in zip(plan.groups, steps, strict=True) if len(group) > 1 and step is not None]
     offsets = None
     anchor = None
-    if stacked:
-        first = next(gradient_leaves[i] for i in stacked[0] if gradient_leaves[i] is not None)
+    if several:
+        first = next(gradient_leaves[i] for i in several[0] if gradient_leaves[i] is not None)
         anchor = placement.local_anchor(first)
     if anchor is not None:
-        offsets = packing.member_offsets(anchor, max(len(group) for group in stacked))
+        offsets = plan.layout.member_offsets(anchor, max(len(group) for group in several))
     for group, step in zip(plan.groups, steps, strict=True):
         if step is None:
             continue
-        for index, update in zip(group, packing.unstack(step.update, len(group), offsets), strict=True):
+        for index, update in zip(group, plan.layout.scatter(step.update, len(group), offsets), strict=True):
             if gradient_leaves[index] is not None:
                 updates[index] = compat.with_value(gradient_leaves[index], update)
     out = {}
@@ -792,7 +791,7 @@ def build_rmsprop(
     weight_decay: optax.ScalarOrSchedule = 0.0,
     weight_decay_mask: MaskOrFn = None,
     state: StateOptions = DEFAULT_STATE,
-    thresholds: packing.Thresholds = packing.DEFAULT_THRESHOLDS,
+    thresholds: layouts.Thresholds = layouts.DEFAULT_THRESHOLDS,
 ) -> optax.GradientTransformationExtraArgs:
     """Validates a configuration and builds its transformation: :func:`rmsprop`'s body.
 

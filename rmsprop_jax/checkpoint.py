@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
+from rmsprop_jax import _layouts as layouts
 from rmsprop_jax import _storage_kinds as kinds
 
 if TYPE_CHECKING:
@@ -141,7 +142,8 @@ def _layout_differs(problem: str) -> bool:
     """Whether a mismatch line names the packed layout of ``pack_small_leaves`` (``nu/stacked/3_5``,
     ``nu/per_leaf/w``)."""
     parts = problem.split(":", 1)[0].split("/")
-    return any(a in ("stacked", "per_leaf") and b is not None for a, b in zip(parts, [*parts[1:], None], strict=True))
+    names = layouts.field_names()
+    return any(a in names and b is not None for a, b in zip(parts, [*parts[1:], None], strict=True))
 
 
 def _storage_differs(problem: str) -> bool:

@@ -3,6 +3,7 @@ and imports that may not skip in CI."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import os
@@ -18,6 +19,22 @@ import optax
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def names_used(path: pathlib.Path) -> set[str]:
+    """Every module, imported name, name and attribute a Python file mentions (the import rules'
+    tests: which modules name a storage kind or a layout)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module.rsplit(".", 1)[-1], *(alias.name for alias in node.names)}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name.rsplit(".", 1)[-1] for alias in node.names}
+        elif isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+    return found
 
 
 def hard_gradients(steps: int, shape: tuple[int, ...], seed: int = 0) -> list[np.ndarray]:

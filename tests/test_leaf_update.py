@@ -246,7 +246,10 @@ def test_the_step_arithmetic_imports_no_plan_layout_or_nnx_code():
     imported = _package_imports("rmsprop_jax._leaf_update")
     forbidden = {
         "rmsprop_jax._plan",
-        "rmsprop_jax._packing",
+        "rmsprop_jax._layouts",
+        "rmsprop_jax._layout_protocol",
+        "rmsprop_jax._layout_stacked",
+        "rmsprop_jax._layout_per_leaf",
         "rmsprop_jax._nnx_compat",
         "rmsprop_jax._transform",
         "rmsprop_jax._placement",

@@ -7,7 +7,6 @@ the registry alone, and trains with it.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 from typing import Any
 
@@ -16,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import ROOT
+from helpers import ROOT, names_used
 
 import rmsprop_jax
 from rmsprop_jax import _storage_kinds as kinds
@@ -28,20 +27,6 @@ F16 = np.dtype(np.float16)
 KIND_NAMES = {"Quantized", "BlockStorage", "FloatStorage", "EIGHT_BIT", "EIGHT_BIT_KIND", "FLOAT"}
 
 
-def _names_used(tree: ast.AST) -> set[str]:
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found |= {node.module.rsplit(".", 1)[-1], *(alias.name for alias in node.names)}
-        elif isinstance(node, ast.Import):
-            found |= {alias.name.rsplit(".", 1)[-1] for alias in node.names}
-        elif isinstance(node, ast.Name):
-            found.add(node.id)
-        elif isinstance(node, ast.Attribute):
-            found.add(node.attr)
-    return found
-
-
 def test_no_module_but_the_kinds_and_the_registry_names_a_storage_kind():
     """Every other module asks the registry; ``__init__`` re-exports the public ``Quantized`` type."""
     package = ROOT / "rmsprop_jax"
@@ -49,7 +34,7 @@ def test_no_module_but_the_kinds_and_the_registry_names_a_storage_kind():
     for path in [*package.glob("*.py"), *package.glob("presets/*.py")]:
         if path.stem in KIND_MODULES:
             continue
-        used = _names_used(ast.parse(path.read_text())) & ((KIND_MODULES - {"_storage_kinds"}) | KIND_NAMES)
+        used = names_used(path) & ((KIND_MODULES - {"_storage_kinds"}) | KIND_NAMES)
         if path.stem == "__init__":
             used -= {"_codec_8bit", "Quantized"}
         if used:

@@ -1,4 +1,4 @@
-"""The packing plan (rmsprop_jax._packing): which leaves share a stacked group, and how it is shown."""
+"""The stacked layout (rmsprop_jax._layout_stacked): which leaves share a stacked group, and how it is shown."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import rmsprop_jax
-from rmsprop_jax import _packing as packing
+from rmsprop_jax import _layout_stacked as packing
 from rmsprop_jax import _plan as plans
 from rmsprop_jax._codec_8bit import Quantized
 from rmsprop_jax._state import InGroup, PackedGroups

@@ -1,7 +1,10 @@
-"""The layout of a state: one array per leaf, or small same-shape leaves stacked in groups.
+"""The stacked layout: small same-shape leaves' state arrays stacked in groups.
 
-With ``pack_small_leaves=True``, ``init`` decides a :class:`PackingPlan` once, from the params
-alone, and each state field (``nu``, ``mu``, ``trace``) where some group stacks becomes a
+One of the two :class:`~rmsprop_jax._layout_protocol.Layout` implementations (the other is one
+array per leaf, :mod:`rmsprop_jax._layout_per_leaf`); the registry :mod:`rmsprop_jax._layouts`
+picks it for ``pack_small_leaves=True``. ``init`` decides a
+:class:`~rmsprop_jax._layout_protocol.PackingPlan` once, from the params alone, and each state
+field (``nu``, ``mu``, ``trace``) where some group stacks becomes a
 :class:`~rmsprop_jax._state.PackedGroups` pair, arrays only: the params' tree with each packed
 leaf marked :class:`~rmsprop_jax._state.InGroup`, and one stacked array per group, keyed by its
 members' leaf numbers (:func:`group_name`), the members' arrays stacked on a new leading axis
@@ -11,7 +14,7 @@ The keys are the plan: ``update`` and the views read the groups back from them
 layout with the arrays, and nothing that is not an array is in the state.
 
 This module knows nothing of the step's arithmetic (:mod:`rmsprop_jax._leaf_update`) nor of
-how an array is stored (:mod:`rmsprop_jax._storage`): it groups leaves, stacks and unstacks.
+how an array is stored (a storage kind): it groups leaves, stacks and unstacks.
 :mod:`rmsprop_jax._plan` gives it the key that decides which leaves may share a group.
 
 Which leaves are packed (:func:`plan_for`), by constants rather than run-time measurement, so
@@ -43,6 +46,7 @@ import jax.numpy as jnp
 
 from rmsprop_jax import _nnx_compat as compat
 from rmsprop_jax import _placement as placement
+from rmsprop_jax._layout_protocol import FieldGroups, GroupKey, PackingPlan, flat_groups
 from rmsprop_jax._state import InGroup, PackedGroups
 
 GROUP_ELEMENTS = 1 << 18
@@ -95,56 +99,6 @@ def largest_packed(centered: bool, momentum: bool) -> int:
     return DEFAULT_THRESHOLDS.largest(centered, momentum)
 
 
-@dataclasses.dataclass(frozen=True)
-class PackingPlan:
-    """Which leaf of the params is kept in which group: static, hashable data.
-
-    Attributes:
-      treedef: The params' tree structure.
-      paths: Each leaf's path (``jax.tree_util.keystr``), in the params' leaf order.
-      shapes: Each leaf's shape.
-      groups: Leaf indices per group, every leaf exactly once, groups ordered by their first
-        leaf. A group of one leaf is kept as that leaf's own array; a larger one is stacked.
-
-    Read it from a state with :func:`rmsprop_jax.packing_plan`.
-
-    Example:
-      >>> import jax
-      >>> import jax.numpy as jnp
-      >>> import rmsprop_jax
-      >>> params = {"a": jnp.zeros(8), "b": jnp.zeros(8), "c": jnp.zeros(3)}
-      >>> tx = rmsprop_jax.rmsprop(1e-3, momentum=0.9, pack_small_leaves=True)
-      >>> plan = rmsprop_jax.packing_plan(jax.eval_shape(tx.init, params))
-      >>> plan
-      PackingPlan(3 leaves, 2 of them in 1 groups)
-      >>> plan.groups, plan.packs
-      (((0, 1), (2,)), True)
-    """
-
-    treedef: Any
-    paths: tuple[str, ...]
-    shapes: tuple[tuple[int, ...], ...]
-    groups: tuple[tuple[int, ...], ...]
-
-    @property
-    def packs(self) -> bool:
-        """Whether any group holds more than one leaf."""
-        return any(len(group) > 1 for group in self.groups)
-
-    def __repr__(self) -> str:
-        stacked = [group for group in self.groups if len(group) > 1]
-        packed = sum(len(group) for group in stacked)
-        return f"PackingPlan({len(self.paths)} leaves, {packed} of them in {len(stacked)} groups)"
-
-    def __str__(self) -> str:
-        lines = []
-        for number, group in enumerate(self.groups):
-            shape = self.shapes[group[0]]
-            kind = f"{len(group)} leaves of shape {shape}" if len(group) > 1 else f"per leaf, shape {shape}"
-            lines.append(f"group {number}: {kind}: " + ", ".join(self.paths[i] for i in group))
-        return "\n".join(lines)
-
-
 def group_name(members: Sequence[int]) -> str:
     """A stacked group's key in :attr:`~rmsprop_jax._state.PackedGroups.stacked`: its leaf numbers."""
     return "_".join(str(index) for index in members)
@@ -178,7 +132,7 @@ def parts(field: Any) -> tuple[Any, Mapping[str, Any]]:
 def plan_for(
     params: Any,
     largest: int,
-    key: Callable[[int, Any], Hashable | None],
+    key: GroupKey,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> PackingPlan:
     """The plan for ``params``: leaves with equal ``key(index, leaf)`` share groups.
@@ -215,11 +169,6 @@ def plan_for(
             groups.append(group)
         group.append(index)
     return PackingPlan(treedef, paths, shapes, tuple(tuple(group) for group in groups))
-
-
-def per_leaf(plan: PackingPlan) -> PackingPlan:
-    """``plan``'s leaves, one group each: the per-leaf layout."""
-    return dataclasses.replace(plan, groups=tuple((index,) for index in range(len(plan.paths))))
 
 
 def stack(arrays: Sequence[Any]) -> Any:
@@ -270,38 +219,97 @@ def member_offsets(anchor: jax.Array, size: int) -> list[jax.Array]:
     return offsets
 
 
-def pack(plan: PackingPlan, leaves: Sequence[Any], params: Sequence[Any] | None = None) -> Any:
-    """Per-leaf arrays (the params' leaf order) in ``plan``'s layout: the params' tree where nothing
-    stacks, else a :class:`~rmsprop_jax._state.PackedGroups` pair.
-
-    With the params' leaves (``params``), each group is placed with its members' sharding on
-    the new leading axis, and a group of variables becomes one variable whose sharding
-    metadata gains that axis (:func:`rmsprop_jax._nnx_compat.stacked_variable`).
-    """
-    if not plan.packs:
-        return jax.tree.unflatten(plan.treedef, list(leaves))
-    per_leaf: list[Any] = list(leaves)
+def _field(plan: PackingPlan, entries: Sequence[Any], like: Sequence[Any]) -> Any:
+    leaves: list[Any] = [None] * len(plan.paths)
     stacked: dict[str, Any] = {}
-    for group in plan.groups:
+    for group, entry in zip(plan.groups, entries, strict=True):
         if len(group) == 1:
+            leaves[group[0]] = compat.with_value(like[group[0]], entry)
             continue
-        members = [leaves[index] for index in group]
-        array = stack([compat.value_of(member) for member in members])
-        if params is not None:
-            array = placement.placed_stacked(array, placement.sharding_key(params[group[0]]))
-        stacked[group_name(group)] = compat.stacked_variable(members[0], array)
+        stacked[group_name(group)] = entry
         for index in group:
-            per_leaf[index] = InGroup()
-    return PackedGroups(jax.tree.unflatten(plan.treedef, per_leaf), stacked)
-
-
-def map_groups(field: Any, fn: Callable[[tuple[int, ...], Any], Any]) -> Any:
-    """A state field in its layout with each group's stored entry replaced by ``fn(members, entry)``
-    (a leaf's own entry, or a stacked group's array), wrapped as it was (variables, pairs)."""
-    per_leaf, stacked = parts(field)
-    leaves, treedef = jax.tree_util.tree_flatten(per_leaf, is_leaf=compat.is_stored_leaf)
-    mapped = [leaf if isinstance(leaf, InGroup) else fn((index,), leaf) for index, leaf in enumerate(leaves)]
-    tree = jax.tree_util.tree_unflatten(treedef, mapped)
+            leaves[index] = InGroup()
+    per_leaf = jax.tree.unflatten(plan.treedef, leaves)
     if not stacked:
-        return tree
-    return PackedGroups(tree, {name: fn(members_of(name), array) for name, array in stacked.items()})
+        return per_leaf
+    return PackedGroups(per_leaf, stacked)
+
+
+def _read(field: Any) -> FieldGroups:
+    per_leaf, stacked = parts(field)
+    treedef, paths, leaves = flat_groups(per_leaf, compat.is_stored_leaf)
+    own = [None if isinstance(leaf, InGroup) else compat.stored(leaf) for leaf in leaves]
+    groups = {members_of(name): compat.stored(array) for name, array in stacked.items()}
+    claimed = sorted(index for members in groups for index in members)
+    marked = [index for index, leaf in enumerate(own) if leaf is None]
+    if claimed != marked:
+        raise ValueError(
+            f"is not a packed layout of its leaves: the groups {sorted(groups)} claim leaves {claimed}, "
+            f"the leaves marked as packed are {marked}"
+        )
+    return FieldGroups(treedef, paths, own, groups)
+
+
+@dataclasses.dataclass(frozen=True)
+class StackedGroups:
+    """The stacked layout (``pack_small_leaves=True``): a :class:`~rmsprop_jax._layout_protocol.Layout`.
+
+    A field is a :class:`~rmsprop_jax._state.PackedGroups` pair: the params' tree, each leaf in a
+    group marked :class:`~rmsprop_jax._state.InGroup`, and each group's members' arrays stacked on a
+    new leading axis under its key (:func:`group_name`). A plan that stacks nothing is written per
+    leaf, in the params' tree.
+    """
+
+    name: str = "stacked groups"
+    field_names: tuple[str, ...] = PackedGroups._fields
+    """The names the layout's containers add to a state array's path (checkpoint messages)."""
+
+    def plan(self, params: Any, key: GroupKey, largest: int, caps: Thresholds = DEFAULT_THRESHOLDS) -> PackingPlan:
+        return plan_for(params, largest, key, caps)
+
+    def holds(self, field: Any) -> bool:
+        return is_packed(field)
+
+    def read(self, field: Any) -> FieldGroups:
+        return _read(field)
+
+    def gather(self, members: Sequence[Any]) -> Any:
+        return stack(members)
+
+    def scatter(self, value: Any, size: int, offsets: Sequence[jax.Array] | None = None) -> list[Any]:
+        return unstack(value, size, offsets)
+
+    def member_offsets(self, anchor: Any, size: int) -> list[jax.Array] | None:
+        return member_offsets(anchor, size)
+
+    def entries(self, plan: PackingPlan, field: Any) -> list[Any]:
+        per_leaf, stacked = parts(field)
+        own = plan.treedef.flatten_up_to(per_leaf)
+        by_members = {members_of(name): array for name, array in stacked.items()}
+        return [compat.stored(own[group[0]] if len(group) == 1 else by_members[group]) for group in plan.groups]
+
+    def placed(self, plan: PackingPlan, entries: Sequence[Any], params: Sequence[Any]) -> list[Any]:
+        """Each stacked group placed with its members' sharding on the new leading axis, and a group of
+        variables one variable whose sharding metadata gains that axis."""
+        out = list(entries)
+        for number, group in enumerate(plan.groups):
+            if len(group) > 1:
+                first = params[group[0]]
+                array = placement.placed_stacked(out[number], placement.sharding_key(first))
+                out[number] = compat.stacked_variable(first, array)
+        return out
+
+    def field(self, plan: PackingPlan, entries: Sequence[Any], like: Sequence[Any]) -> Any:
+        return _field(plan, entries, like)
+
+    def map_entries(self, field: Any, fn: Callable[[tuple[int, ...], Any], Any]) -> Any:
+        per_leaf, stacked = parts(field)
+        leaves, treedef = jax.tree_util.tree_flatten(per_leaf, is_leaf=compat.is_stored_leaf)
+        mapped = [leaf if isinstance(leaf, InGroup) else fn((index,), leaf) for index, leaf in enumerate(leaves)]
+        tree = jax.tree_util.tree_unflatten(treedef, mapped)
+        if not stacked:
+            return tree
+        return PackedGroups(tree, {name: fn(members_of(name), array) for name, array in stacked.items()})
+
+
+STACKED = StackedGroups()
