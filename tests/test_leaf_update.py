@@ -57,19 +57,49 @@ def _run_ours(kwargs: dict, grads: list[np.ndarray], params: np.ndarray) -> np.n
     return np.asarray(scan_steps(rmsprop_jax.rmsprop(**kwargs), jnp.asarray(params), jnp.asarray(np.stack(grads)))[2])
 
 
-@pytest.mark.parametrize("combo", COMBINATIONS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
-def test_every_flag_combination_matches_float64_reference(combo):
-    combo = dict(combo)
-    scheduled = combo.pop("scheduled")
-    learning_rate = SCHEDULE if scheduled else 0.02
-    kwargs = {"learning_rate": learning_rate, "decay": 0.9, "eps": 1e-6, "initial_scale": 0.5, **combo}
-    grads = hard_gradients(40, (5,), seed=len(str(combo)))
+GROUP = 16
+"""Combinations compiled together: one program of 16 scans compiled in 0.4x the time of 16 programs."""
+GROUPS = [COMBINATIONS[start : start + GROUP] for start in range(0, len(COMBINATIONS), GROUP)]
+
+
+def _run_together(all_kwargs: list[dict], all_grads: list[np.ndarray], params: np.ndarray) -> list[np.ndarray]:
+    """Each configuration scanned over its own gradients, all in one jitted program: each one's updates."""
+    txs = [rmsprop_jax.rmsprop(**kwargs) for kwargs in all_kwargs]
+
+    @jax.jit
+    def run(params: jax.Array, stacks: list[jax.Array]) -> list[jax.Array]:
+        out = []
+        for tx, stacked in zip(txs, stacks, strict=True):
+
+            def step(carry: tuple, g: jax.Array, tx: optax.GradientTransformation = tx) -> tuple:
+                p, state = carry
+                updates, state = tx.update(g, state, p)
+                return (optax.apply_updates(p, updates), state), updates
+
+            out.append(jax.lax.scan(step, (params, tx.init(params)), stacked)[1])
+        return out
+
+    return [np.asarray(updates) for updates in run(jnp.asarray(params), [jnp.asarray(g) for g in all_grads])]
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=lambda g: f"{COMBINATIONS.index(g[0])}-{COMBINATIONS.index(g[-1])}")
+def test_every_flag_combination_matches_float64_reference(group):
+    """All 672 combinations, 16 per test; a failure names its combination."""
+    all_kwargs, all_grads = [], []
+    for combo in group:
+        flags = dict(combo)
+        learning_rate = SCHEDULE if flags.pop("scheduled") else 0.02
+        all_kwargs.append({"learning_rate": learning_rate, "decay": 0.9, "eps": 1e-6, "initial_scale": 0.5, **flags})
+        all_grads.append(np.stack(hard_gradients(40, (5,), seed=len(str(flags)))))
     params = np.linspace(-1.0, 1.0, 5)
     with jax.enable_x64(True):
-        ours = _run_ours(kwargs, [g.astype(np.float64) for g in grads], params)
-        expected = np.stack(reference_trajectory(grads, params, **kwargs))
-    assert ours.dtype == np.float64
-    np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-12 * np.abs(expected).max())
+        ours = _run_together(all_kwargs, [g.astype(np.float64) for g in all_grads], params)
+        for combo, kwargs, grads, updates in zip(group, all_kwargs, all_grads, ours, strict=True):
+            expected = np.stack(reference_trajectory(list(grads), params, **kwargs))
+            assert updates.dtype == np.float64, combo
+            np.testing.assert_allclose(
+                updates, expected, rtol=1e-9, atol=1e-12 * np.abs(expected).max(), err_msg=str(combo)
+            )
 
 
 @pytest.mark.parametrize("eps_in_sqrt", [True, False])

@@ -114,33 +114,41 @@ def run_steps(
     steps: int = 5,
     state: object = None,
     grads_on_host: bool = False,
+    on_compiled: Callable[[str], None] | None = None,
 ) -> tuple[dict, object]:
     """``steps`` jitted steps of ``tx`` with :func:`grad_fn`'s gradients, computed inside the step; or, with
     ``grads_on_host``, in NumPy from the params and handed to the step with the params' shardings, so that a
     sharded and a one-device run step from the same gradient bits (XLA computes ``sin`` inside a fusion
-    with vector or scalar code, which a partitioned program may choose otherwise: one ulp apart)."""
+    with vector or scalar code, which a partitioned program may choose otherwise: one ulp apart).
 
-    @jax.jit
+    The step is compiled once, at the first step's arguments, and every step runs that executable (a
+    later step whose arguments' shardings differ from the first's is an error, not a recompilation);
+    ``on_compiled`` is given its optimized HLO text (the collectives check)."""
+
     def step(params: dict, state: object, i: jax.Array) -> tuple:
         updates, state = tx.update(grad_fn(params, i), state, params)
         return optax.apply_updates(params, updates), state
 
-    @jax.jit
     def step_with(params: dict, state: object, grads: dict) -> tuple:
         updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state
 
-    state = tx.init(params) if state is None else state
-    for i in range(steps):
-        if not grads_on_host:
-            params, state = step(params, state, jnp.float32(i))
-            continue
+    def grads_at(params: dict, i: int) -> dict:
         host = {
             name: (np.sin(3.0 * np.asarray(p) + np.float32(i)) * (1.0 + np.asarray(p) ** 2)).astype(np.float32)
             for name, p in params.items()
         }
-        grads = {name: jax.device_put(host[name], params[name].sharding) for name in params}
-        params, state = step_with(params, state, grads)
+        return {name: jax.device_put(host[name], params[name].sharding) for name in params}
+
+    state = tx.init(params) if state is None else state
+    compiled = None
+    for i in range(steps):
+        args = (params, state, grads_at(params, i) if grads_on_host else jnp.float32(i))
+        if compiled is None:
+            compiled = jax.jit(step_with if grads_on_host else step).lower(*args).compile()
+            if on_compiled is not None:
+                on_compiled(compiled.as_text())
+        params, state = compiled(*args)
     return params, state
 
 

@@ -22,7 +22,6 @@ from sharding_cases import (
     PACKED_OPTIMIZERS,
     checkpoint_resumes,
     collectives,
-    grad_fn,
     group_specs_follow,
     packed_params_on,
     params_8bit_on,
@@ -47,13 +46,32 @@ def mesh_of(axis_type: AxisType) -> jax.sharding.Mesh:
     return jax.make_mesh((2, 4), ("data", "model"), axis_types=(axis_type,) * 2)
 
 
-def _abstract_state(tx: optax.GradientTransformation, params: dict, axis_type: AxisType) -> object:
-    """eval_shape's state on an Explicit mesh; on an Auto mesh abstract values carry no sharding, so the
-    compiled init's output shardings."""
+def _jitted_and_abstract_init(tx: optax.GradientTransformation, params: dict, axis_type: AxisType) -> tuple:
+    """The jitted init's state, and the abstract one: eval_shape's on an Explicit mesh; on an Auto mesh,
+    where abstract values carry no sharding, the output shardings of the init compiled from abstract
+    values (the executable that also gives the jitted state: one compilation)."""
     abstract = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=p.sharding), params)
     if axis_type == AxisType.Explicit:
-        return jax.eval_shape(tx.init, abstract)
-    return jax.jit(tx.init).lower(abstract).compile().output_shardings
+        return jax.jit(tx.init)(params), jax.eval_shape(tx.init, abstract)
+    compiled = jax.jit(tx.init).lower(abstract).compile()
+    return compiled(params), compiled.output_shardings
+
+
+_ONE_DEVICE_RUNS: dict[str, tuple[object, object]] = {}
+
+
+def _one_device_run(name: str, make: object, params: dict, state: object, eight_bit: bool) -> object:
+    """``run_steps`` on one device, from ``params`` and ``state``; run once per optimizer: every mesh
+    layout's one-device params and initial state are the same (checked here, bit for bit)."""
+    inputs = (params, state)
+    cached = _ONE_DEVICE_RUNS.get(name)
+    if cached is not None and jax.tree.structure(cached[0]) == jax.tree.structure(inputs):
+        same = jax.tree.map(lambda a, b: bool(np.array_equal(np.asarray(a), np.asarray(b))), cached[0], inputs)
+        if jax.tree.all(same):
+            return cached[1]
+    result = run_steps(make(), params, state=state, grads_on_host=eight_bit)  # pyright: ignore[reportCallIssue]
+    _ONE_DEVICE_RUNS[name] = (inputs, result)
+    return result
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -67,16 +85,16 @@ def test_state_follows_the_params_update_has_no_collective_and_equals_one_device
     with jax.set_mesh(mesh):
         state = tx.init(params)
         assert state_matches(state, params), "eager init"
-        jitted_state = jax.jit(tx.init)(params)
+        jitted_state, abstract_state = _jitted_and_abstract_init(tx, params, axis_type)
         assert state_matches(jitted_state, params), "jitted init"
-        assert state_matches(_abstract_state(tx, params, axis_type), params), "abstract init"
-        compiled = jax.jit(lambda p, s, g: tx.update(g, s, p)).lower(params, state, grad_fn(params, jnp.float32(0)))
-        assert collectives(compiled.compile().as_text()) == []
-        sharded = run_steps(tx, params, state=state, grads_on_host=eight_bit)
+        assert state_matches(abstract_state, params), "abstract init"
+        texts: list[str] = []  # the step's compiled HLO, which runs the steps below
+        sharded = run_steps(tx, params, state=state, grads_on_host=eight_bit, on_compiled=texts.append)
+        assert collectives(texts[0]) == []
     single_state = make().init(make_params(None, layout))  # one device's own init: the same layouts
     assert jax.tree.map(lambda x: (x.shape, x.dtype), single_state) == jax.tree.map(lambda x: (x.shape, x.dtype), state)
     on_one_device = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), state)  # the same storages
-    single = run_steps(make(), make_params(None, layout), state=on_one_device, grads_on_host=eight_bit)
+    single = _one_device_run(name, make, make_params(None, layout), on_one_device, eight_bit)
     for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(single), strict=True):
         if eight_bit:
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -174,9 +192,9 @@ def test_packed_groups_carry_their_members_sharding_and_step_with_no_collective(
         state = tx.init(params)
         plan = rmsprop_jax.packing_plan(state)
         jitted_state = jax.jit(tx.init)(params)
-        hlo = jax.jit(lambda p, s, g: tx.update(g, s, p)).lower(params, state, grad_fn(params, jnp.float32(0)))
-        assert collectives(hlo.compile().as_text()) == []
-        stepped, stepped_state = run_steps(tx, params, state=state)
+        texts: list[str] = []
+        stepped, stepped_state = run_steps(tx, params, state=state, on_compiled=texts.append)
+        assert collectives(texts[0]) == []
     groups = [sorted(plan.paths[i] for i in group) for group in plan.groups if len(group) > 1]
     assert group_specs_follow(state, params) and group_specs_follow(stepped_state, params)
     assert not any({"['q_bias0']", "['out_bias0']"} <= set(group) for group in groups)
