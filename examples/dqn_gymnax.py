@@ -16,6 +16,12 @@ It prints each optimizer's greedy return per seed at the end of training and wri
 
 from __future__ import annotations
 
+import os
+
+if __name__ == "__main__":  # before any import starts XLA's CPU backend: see rl_common.SCHEDULER_FLAG
+    _FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FLAG}".strip()
+
 from typing import Any
 
 import flax.linen as nn

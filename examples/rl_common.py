@@ -151,6 +151,15 @@ def arguments(description: str, timesteps: float, out: str) -> argparse.Argument
     return parser
 
 
+SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+"""The flag the example scripts add to ``XLA_FLAGS`` before anything starts XLA (at their top, as
+scripts only: an import of ``gymnax`` or ``flax`` starts the CPU backend, which reads its flags then).
+XLA:CPU (jax 0.10.2) deadlocks now and then in these training programs with its concurrency-optimized
+scheduler: ``block_until_ready`` never returns, at about 2% CPU (A2C at 2e4 steps: 5 runs of 12 hung
+within 60-120 s; with this flag 12 of 12 finished in 14-20 s; ``benchmarks/NOTES.md``, "Real clients:
+RL examples"). The flag changes which independent ops XLA:CPU runs at once, not what any op computes."""
+
+
 def main(
     name: str,
     make_train: Callable[[dict], Callable],

@@ -13,8 +13,13 @@ from typing import Any
 
 from rmsprop_jax._layout_per_leaf import PER_LEAF
 from rmsprop_jax._layout_protocol import Layout, PackingPlan
-from rmsprop_jax._layout_stacked import DEFAULT_THRESHOLDS, STACKED
-from rmsprop_jax._layout_stacked import Thresholds as Thresholds  # the options carry the stacked layout's caps
+
+# The stacked layout, with what this module re-exports of it: the caps the options carry (DEFAULT_THRESHOLDS,
+# Thresholds) and the size rule the report explains (largest_packed).
+from rmsprop_jax._layout_stacked import DEFAULT_THRESHOLDS as DEFAULT_THRESHOLDS
+from rmsprop_jax._layout_stacked import STACKED
+from rmsprop_jax._layout_stacked import Thresholds as Thresholds
+from rmsprop_jax._layout_stacked import largest_packed as largest_packed
 
 LAYOUTS: tuple[Layout, ...] = (STACKED, PER_LEAF)
 """Every layout, the one that holds any field (per leaf) last: :func:`of_field` asks them in order."""
@@ -40,11 +45,6 @@ def settled(layout: Layout, plan: PackingPlan) -> Layout:
 def of_field(field: Any) -> Layout:
     """The layout a stored field is in, from its containers."""
     return next(layout for layout in LAYOUTS if layout.holds(field))
-
-
-def largest_packed(centered: bool, momentum: bool) -> int:
-    """The largest leaf, in entries, that a variant packs with the default thresholds."""
-    return DEFAULT_THRESHOLDS.largest(centered, momentum)
 
 
 def field_names() -> tuple[str, ...]:
