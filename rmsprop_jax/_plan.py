@@ -159,9 +159,10 @@ def _paths(tree: Any, is_leaf: Callable[[Any], bool]) -> list[str]:
     return [jax.tree_util.keystr(path) or "<root>" for path, _ in with_paths]
 
 
-def mismatch(what: str, expected: Sequence[str], tree: Any) -> TreeMismatchError:
-    """The error for a ``what`` tree that does not match the state's leaves (``expected``, their
-    paths), naming the first path that differs."""
+def mismatch(what: str, plan: StatePlan, tree: Any) -> TreeMismatchError:
+    """The error for a ``what`` tree that does not match the plan's leaves, naming the first path that
+    differs."""
+    expected = [leaf.path for leaf in plan.leaves]
     got = _paths(tree, lambda x: x is None or compat.is_variable(x))
     return TreeMismatchError(
         f"The {what} tree does not match the optimizer state's leaves (nothing is broadcast): "
@@ -172,15 +173,14 @@ def mismatch(what: str, expected: Sequence[str], tree: Any) -> TreeMismatchError
 
 def leaves_of(what: str, plan: StatePlan, tree: Any) -> list[Any]:
     """``tree``'s entries at the state's leaves (``None`` where ``tree`` has ``None``)."""
-    expected = [leaf.path for leaf in plan.leaves]
     try:
         leaves = plan.treedef.flatten_up_to(tree)
     except (ValueError, TypeError):
-        raise mismatch(what, expected, tree) from None
+        raise mismatch(what, plan, tree) from None
     for leaf in leaves:
         value = compat.value_of(leaf)
         if value is not None and not hasattr(value, "shape") and not isinstance(value, (int, float, complex)):
-            raise mismatch(what, expected, tree)
+            raise mismatch(what, plan, tree)
     return leaves
 
 
