@@ -4,6 +4,16 @@
 ``tests/test_trajectories.py`` recomputes each case and compares its digest. A refactor that keeps
 the numerics keeps every digest; the file records the JAX version it was made with, and the test
 reads the digests only under that version (XLA may round differently in another).
+
+The bits also depend on the CPU: XLA:CPU computes ``rsqrt`` (the step's ``1 / sqrt(v + eps)``, as
+optax's) from the CPU's own reciprocal-square-root estimate and a Newton step, and that estimate is
+not the same on every CPU (measured: 55 of 66 cases differ between an AVX-512 Xeon and the machine
+the first digests were recorded on; the 11 with ``eps`` outside the square root, which take no
+``rsqrt``, agree). So the digests are kept per :func:`platform`, a fingerprint of the bits of the
+operations XLA:CPU approximates. ``python -m tests.trajectories --add`` records this platform's
+digests beside the others' (only from a commit whose digests pass on a recorded platform: CI's
+last passing commit); without ``--add`` it replaces them all (a deliberate change of numerics,
+which can only be recorded on this platform; say so in the commit).
 """
 
 from __future__ import annotations
@@ -106,10 +116,54 @@ def digest(make: Callable[[], optax.GradientTransformation]) -> str:
     return hasher.hexdigest()
 
 
-def record() -> dict:
-    return {"jax": jax.__version__, "steps": STEPS, "digests": {name: digest(make) for name, make in cases().items()}}
+UNKNOWN_PLATFORM = "unrecorded"
+"""The key of digests recorded before platforms were fingerprinted (on an earlier CI machine)."""
+
+
+def platform() -> str:
+    """A fingerprint of this CPU's arithmetic under XLA: sha256 (12 hex digits) of the bits of the
+    approximated operations a step may compile to (``rsqrt``, ``exp``, ``log``, ``x ** y``, and
+    ``a * b + c``, which may contract to a fused multiply-add), jitted over fixed inputs."""
+    x = jnp.asarray(np.random.default_rng(0).uniform(1e-6, 10.0, 4096), jnp.float32)
+    y = jnp.asarray(np.random.default_rng(1).uniform(-3.0, 3.0, 4096), jnp.float32)
+
+    def probe(x: jax.Array, y: jax.Array) -> tuple[jax.Array, ...]:
+        return jax.lax.rsqrt(x), jnp.exp(y), jnp.log(x), x**y, x * y + 0.1
+
+    hasher = hashlib.sha256()
+    for result in jax.jit(probe)(x, y):
+        hasher.update(np.asarray(result).tobytes())
+    return hasher.hexdigest()[:12]
+
+
+def digests_for(recorded: dict, fingerprint: str) -> dict[str, str] | None:
+    """The digests recorded for the platform ``fingerprint``, else the unfingerprinted ones, if any."""
+    platforms = recorded["platforms"]
+    chosen = platforms.get(fingerprint, platforms.get(UNKNOWN_PLATFORM))
+    return None if chosen is None else chosen["digests"]
+
+
+def _cpu() -> str:
+    """The CPU's model name, and whether it has AVX-512 (what the record says it was made on)."""
+    import platform as host
+
+    info = pathlib.Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.exists() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), host.machine())
+    return model + (", AVX-512" if any("avx512f" in line for line in lines if line.startswith("flags")) else "")
+
+
+def record(previous: dict | None = None) -> dict:
+    """This platform's digests, beside ``previous``'s other platforms' where given (same JAX version)."""
+    platforms = {} if previous is None or previous["jax"] != jax.__version__ else dict(previous["platforms"])
+    digests = {name: digest(make) for name, make in cases().items()}
+    platforms[platform()] = {"cpu": _cpu(), "digests": digests}
+    return {"jax": jax.__version__, "steps": STEPS, "platforms": platforms}
 
 
 if __name__ == "__main__":
-    PATH.write_text(json.dumps(record(), indent=1, sort_keys=True) + "\n")
-    print(f"wrote {PATH}")
+    import sys
+
+    PATH.write_text(json.dumps(record(json.loads(PATH.read_text()) if "--add" in sys.argv else None), indent=1,
+                               sort_keys=True) + "\n")  # fmt: skip
+    print(f"wrote {PATH} (platform {platform()})")
