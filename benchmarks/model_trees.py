@@ -19,6 +19,10 @@ Tests and benchmarks read the committed file (:func:`load`), so nothing needs Ke
 share of entries in leaves of at least 4096 entries, the share kept in 8 bits, and the state's
 bytes per param for plain RMSProp, with momentum, and centered with momentum. The docs'
 Numerics page and the README quote that table (a test checks both against the file).
+
+    python3 benchmarks/model_trees.py --coverage --state-dtype 4bit   # -> results/model-trees-4bit.{json,md}
+
+does the same for ``state_dtype="4bit"``, whose table counts the entries whose ``nu`` is 4-bit.
 """
 
 from __future__ import annotations
@@ -99,8 +103,9 @@ def params(tree: dict[str, tuple[int, ...]], dtype: jnp.dtype = jnp.float32) -> 
     return {path: jax.ShapeDtypeStruct(shape, dtype) for path, shape in tree.items()}
 
 
-def coverage(trees: dict[str, dict[str, tuple[int, ...]]]) -> dict[str, Any]:
-    """Per tree: its size, the entries 8-bit reaches, and the 8-bit state's bytes per param per variant."""
+def coverage(trees: dict[str, dict[str, tuple[int, ...]]], state_dtype: str = "8bit") -> dict[str, Any]:
+    """Per tree: its size, the entries ``state_dtype`` reaches (8-bit codes; for ``"4bit"``, ``nu`` in
+    4 bits), and the state's bytes per param per variant."""
     import rmsprop_jax
 
     rows = []
@@ -114,17 +119,20 @@ def coverage(trees: dict[str, dict[str, tuple[int, ...]]]) -> dict[str, Any]:
             "bytes_per_param": {},
         }
         for variant, options in VARIANTS.items():
-            tx = rmsprop_jax.rmsprop(1e-3, state_dtype="8bit", **options)
+            tx = rmsprop_jax.rmsprop(1e-3, state_dtype=state_dtype, **options)
             report = rmsprop_jax.state_report(jax.eval_shape(tx.init, params(tree)))
             row["bytes_per_param"][variant] = report.bytes_per_param
-            eight_bit = sum(math.prod(leaf.shape) for leaf in report.leaves if leaf.eight_bit == "yes")
-            row["eight_bit_share"] = eight_bit / entries
+            word = (lambda leaf: leaf.four_bit) if state_dtype == "4bit" else (lambda leaf: leaf.eight_bit)
+            reached = sum(math.prod(leaf.shape) for leaf in report.leaves if word(leaf) == "yes")
+            row["eight_bit_share" if state_dtype == "8bit" else "reached_share"] = reached / entries
         rows.append(row)
     return {"rows": rows}
 
 
 def coverage_markdown(results: dict[str, Any]) -> str:
     """The Numerics page's table of :func:`coverage`."""
+    if results.get("state_dtype", "8bit") == "4bit":
+        return _coverage_markdown_4bit(results)
     lines = [
         "| model (params, leaves) | entries in leaves >= 4096 | entries 8-bit | state B/param: plain "
         "| with momentum | centered + momentum |",
@@ -140,10 +148,28 @@ def coverage_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_coverage() -> dict[str, Any]:
-    results = coverage(load())
-    COVERAGE.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    COVERAGE.with_suffix(".md").write_text(coverage_markdown(results))
+def _coverage_markdown_4bit(results: dict[str, Any]) -> str:
+    lines = [
+        "| model (params, leaves) | entries with nu in 4 bits | state B/param: plain | with momentum "
+        "| centered + momentum |",
+        "|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        size = row["bytes_per_param"]
+        lines.append(
+            f"| {row['tree']} ({row['params'] / 1e6:.1f}M, {row['leaves']}) | {100 * row['reached_share']:.1f}% "
+            f"| {size['plain']:.3f} | {size['momentum']:.3f} | {size['centered+momentum']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_coverage(state_dtype: str = "8bit") -> dict[str, Any]:
+    results = coverage(load(), state_dtype)
+    if state_dtype != "8bit":
+        results = {"state_dtype": state_dtype, **results}
+    out = COVERAGE.with_name(f"model-trees-{state_dtype}")
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    out.with_suffix(".md").write_text(coverage_markdown(results))
     print(coverage_markdown(results))
     return results
 
@@ -151,8 +177,10 @@ def write_coverage() -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--coverage", action="store_true", help="write the 8-bit coverage table instead")
-    if parser.parse_args().coverage:
-        write_coverage()
+    parser.add_argument("--state-dtype", default="8bit", choices=["8bit", "4bit"], help="with --coverage")
+    args = parser.parse_args()
+    if args.coverage:
+        write_coverage(args.state_dtype)
         return
     trees = {name: keras_shapes(name) for name in KERAS_MODELS} | {"ViT-B/16": vit_b16()}
     import keras

@@ -2,6 +2,7 @@
 
     python3 benchmarks/step_8bit.py             # -> results/step-8bit-cpu2core.{json,md} (about 15 min)
     python3 benchmarks/step_8bit.py --rounds 5 --shapes 4096x1024 --trees ResNet-50 --leaves 20 --out /tmp/x
+    python3 benchmarks/step_8bit.py --four-bit --trees ResNet-50 --out benchmarks/results/step-4bit-cpu2core
 
 For each leaf (4096 x 1024 and 8192 x 2048, float32), variant (plain; centered + momentum) and
 form (the update alone; update + ``optax.apply_updates``), three jitted steps with params and
@@ -18,7 +19,8 @@ The real trees (``--trees``; default EfficientNet-B0, MobileNetV3-Large, ResNet-
 its A/A copy) against ``presets.timm(..., state_dtype="8bit")``, update + ``apply_updates``. In
 this script's process only these three programs exist, unlike ``real_models.py``'s full run,
 which holds every contender's programs for four trees (``benchmarks/NOTES.md``, "8-bit on real
-trees").
+trees"). ``--four-bit`` adds ``state_dtype="4bit"`` as a fourth contender, interleaved with the
+others, and its ratio to the 8-bit step.
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import model_trees
+from real_models import RECIPE as RECIPE_OPTIONS
 from real_models import TREES, arrays, contenders
 from timing import donated_timer, hlo_summary, interleaved, run_meta, write_results
 
 import rmsprop_jax
+from rmsprop_jax import presets
 
 RESULTS = Path(__file__).resolve().parent / "results" / "step-8bit-cpu2core"
 SHAPES = {"4096x1024": (4096, 1024), "8192x2048": (8192, 2048)}
@@ -51,12 +55,22 @@ RECIPE = "timm recipe"
 VARIANTS: dict[str, dict[str, Any]] = {"plain": {}, "centered+momentum": {"centered": True, "momentum": 0.9}}
 FORMS = ("update", "update+apply")
 CONTENDERS = ("optax", "optax (A/A)", "8-bit")
+FOUR_BIT = "4-bit"
+NARROW = {"8-bit": "8bit", FOUR_BIT: "4bit"}
 
 
 def _transformation(contender: str, options: dict[str, Any]) -> optax.GradientTransformation:
-    if contender == "8-bit":
-        return rmsprop_jax.rmsprop(1e-3, state_dtype="8bit", **options)
+    if contender in NARROW:
+        return rmsprop_jax.rmsprop(1e-3, state_dtype=NARROW[contender], **options)
     return optax.rmsprop(1e-3, **options)
+
+
+def _tree_contenders(names: Sequence[str]) -> dict[str, optax.GradientTransformation]:
+    """timm's recipe per contender (``real_models.contenders``; the 4-bit one with its ``state_dtype``)."""
+    made = contenders([name for name in names if name != FOUR_BIT])
+    if FOUR_BIT in names:
+        made[FOUR_BIT] = presets.timm(**RECIPE_OPTIONS, state_dtype="4bit")
+    return made
 
 
 def _step(tx: optax.GradientTransformation, form: str) -> Callable:
@@ -78,6 +92,7 @@ def _row(
     cases: dict[str, tuple[Callable, Any, Any, Any]],
     rounds: int,
     clock: Callable[[], float],
+    names: Sequence[str] = CONTENDERS,
 ) -> dict[str, Any]:
     """One row: each contender's ``(step, params, state, grads)`` timed interleaved, with its HLO counts."""
     timers, hlo = {}, {}
@@ -91,9 +106,11 @@ def _row(
     times = interleaved(timers, rounds)
     medians = {label: statistics.median(t) * 1e3 for label, t in times.items()}
     row: dict[str, Any] = {"leaf": name, "variant": variant, "form": form}
-    for contender in CONTENDERS:
+    for contender in names:
         row[contender] = {"ms": round(medians[contender], 2), **hlo[contender]}
     row["8-bit / optax"] = round(medians["8-bit"] / medians["optax"], 2)
+    if FOUR_BIT in names:
+        row["4-bit / 8-bit"] = round(medians[FOUR_BIT] / medians["8-bit"], 2)
     row["A/A"] = round(medians["optax (A/A)"] / medians["optax"], 2)
     print(json.dumps(row), flush=True)
     return row
@@ -105,6 +122,7 @@ def measure(
     shapes: Sequence[str] = tuple(SHAPES),
     trees: Sequence[str] = TREES,
     leaves: int | None = None,
+    names: Sequence[str] = CONTENDERS,
 ) -> list[dict[str, Any]]:
     """Every cell's medians (ms) and HLO counts, timed with ``clock``: the one-leaf rows, then the trees."""
     rows = []
@@ -115,11 +133,11 @@ def measure(
         for variant, options in VARIANTS.items():
             for form in FORMS:
                 cases = {}
-                for contender in CONTENDERS:
+                for contender in names:
                     tx = _transformation(contender, options)
                     p = params + 0
                     cases[contender] = (_step(tx, form), p, tx.init(p), grads)
-                rows.append(_row(shape_name, variant, form, params.size, cases, rounds, clock))
+                rows.append(_row(shape_name, variant, form, params.size, cases, rounds, clock, names))
                 del cases
     loaded = model_trees.load() if trees else {}
     for tree in trees:
@@ -127,15 +145,17 @@ def measure(
         params, grads = arrays(tree_shapes, 0), arrays(tree_shapes, 1, 1e-2)
         entries = sum(leaf.size for leaf in params.values())
         cases = {}
-        for contender, tx in contenders(CONTENDERS).items():
+        for contender, tx in _tree_contenders(names).items():
             p = jax.tree.map(lambda x: x + 0, params)
             cases[contender] = (_step(tx, "update+apply"), p, tx.init(p), grads)
-        rows.append(_row(tree, RECIPE, "update+apply", entries, cases, rounds, clock))
+        rows.append(_row(tree, RECIPE, "update+apply", entries, cases, rounds, clock, names))
         del cases
     return rows
 
 
 def _markdown(results: dict[str, Any]) -> str:
+    if FOUR_BIT in results["two_cores"][0]:
+        return _markdown_4bit(results)
     lines = [
         "# 8-bit step on one leaf and on real trees, 2-core CPU",
         "",
@@ -157,6 +177,28 @@ def _markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _markdown_4bit(results: dict[str, Any]) -> str:
+    """The 4-bit run's table: the 4-bit step against the 8-bit one (and both against optax's)."""
+    lines = [
+        "# 4-bit step against the 8-bit one on one leaf and on real trees, 2-core CPU",
+        "",
+        f"`{results['meta']['command']}`, {results['meta']['date']}, jax {results['meta']['jax']}.",
+        "Times are medians in ms: wall clock on 2 cores, and CPU time in a process pinned to one core.",
+        "",
+        "| leaf or tree | variant | form | optax ms | 8-bit ms | 4-bit ms (2 cores / 1 core) | 4-bit / 8-bit "
+        "| 1-core 4-bit / 8-bit | 8-bit / optax | A/A | fusions 8-bit / 4-bit | bytes per entry 8-bit / 4-bit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for wall, one in zip(results["two_cores"], results["one_core"], strict=True):
+        lines.append(
+            f"| {wall['leaf']} | {wall['variant']} | {wall['form']} | {wall['optax']['ms']} | {wall['8-bit']['ms']} "
+            f"| {wall[FOUR_BIT]['ms']} / {one[FOUR_BIT]['ms']} | {wall['4-bit / 8-bit']} | {one['4-bit / 8-bit']} "
+            f"| {wall['8-bit / optax']} | {wall['A/A']} | {wall['8-bit']['fusions']} / {wall[FOUR_BIT]['fusions']} "
+            f"| {wall['8-bit']['bytes_per_entry']} / {wall[FOUR_BIT]['bytes_per_entry']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=15)
@@ -164,13 +206,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--trees", nargs="*", default=list(TREES), choices=list(TREES))
     parser.add_argument("--leaves", type=int, default=None, help="each tree cut to its first N leaves (tests)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--four-bit", action="store_true", help="add state_dtype='4bit' as a contender")
     parser.add_argument("--one-core", action="store_true", help="(internal) pinned to one core, CPU time")
     args = parser.parse_args(argv)
+    names = (*CONTENDERS, FOUR_BIT) if args.four_bit else CONTENDERS
     if args.one_core:
-        print(json.dumps(measure(args.rounds, time.process_time, args.shapes, args.trees, args.leaves)))
+        print(json.dumps(measure(args.rounds, time.process_time, args.shapes, args.trees, args.leaves, names)))
         return {}
-    two_cores = measure(args.rounds, time.perf_counter, args.shapes, args.trees, args.leaves)
+    two_cores = measure(args.rounds, time.perf_counter, args.shapes, args.trees, args.leaves, names)
     child = [sys.executable, __file__, "--one-core", "--rounds", str(args.rounds)]
+    child += ["--four-bit"] if args.four_bit else []
     child += ["--shapes", *args.shapes, "--trees", *args.trees]
     child += [] if args.leaves is None else ["--leaves", str(args.leaves)]
     pinned = subprocess.run(

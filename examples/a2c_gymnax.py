@@ -72,12 +72,13 @@ class ActorCritic(nn.Module):
 
 def build_optimizer(config: dict[str, Any]) -> optax.GradientTransformation:
     """SB3's ``clip_grad_norm_(0.5)`` then its RMSprop, built inside ``train``."""
-    if config["OPTIMIZER"] == "rmsprop_jax":
-        rmsprop = presets.pytorch(lr=config["LR"], alpha=config["ALPHA"], eps=config["EPS"])
+    if config["OPTIMIZER"] in rl_common.STATE_DTYPES:
+        state_dtype = rl_common.STATE_DTYPES[config["OPTIMIZER"]]
+        rmsprop = presets.pytorch(lr=config["LR"], alpha=config["ALPHA"], eps=config["EPS"], state_dtype=state_dtype)
     elif config["OPTIMIZER"] == "optax":
         rmsprop = optax.rmsprop(config["LR"], decay=config["ALPHA"], eps=config["EPS"])
     else:
-        raise ValueError(f"Invalid OPTIMIZER value: {config['OPTIMIZER']!r} (rmsprop_jax or optax)")
+        raise ValueError(f"Invalid OPTIMIZER value: {config['OPTIMIZER']!r} (one of {', '.join(rl_common.OPTIMIZERS)})")
     return optax.chain(optax.clip_by_global_norm(config["MAX_GRAD_NORM"]), rmsprop)
 
 

@@ -66,12 +66,12 @@ class QNetwork(nn.Module):
 
 def build_optimizer(config: dict[str, Any]) -> optax.GradientTransformation:
     """The optimizer, built inside ``train`` (under ``jit`` and ``vmap``), as client code does."""
-    if config["OPTIMIZER"] == "rmsprop_jax":
-        rmsprop = presets.dqn2015(learning_rate=config["LR"])
+    if config["OPTIMIZER"] in rl_common.STATE_DTYPES:
+        rmsprop = presets.dqn2015(learning_rate=config["LR"], state_dtype=rl_common.STATE_DTYPES[config["OPTIMIZER"]])
     elif config["OPTIMIZER"] == "optax":
         rmsprop = optax.rmsprop(config["LR"], decay=0.95, eps=0.01, centered=True)
     else:
-        raise ValueError(f"Invalid OPTIMIZER value: {config['OPTIMIZER']!r} (rmsprop_jax or optax)")
+        raise ValueError(f"Invalid OPTIMIZER value: {config['OPTIMIZER']!r} (one of {', '.join(rl_common.OPTIMIZERS)})")
     return optax.chain(optax.clip_by_global_norm(config["MAX_GRAD_NORM"]), rmsprop)
 
 

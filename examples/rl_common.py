@@ -136,6 +136,11 @@ def environment() -> dict[str, Any]:
     }
 
 
+STATE_DTYPES = {"rmsprop_jax": None, "rmsprop_jax_8bit": "8bit", "rmsprop_jax_4bit": "4bit"}
+"""The example's preset with each ``state_dtype`` (``None``: float32), by ``--optimizers`` name."""
+OPTIMIZERS = (*STATE_DTYPES, "optax")
+
+
 def arguments(description: str, timesteps: float, out: str) -> argparse.ArgumentParser:
     """The command line both examples take."""
     parser = argparse.ArgumentParser(description=description)
@@ -144,7 +149,8 @@ def arguments(description: str, timesteps: float, out: str) -> argparse.Argument
     parser.add_argument(
         "--optimizers",
         default="rmsprop_jax,optax",
-        help="comma-separated: rmsprop_jax (the preset), optax (optax.rmsprop, same settings)",
+        help="comma-separated: rmsprop_jax (the preset), rmsprop_jax_8bit and rmsprop_jax_4bit (the preset "
+        "with an 8-bit or a 4-bit state), optax (optax.rmsprop, same settings)",
     )
     parser.add_argument("--eval-episodes", type=int, default=10, help="greedy episodes per seed at the end")
     parser.add_argument("--out", default=out, help=f"results file to write, or '' for none (default {out})")

@@ -16,6 +16,7 @@ import types
 from rmsprop_jax import checkpoint as checkpoint
 from rmsprop_jax import clipping as clipping
 from rmsprop_jax import presets as presets
+from rmsprop_jax._codec_4bit import Nibbles
 from rmsprop_jax._codec_8bit import Quantized
 from rmsprop_jax._layout_protocol import PackingPlan
 from rmsprop_jax._state import RmsPropState
@@ -26,6 +27,7 @@ from rmsprop_jax._version import __version__
 
 __all__ = [
     "LeafReport",
+    "Nibbles",
     "PackingPlan",
     "Quantized",
     "RmsPropState",
@@ -48,6 +50,7 @@ _LAZY_SUBMODULES = ("demo",)  # needs flax and matplotlib: imported on first acc
 RmsPropState.__module__ = __name__
 PackingPlan.__module__ = __name__
 Quantized.__module__ = __name__
+Nibbles.__module__ = __name__
 LeafReport.__module__ = __name__
 StateReport.__module__ = __name__
 

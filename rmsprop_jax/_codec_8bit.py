@@ -347,7 +347,7 @@ def _runs(shape: tuple[int, ...], layout: Layout) -> tuple[tuple[int, ...], int,
     return lead, row, layout.run_length, -(-row // layout.run_length)
 
 
-def _blocked(x: jax.Array, layout: Layout) -> jax.Array:
+def blocked(x: jax.Array, layout: Layout) -> jax.Array:
     """``x`` with each block on its own axes: tiles ``(..., H/16, 16, W/16, 16)``, runs
     ``(..., runs per row, run_length)``, a row's last run padded with zeros where the run
     length does not divide the row."""
@@ -369,8 +369,8 @@ def _blocked(x: jax.Array, layout: Layout) -> jax.Array:
     return placement.reshaped(x, (*lead, runs, length), None if row_spec is None else (*row_spec, None))
 
 
-def _unblocked(x: jax.Array, layout: Layout, shape: tuple[int, ...]) -> jax.Array:
-    """The inverse of :func:`_blocked` (the padding sliced off)."""
+def unblocked(x: jax.Array, layout: Layout, shape: tuple[int, ...]) -> jax.Array:
+    """The inverse of :func:`blocked` (the padding sliced off)."""
     spec = placement.explicit_spec(x)
     if layout.kind == "tiles":
         return placement.reshaped(x, shape, None if spec is None else (*spec[:-4], spec[-4], spec[-2]))
@@ -386,13 +386,13 @@ def _unblocked(x: jax.Array, layout: Layout, shape: tuple[int, ...]) -> jax.Arra
     return placement.reshaped(x, shape, None if spec is None else (*spec[:-2], *(None,) * layout.run_axes))
 
 
-def _block_axes(layout: Layout) -> tuple[int, ...]:
+def block_axes(layout: Layout) -> tuple[int, ...]:
     if layout.kind == "boxes":
         return tuple(range(-2 * len(layout.block) + 1, 0, 2))
     return (-3, -1) if layout.kind == "tiles" else (-1,)
 
 
-def _magnitude_code(y: jax.Array, noise: jax.Array, fmt: Format) -> jax.Array:
+def magnitude_code(y: jax.Array, noise: jax.Array, fmt: Format) -> jax.Array:
     """``y`` in ``[0, 1]`` to its unbiased, stochastically rounded magnitude code (int32).
 
     One integer path for every code: ``noise`` (uniform in ``[0, 2**(23 - mantissa_bits))``) is
@@ -415,7 +415,7 @@ def _magnitude_code(y: jax.Array, noise: jax.Array, fmt: Format) -> jax.Array:
     return jnp.minimum(rounded.astype(jnp.int32) - offset, fmt.largest_code)  # a NaN (its bits) clamps to the top
 
 
-def _magnitude(code: jax.Array, fmt: Format) -> jax.Array:
+def magnitude(code: jax.Array, fmt: Format) -> jax.Array:
     """The value in ``[0, 1]`` of a magnitude code (int32)."""
     shift = 23 - fmt.mantissa_bits
     normal = jax.lax.bitcast_convert_type(
@@ -434,7 +434,7 @@ def half_maxima(x: jax.Array, layout: Layout) -> jax.Array:
     lower bound of the block's bulk that one huge entry cannot raise. One reduction over ``x``,
     as the block maxima alone would be.
     """
-    magnitude = jnp.abs(_blocked(x, layout))
+    magnitude = jnp.abs(blocked(x, layout))
     # Non-negative floats order as their int32 bit patterns: an integer maximum is one instruction
     # where a float maximum also propagates NaN. A NaN entry counts as 0 (it is stored as a finite
     # code and must not poison its block's scale).
@@ -445,18 +445,18 @@ def half_maxima(x: jax.Array, layout: Layout) -> jax.Array:
 def stored_half_maxima(q: Quantized, layout: Layout, fmt: Format) -> jax.Array:
     """:func:`half_maxima` of the array ``q`` holds, read from its codes (a reduction over the
     uint8 codes: the magnitude codes order as their values do) and its scales."""
-    codes = _blocked(q.codes, layout)
+    codes = blocked(q.codes, layout)
     largest = _halves(codes & jnp.uint8(0x7F) if fmt.signed else codes, layout)
-    return _magnitude(largest.astype(jnp.int32), fmt) * q.scales[..., None]
+    return magnitude(largest.astype(jnp.int32), fmt) * q.scales[..., None]
 
 
 def _halves(blocked: jax.Array, layout: Layout) -> jax.Array:
-    """The largest entry of each half of each block of ``blocked`` (non-negative, :func:`_blocked`'s shape).
+    """The largest entry of each half of each block of ``blocked`` (non-negative, :func:`blocked`'s shape).
 
-    From :data:`PARALLEL_MAXIMA` entries on as elementwise maxima of halves (:func:`_max_by_halving`),
+    From :data:`PARALLEL_MAXIMA` entries on as elementwise maxima of halves (:func:`max_by_halving`),
     below as reductions (the same maxima, bit for bit: a maximum rounds nothing)."""
     spec = placement.explicit_spec(blocked)
-    largest = _max_by_halving if blocked.size >= PARALLEL_MAXIMA else _max_by_reduction
+    largest = max_by_halving if blocked.size >= PARALLEL_MAXIMA else max_by_reduction
     if layout.kind == "tiles":
         *lead, rows, height, columns, width = blocked.shape
         halved_spec = None if spec is None else (*spec[:-3], None, None, spec[-2], None)
@@ -484,12 +484,12 @@ def _halves(blocked: jax.Array, layout: Layout) -> jax.Array:
     return largest(placement.reshaped(blocked, (*lead, runs, 2, length // 2), halved_spec), -1)
 
 
-def _max_by_reduction(x: jax.Array, axis: int) -> jax.Array:
+def max_by_reduction(x: jax.Array, axis: int) -> jax.Array:
     """The largest entry of ``x`` along ``axis`` (removed), as one reduction."""
     return jnp.max(x, axis=axis)
 
 
-def _max_by_halving(x: jax.Array, axis: int) -> jax.Array:
+def max_by_halving(x: jax.Array, axis: int) -> jax.Array:
     """The largest entry of non-negative ``x`` along ``axis`` (removed), as elementwise maxima of its
     halves, then of theirs: an elementwise loop that XLA:CPU runs on every core, where a reduction
     runs on one (``benchmarks/NOTES.md``). An axis of ``n`` entries, not a power of two, first takes
@@ -566,8 +566,8 @@ def _encoded_straight_through_jvp(
 ) -> tuple[tuple[Quantized, jax.Array], tuple[Quantized, jax.Array]]:
     quantized, value = _encoded(primals[0], layout, fmt, primals[1], primals[2])
     tangent = tangents[0]
-    blocked_value, axes = _blocked(value, layout), _block_axes(layout)
-    fit = jnp.sum(blocked_value * _blocked(tangent, layout), axis=axes)
+    blocked_value, axes = blocked(value, layout), block_axes(layout)
+    fit = jnp.sum(blocked_value * blocked(tangent, layout), axis=axes)
     norm = jnp.sum(jnp.square(blocked_value), axis=axes)
     scale_tangent = quantized.scales * jnp.where(norm > 0, fit / jnp.where(norm > 0, norm, 1), 0)
     # Integer codes have no tangent: JAX's convention is a NumPy float0 array of their shape.
@@ -580,29 +580,29 @@ def _encoded(
     x: jax.Array, layout: Layout, fmt: Format, seed: jax.Array | None, scale: jax.Array | None
 ) -> tuple[Quantized, jax.Array]:
     """:func:`encode_with_value`'s body."""
-    blocked = _blocked(x, layout)
-    magnitude = jnp.minimum(jnp.abs(blocked), LARGEST)
+    blocks = blocked(x, layout)
+    magnitudes = jnp.minimum(jnp.abs(blocks), LARGEST)
     if scale is None:
-        scale = jnp.max(magnitude, axis=_block_axes(layout), keepdims=True)
+        scale = jnp.max(magnitudes, axis=block_axes(layout), keepdims=True)
     else:
-        scale = jnp.expand_dims(jnp.minimum(scale, LARGEST), _block_axes(layout))
+        scale = jnp.expand_dims(jnp.minimum(scale, LARGEST), block_axes(layout))
     # One reciprocal per block (what XLA:CPU makes of a division anyway), 0 for an empty block, so
     # that the loop over the entries is a multiply and a minimum.
     inverse = jnp.where(scale > 0, 1 / jnp.where(scale > 0, scale, 1), 0)
-    y = jnp.minimum(magnitude * inverse, 1)
+    y = jnp.minimum(magnitudes * inverse, 1)
     shift = 23 - fmt.mantissa_bits
     if seed is None:  # round to nearest: half a code step in place of the random bits
         noise = jnp.uint32(1 << (shift - 1))
     else:
-        noise = _blocked(dtypes.rounding_bits(seed, x.shape, shift), layout)
-    magnitude_code = _magnitude_code(y, noise, fmt)
-    value = _magnitude(magnitude_code, fmt) * scale  # computed only where a caller uses it
-    code = magnitude_code
+        noise = blocked(dtypes.rounding_bits(seed, x.shape, shift), layout)
+    kept = magnitude_code(y, noise, fmt)
+    value = magnitude(kept, fmt) * scale  # computed only where a caller uses it
+    code = kept
     if fmt.signed:
-        code = code | jnp.where(blocked < 0, jnp.int32(0x80), jnp.int32(0))  # int32: under x64 a bare 0x80 is int64
-        value = jnp.where(blocked < 0, -value, value)
-    quantized = Quantized(_unblocked(code.astype(jnp.uint8), layout, x.shape), jnp.squeeze(scale, _block_axes(layout)))
-    return quantized, _unblocked(value, layout, x.shape)
+        code = code | jnp.where(blocks < 0, jnp.int32(0x80), jnp.int32(0))  # int32: under x64 a bare 0x80 is int64
+        value = jnp.where(blocks < 0, -value, value)
+    quantized = Quantized(unblocked(code.astype(jnp.uint8), layout, x.shape), jnp.squeeze(scale, block_axes(layout)))
+    return quantized, unblocked(value, layout, x.shape)
 
 
 def filled_code(fill: jax.Array | float, fmt: Format) -> tuple[jax.Array, jax.Array]:
@@ -617,7 +617,7 @@ def filled_code(fill: jax.Array | float, fmt: Format) -> tuple[jax.Array, jax.Ar
     magnitude = jnp.minimum(jnp.abs(value), LARGEST)
     inverse = jnp.where(magnitude > 0, 1 / jnp.where(magnitude > 0, magnitude, 1), 0)
     half_step = jnp.uint32(1 << (22 - fmt.mantissa_bits))
-    code = _magnitude_code(jnp.minimum(magnitude * inverse, 1), half_step, fmt)
+    code = magnitude_code(jnp.minimum(magnitude * inverse, 1), half_step, fmt)
     if fmt.signed:
         code = code | jnp.where(value < 0, jnp.int32(0x80), jnp.int32(0))
     return code.astype(jnp.uint8), magnitude
@@ -637,15 +637,15 @@ def filled(zeros: jax.Array, fill: jax.Array | float, layout: Layout, fmt: Forma
     """``zeros + fill`` quantized as :func:`filled_code` says, without an encode per entry; the codes
     and scales are placed as ``zeros`` is (a param's, :func:`rmsprop_jax._storage.zeros_sharded_like`)."""
     code, scale = filled_code(fill, fmt)
-    scales = jnp.max(_blocked(zeros.astype(jnp.float32) + scale, layout), axis=_block_axes(layout))
+    scales = jnp.max(blocked(zeros.astype(jnp.float32) + scale, layout), axis=block_axes(layout))
     return Quantized(zeros.astype(jnp.uint8) + code, scales)
 
 
 def decode(q: Quantized, layout: Layout, fmt: Format) -> jax.Array:
     """The float32 array that ``q`` holds."""
-    code = _blocked(q.codes, layout).astype(jnp.int32)
-    value = _magnitude(code & 0x7F if fmt.signed else code, fmt)
+    code = blocked(q.codes, layout).astype(jnp.int32)
+    value = magnitude(code & 0x7F if fmt.signed else code, fmt)
     if fmt.signed:
         value = jnp.where(code & 0x80, -value, value)
-    scale = jnp.expand_dims(q.scales, _block_axes(layout))
-    return _unblocked(value * scale, layout, q.codes.shape)
+    scale = jnp.expand_dims(q.scales, block_axes(layout))
+    return unblocked(value * scale, layout, q.codes.shape)

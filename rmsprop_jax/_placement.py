@@ -202,9 +202,16 @@ def target_shardings(arrays: Sequence[Any], groups: Sequence[tuple[int, ...]], l
     places: list[Any] = [None] * leaves
     for group, stored in zip(groups, arrays, strict=True):
         array = kinds.param_shaped(stored)
-        if len(group) == 1 and isinstance(array, jax.Array) and not isinstance(array, core.Tracer):
+        if len(group) == 1 and not isinstance(array, core.Tracer) and getattr(array, "sharding", None) is not None:
             places[group[0]] = array.sharding
     return places
+
+
+def stand_in(x: Any, shape: tuple[int, ...]) -> jax.ShapeDtypeStruct:
+    """A stand-in of ``shape`` for a stored array ``x`` not shaped like its param (4-bit nibbles), placed
+    as ``x`` is where that can be seen (a concrete array's sharding: one spec per axis, as the param's)."""
+    concrete = isinstance(x, jax.Array) and not isinstance(x, core.Tracer)
+    return jax.ShapeDtypeStruct(shape, x.dtype, sharding=x.sharding if concrete else None)
 
 
 def placed_like(value: Any, like: Any) -> Any:

@@ -22,7 +22,7 @@ from rmsprop_jax._dtypes import ResolvedStateDtype, StateDtype
 from rmsprop_jax._leaf_rules import LeafRule, rule
 
 StateDtypeOrPolicy: TypeAlias = StateDtype | Callable[[str, Any], StateDtype] | Any
-"""What ``state_dtype`` accepts: one value (``None``, a float dtype or its name, ``"8bit"``), a pytree
+"""What ``state_dtype`` accepts: one value (``None``, a float dtype or its name, ``"8bit"``, ``"4bit"``), a pytree
 prefix of such values, or a callable ``fn(path, param)`` returning one."""
 
 StatePolicy: TypeAlias = LeafRule[ResolvedStateDtype]

@@ -52,6 +52,8 @@ class LeafReport(NamedTuple):
       memory: Where the leaf's state arrays live: ``"device"``, or ``"pinned_host"``
         (``offload_state``; read from the arrays, so an abstract state from
         ``jax.eval_shape``, which keeps no memory kind, reads ``"device"``).
+      four_bit: ``"yes"`` where the leaf's ``nu`` is kept in 4 bits (``state_dtype="4bit"``; its
+        ``mu`` and momentum buffer are 8-bit), or ``"no: ..."`` with the reason.
 
     Example:
       >>> import jax.numpy as jnp
@@ -70,6 +72,7 @@ class LeafReport(NamedTuple):
     state_bytes: int
     rule: str = ""
     memory: str = "device"
+    four_bit: str = ""
 
 
 class StateReport(NamedTuple):
@@ -103,6 +106,10 @@ class StateReport(NamedTuple):
             (leaf.path, _dims(leaf.shape), leaf.storage, leaf.eight_bit, leaf.packing, str(leaf.state_bytes))
             for leaf in self.leaves
         ]
+        four_bit = sum(math.prod(leaf.shape) for leaf in self.leaves if leaf.four_bit == "yes")
+        if four_bit:
+            columns = (*columns[:4], "4-bit", *columns[4:])
+            rows = [(*row[:4], leaf.four_bit, *row[4:]) for row, leaf in zip(rows, self.leaves, strict=True)]
         if any(leaf.memory != "device" for leaf in self.leaves):
             columns = (*columns, "memory")
             rows = [(*row, leaf.memory) for row, leaf in zip(rows, self.leaves, strict=True)]
@@ -119,7 +126,8 @@ class StateReport(NamedTuple):
         total = (
             f"{len(self.leaves)} leaves, {self.param_entries} params: state {self.state_bytes} bytes "
             f"({self.bytes_per_param:.2f} per param); {100 * eight_bit / max(self.param_entries, 1):.1f}% of the "
-            f"params 8-bit, {packed} leaves packed"
+            f"params 8-bit{f' ({100 * four_bit / max(self.param_entries, 1):.1f}% 4-bit)' if four_bit else ''}, "
+            f"{packed} leaves packed"
         )
         return "\n".join([line(columns), *(line(row) for row in rows), total])
 
@@ -186,6 +194,7 @@ def state_report(state: Any, *, state_dtype: StateDtypeOrPolicy = None, params: 
             shape=leaf.shape,
             storage=leaf.storages.nu.name,
             eight_bit=_reach_word(leaf, stored),
+            four_bit=_reach_word(leaf, stored, "4-bit"),
             packing=word,
             state_bytes=round(share),
             memory="pinned_host" if leaf.on_host else "device",
@@ -262,8 +271,8 @@ def _packing_words(state: RmsPropState, plan: plans.StatePlan, stored: Sequence[
         alike = kinds[(leaf.shape, leaf.storages.nu)] > 1
         if len(own) > 1:
             words.append(f"group {numbers[own]} ({len(own)} leaves)")
-        elif not leaf.storages.nu.packable:
-            words.append("per leaf: 8-bit codes")
+        elif not leaf.storages.nu.packable:  # a kind's codes ("8bit tiles": "8-bit codes")
+            words.append(f"per leaf: {leaf.storages.nu.name.split()[0].replace('bit', '-bit')} codes")
         elif largest == 0:
             words.append("per leaf: plain RMSProp never packs")
         elif entries > largest:

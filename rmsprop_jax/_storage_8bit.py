@@ -32,7 +32,7 @@ from rmsprop_jax import _placement as placement
 from rmsprop_jax._codec_8bit import Quantized
 from rmsprop_jax._placement import zeros_sharded_like
 from rmsprop_jax._storage_float import FLOAT
-from rmsprop_jax._storage_protocol import Bounds, Magnitudes, Scalar, Storage, Stored
+from rmsprop_jax._storage_protocol import Bounds, Magnitudes, Scalar, Storage, Stored, capped_bound
 
 EIGHT_BIT = "8bit"
 
@@ -124,11 +124,7 @@ class BlockStorage:
                 return halves[id(x)][1]
 
             magnitudes = Magnitudes(self._scale_of, lambda x: jnp.max(halves_of(x), axis=-1), halves_of, halves_of)
-            bound = bounds.majorant(magnitudes)
-            if bounds.bulk is not None and bounds.previous is not None:
-                smaller = jnp.min(bounds.bulk(magnitudes), axis=-1)
-                cap = self.fmt.growth * self._scale_of(bounds.previous) + self.fmt.headroom * smaller
-                bound = jnp.where(cap > 0, jnp.minimum(bound, cap), bound)
+            bound = capped_bound(bounds, magnitudes, self.fmt.growth, self.fmt.headroom)
         return codec.encode(dtypes.cast(value, jnp.float32), self.layout, self.fmt, seed, bound), value
 
     def _scale_of(self, stored: Stored) -> jax.Array:
@@ -188,7 +184,7 @@ class EightBitKind:
         if centered and bias_correction:
             raise ValueError(
                 f"Invalid {name('bias_correction')} value: True (with {name('centered')}=True and "
-                f"{name('state_dtype')}='8bit' the state keeps the variance itself, and bias correction would "
+                f"{name('state_dtype')}={resolved!r} the state keeps the variance itself, and bias correction would "
                 "subtract two corrected averages again, the cancellation the stored variance avoids: use a "
                 "float state_dtype, or centered without bias_correction)"
             )
@@ -215,6 +211,8 @@ class EightBitKind:
         shape and visible shards, ``"complex"``, or ``"not requested"`` where blocks would fit)."""
         if isinstance(nu, BlockStorage):
             return "yes"
+        if not nu.packable:  # another kind's codes ("4bit boxes of 8x8")
+            return f"no: {nu.name.split()[0]} codes"
         if signed is not None and jnp.issubdtype(signed.dtype, jnp.complexfloating):
             return "no: complex"
         layout, why_not = codec.layout_decision(shape, placement.shard_shape(stored))
@@ -224,13 +222,15 @@ class EightBitKind:
         """A pair wrapped as a param's variable ``leaf``: the codes with its metadata, the scales with it where
         they keep the param's axes (tiles, and runs along the last axis; runs over several trailing axes drop
         the merged axes' names)."""
-        extra: dict[str, Any] = {}
-        if names is not None:
-            codes_ndim, scales_ndim = jnp.ndim(value.codes), jnp.ndim(value.scales)
-            padded = (*names, *(None,) * (codes_ndim - len(names)))
-            kept = padded[: scales_ndim - 1] if scales_ndim < codes_ndim else padded[:scales_ndim]
-            extra["out_sharding"] = (*kept, None) if scales_ndim < codes_ndim else kept
+        extra = {} if names is None else {"out_sharding": self.scale_names(value, names)}
         return Quantized(wrap(leaf, value.codes), leaf.replace(value=value.scales, **extra))
+
+    def scale_names(self, value: Quantized, names: tuple) -> tuple:
+        """The sharding names of a pair's scales, from its param's ``names``."""
+        codes_ndim, scales_ndim = jnp.ndim(value.codes), jnp.ndim(value.scales)
+        padded = (*names, *(None,) * (codes_ndim - len(names)))
+        kept = padded[: scales_ndim - 1] if scales_ndim < codes_ndim else padded[:scales_ndim]
+        return (*kept, None) if scales_ndim < codes_ndim else kept
 
 
 EIGHT_BIT_KIND = EightBitKind()

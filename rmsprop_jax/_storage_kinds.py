@@ -1,7 +1,7 @@
 """The registry of storage kinds: every ``state_dtype`` value's kind, in one place.
 
-Each kind lives in its own module (:mod:`rmsprop_jax._storage_float`,
-:mod:`rmsprop_jax._storage_8bit`) and implements :class:`rmsprop_jax._storage_protocol.StorageKind`.
+Each kind lives in its own module (:mod:`rmsprop_jax._storage_float`, :mod:`rmsprop_jax._storage_8bit`,
+:mod:`rmsprop_jax._storage_4bit`) and implements :class:`rmsprop_jax._storage_protocol.StorageKind`.
 Everything outside those modules asks this one: which kind a ``state_dtype`` value is, a param's
 storages, the storage a stored array was kept in (read from the array: a state records nothing
 else), what a kind implies for the options, and the names of its arrays (checkpoint messages, NNX).
@@ -15,11 +15,12 @@ from typing import Any
 
 import jax
 
+from rmsprop_jax._storage_4bit import FOUR_BIT_KIND
 from rmsprop_jax._storage_8bit import EIGHT_BIT_KIND
 from rmsprop_jax._storage_float import FLOAT
 from rmsprop_jax._storage_protocol import Storage, StorageKind, Stored
 
-KINDS: tuple[StorageKind, ...] = (FLOAT, EIGHT_BIT_KIND)
+KINDS: tuple[StorageKind, ...] = (FLOAT, EIGHT_BIT_KIND, FOUR_BIT_KIND)
 """Every kind; the float kind first (the default, and every other kind's fallback)."""
 
 ResolvedStateDtype = Any
@@ -84,8 +85,15 @@ def check_mappable(resolved: ResolvedStateDtype) -> None:
     kind_of(resolved).check_mappable(resolved)
 
 
-def disagreement(storage: Storage, wanted: ResolvedStateDtype, path: str, chosen: str) -> str | None:
-    """Why a leaf's stored array is not what ``wanted`` asks (the error ``update`` raises), or ``None``."""
+def disagreement(
+    storage: Storage, wanted: ResolvedStateDtype, path: str, chosen: str, shape: tuple[int, ...]
+) -> str | None:
+    """Why a leaf's stored array is not what ``wanted`` asks (the error ``update`` raises), or ``None``.
+    ``wanted``'s kind may admit another kind's storage for a leaf of ``shape`` (``admits``: the 4-bit
+    kind keeps 8 bits where 4 do not fit)."""
+    admits = getattr(kind_of(wanted), "admits", None)
+    if admits is not None and admits(storage, shape):
+        return None
     for kind in KINDS:
         why = kind.disagreement(storage, wanted, path, chosen)
         if why is not None:

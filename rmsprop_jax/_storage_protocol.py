@@ -74,6 +74,19 @@ class Bounds(NamedTuple):
     previous: Stored | None = None
 
 
+def capped_bound(bounds: Bounds, magnitudes: Magnitudes, growth: float, headroom: float) -> Any:
+    """A block storage's new scales: the majorant, capped at ``growth * old scale + headroom * bulk``
+    where the bulk (the smaller of each block's halves' lower bounds) and the array before the step
+    are given and the cap is not 0 (one huge entry must not push the rest of its block under the
+    smallest code; a block that grows as a whole has its bulk grow with it)."""
+    bound = bounds.majorant(magnitudes)
+    if bounds.bulk is not None and bounds.previous is not None:
+        smaller = jnp.min(bounds.bulk(magnitudes), axis=-1)
+        cap = growth * magnitudes.of_state(bounds.previous) + headroom * smaller
+        bound = jnp.where(cap > 0, jnp.minimum(bound, cap), bound)
+    return bound
+
+
 class Storage(Protocol):
     """How one state array of one leaf is kept (a frozen, hashable value: it keys compiled steps).
 

@@ -272,7 +272,7 @@ def _state_plan(options: _Options, state: Any) -> plans.StatePlan:
         if wanted is _ANY:
             continue
         chosen = "" if options.state_dtype.single else f" ({wanted.rule})"
-        why = kinds.disagreement(kept, wanted.value, leaf.path, chosen)
+        why = kinds.disagreement(kept, wanted.value, leaf.path, chosen, leaf.shape)
         if why is not None:
             raise ValueError(why)
     return plan
@@ -696,9 +696,11 @@ def rmsprop(
       state_dtype: Storage of the state: a floating dtype or its name (e.g.
         ``"bfloat16"``, written with stochastic rounding), or ``"8bit"`` (``uint8``
         codes and one float32 scale per block of about 256 entries, for every leaf of at
-        least 4096 entries whatever its shape; about 1.02 bytes per entry). ``None``:
+        least 4096 entries whatever its shape; about 1.02 bytes per entry), or ``"4bit"``
+        (``nu`` in half a byte per entry with one float32 scale per 128 or fewer, ``mu`` and
+        the momentum buffer in 8 bits, on the leaves 8 bits reach). ``None``:
         float32 for 16-bit params, else the param's dtype. The docs' Numerics page says which leaves and
-        what 8-bit changes; :func:`rmsprop_jax.state_report` shows it per leaf. Per leaf, as optax
+        what 8 and 4 bits change; :func:`rmsprop_jax.state_report` shows it per leaf. Per leaf, as optax
         takes masks: a pytree prefix of such values (``{"embed": "float32", "blocks": "8bit"}``,
         matched to the params by path keys) or a callable ``fn(path, param)`` returning one
         (under :func:`optax.inject_hyperparams`, pass it in ``static_args``).

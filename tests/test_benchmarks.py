@@ -79,6 +79,35 @@ def test_demo_8bit_comparison_runs_at_tiny_size(tmp_path):
     assert 0 <= demo_8bit.largest_gap(results) <= 1
 
 
+def test_demo_comparison_with_a_4bit_state_runs_at_tiny_size(tmp_path):
+    demo_8bit = load_script("benchmarks/demo_8bit.py")
+    argv = ["--seeds", "0", "--steps", "20", "--variants", "plain", "--state-dtypes", "float32", "8bit", "4bit"]
+    results = demo_8bit.main([*argv, "--out", str(tmp_path / "d.json")])
+    assert set(results["runs"]["plain"]) == {"float32", "8bit", "4bit"}
+    table = demo_8bit.markdown(results)
+    assert "| plain | 4bit |" in table and "| mean | - float32 |" in table
+
+
+def test_noisy_quadratic_and_the_4bit_code_maps_run_at_tiny_size(tmp_path):
+    quadratic = load_script("benchmarks/noisy_quadratic.py")
+    results = quadratic.main(["--steps", "20", "--seeds", "0", "--out", str(tmp_path / "q")])
+    assert set(results["runs"]["decay 0.99"]) == {"float32", "8bit", "4bit"}
+    assert all(0 < v < 1.5 for by in results["runs"].values() for r in by.values() for v in r.values())
+    maps = load_script("benchmarks/code_maps_4bit.py")
+    results = maps.main(["--steps", "20", "--seeds", "0", "--out", str(tmp_path / "m")])
+    assert set(results["runs"]["decay 0.999"]) == {"float32", "E4M0", "E3M1", "linear"}
+    assert (tmp_path / "m.md").read_text() == maps.markdown(results) + "\n"
+
+
+def test_the_4bit_momentum_measurement_runs_at_tiny_size(tmp_path):
+    script = load_script("benchmarks/momentum_4bit.py")
+    results = script.main(["--seeds", "0", "--steps", "20", "--out", str(tmp_path / "m")])
+    assert set(results["runs"]) == set(script.CONFIGS)
+    assert all(set(runs) == {"demo momentum", "demo centered", "quadratic, momentum 0.9 (distance)"}
+               for runs in results["runs"].values())  # fmt: skip
+    assert (tmp_path / "m.md").read_text() == script.markdown(results) + "\n"
+
+
 def test_packing_benchmark_runs_at_tiny_size_and_writes_its_table(tmp_path):
     packing = load_script("benchmarks/packing.py")
     out = tmp_path / "packing.json"
@@ -186,6 +215,16 @@ def test_step_8bit_benchmark_runs_at_tiny_size_and_writes_its_table(tmp_path):
         assert all(row[name]["ms"] > 0 and row[name]["fusions"] > 0 for name in script.CONTENDERS)
         assert row["8-bit"]["bytes_per_entry"] < row["optax"]["bytes_per_entry"]
     assert (tmp_path / "s.md").read_text() == script._markdown(json.loads((tmp_path / "s.json").read_text()))
+
+
+def test_step_benchmark_with_the_4bit_contender_runs_at_tiny_size(tmp_path):
+    script = load_script("benchmarks/step_8bit.py")
+    argv = ["--four-bit", "--rounds", "1", "--shapes", "--trees", "ViT-B/16", "--leaves", "4"]
+    results = script.main([*argv, "--out", str(tmp_path / "s")])
+    (row,) = results["two_cores"]
+    assert row[script.FOUR_BIT]["ms"] > 0 and row["4-bit / 8-bit"] > 0
+    assert row[script.FOUR_BIT]["bytes_per_entry"] < row["8-bit"]["bytes_per_entry"]
+    assert "| 4-bit / 8-bit |" in (tmp_path / "s.md").read_text()
 
 
 def test_the_benchmarks_readme_indexes_every_script_and_results_file():

@@ -306,7 +306,7 @@ def test_half_maxima_give_the_block_maximum_and_a_bound_of_its_second_largest(
     if not fmt.signed:
         x = np.abs(x)
     halves = np.asarray(s8.half_maxima(jnp.asarray(x), layout))
-    blocks = np.abs(np.asarray(s8._blocked(jnp.asarray(x), layout)))
+    blocks = np.abs(np.asarray(s8.blocked(jnp.asarray(x), layout)))
     if layout.kind == "boxes":  # each block's entries last
         nd = len(layout.block)
         blocks = np.transpose(blocks, [*range(0, 2 * nd, 2), *range(1, 2 * nd, 2)])

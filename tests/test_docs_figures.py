@@ -58,7 +58,7 @@ def test_the_suite_tables_on_the_speed_page_are_the_results_files():
     suite = load_script("benchmarks/suite.py")
     speed = (DOCS / "speed.md").read_text()
     included = re.findall(r"```\{include\} \.\./benchmarks/results/(\S+)\.md", speed)
-    included = [name for name in included if not name.startswith("step-8bit")]  # benchmarks/step_8bit.py's
+    included = [name for name in included if not name.startswith(("step-8bit", "step-4bit"))]  # step_8bit.py's
     assert len(included) == 3
     for name in included:
         rendered = suite.markdown(json.loads((RESULTS / f"{name}.json").read_text())).strip()
@@ -103,6 +103,22 @@ def test_the_real_model_tables_are_the_results_file():
     assert script.markdown(results) == script.RESULTS.with_suffix(".md").read_text()
     assert script.markdown(results) in (DOCS / "speed.md").read_text()
     assert script.summary_markdown(results) in README.read_text()
+
+
+def test_the_4bit_step_table_is_its_results_file_and_the_speed_page_quotes_it():
+    script = load_script("benchmarks/step_8bit.py")
+    results = json.loads((RESULTS / "step-4bit-cpu2core.json").read_text())
+    assert (RESULTS / "step-4bit-cpu2core.md").read_text() == script._markdown(results)
+    ratio = {(r["leaf"], r["variant"], r["form"]): r["4-bit / 8-bit"] for r in results["two_cores"]}
+    quoted = _speed_figures(
+        r"on ResNet-50 the 4-bit step is ([0-9.]+)x the 8-bit one; on one 8192 x 2048 leaf, centered with "
+        r"momentum, ([0-9.]+)x; plain RMSProp's single leaves ([0-9.]+)-([0-9.]+)x",
+        "the 4-bit paragraph's figures moved",
+    )
+    plain = [v for (leaf, variant, _), v in ratio.items() if variant == "plain"]
+    expected = [ratio[("ResNet-50", script.RECIPE, "update+apply")]]
+    expected += [ratio[("8192x2048", "centered+momentum", "update+apply")], min(plain), max(plain)]
+    assert [float(x) for x in quoted] == expected
 
 
 def test_the_one_leaf_8bit_table_is_its_results_file_and_the_speed_page_quotes_it():
@@ -168,3 +184,27 @@ def test_the_host_memory_paragraph_quotes_the_host_state_results_file():
     assert f"{row['tree']} with momentum at {ratios[0]:.2f}x the device-memory step in float32" in scaling
     assert f"and {ratios[1]:.2f}x in 8 bits (A/A {control:.2f};" in scaling
     assert script.RESULTS.name in scaling
+
+
+def test_the_numerics_page_quotes_the_4bit_results_files():
+    """Numerics, "4-bit state": the demo over five seeds, the noisy quadratic, the code maps and the bytes per
+    param, each as its results file renders it."""
+    numerics = (DOCS / "numerics.md").read_text()
+    demo = load_script("benchmarks/demo_8bit.py")
+    assert demo.markdown(json.loads((RESULTS / "demo_mnist1d_4bit.json").read_text())) in numerics
+    for name in ("noisy-quadratic", "model-trees-4bit", "momentum-4bit"):
+        assert (RESULTS / f"{name}.md").read_text().strip() in numerics, name
+    maps = (RESULTS / "code-maps-4bit.md").read_text().strip().splitlines()
+    assert all(line.strip() in numerics for line in maps if line.strip()), "code-maps-4bit"
+    quadratic = load_script("benchmarks/noisy_quadratic.py")
+    results = json.loads((RESULTS / "noisy-quadratic.json").read_text())
+    assert (RESULTS / "noisy-quadratic.md").read_text() == quadratic.markdown(results) + "\n"
+
+
+def test_the_rl_runs_the_numerics_page_quotes_reach_the_cap_with_every_state():
+    numerics = _flat((DOCS / "numerics.md").read_text())
+    assert "reach CartPole's cap of 500 on 4 of 4 seeds with every state" in numerics
+    for example in ("dqn", "a2c"):
+        results = json.loads((RESULTS / f"rl-{example}-cartpole-state-dtypes.json").read_text())["results"]
+        assert [r["optimizer"] for r in results] == ["rmsprop_jax", "rmsprop_jax_8bit", "rmsprop_jax_4bit"]
+        assert all(r["seeds_at_cap"] == 4 and len(r["seeds"]) == 4 for r in results), example

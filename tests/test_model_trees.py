@@ -69,3 +69,16 @@ def test_the_committed_coverage_table_is_what_the_trees_give_today():
     committed = json.loads(script.COVERAGE.with_suffix(".json").read_text())
     assert script.coverage(script.load()) == committed
     assert script.COVERAGE.with_suffix(".md").read_text() == script.coverage_markdown(committed)
+
+
+def test_the_committed_4bit_coverage_table_is_what_the_trees_give_today():
+    """``results/model-trees-4bit``: the entries whose ``nu`` is 4-bit and the bytes per param (the Numerics
+    page quotes it); every tree's plain state is at most 0.8 B/param, and every leaf keeps at most 8 bits."""
+    script = load_script("benchmarks/model_trees.py")
+    out = script.COVERAGE.with_name("model-trees-4bit")
+    committed = json.loads(out.with_suffix(".json").read_text())
+    assert {"state_dtype": "4bit", **script.coverage(script.load(), "4bit")} == committed
+    assert out.with_suffix(".md").read_text() == script.coverage_markdown(committed)
+    eight = json.loads(script.COVERAGE.with_suffix(".json").read_text())
+    for four_row, eight_row in zip(committed["rows"], eight["rows"], strict=True):
+        assert four_row["bytes_per_param"]["plain"] < min(0.8, eight_row["bytes_per_param"]["plain"])

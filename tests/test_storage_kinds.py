@@ -22,9 +22,11 @@ from rmsprop_jax import _storage_kinds as kinds
 from rmsprop_jax._storage_float import FLOAT, FloatKind, FloatStorage
 from rmsprop_jax._storage_protocol import Bounds, Scalar, Storage, Stored
 
-KIND_MODULES = {"_storage_float", "_storage_8bit", "_codec_8bit", "_storage_kinds"}
+KIND_MODULES = {"_storage_float", "_storage_8bit", "_codec_8bit", "_storage_4bit", "_codec_4bit", "_storage_kinds"}
 F16 = np.dtype(np.float16)
-KIND_NAMES = {"Quantized", "BlockStorage", "FloatStorage", "EIGHT_BIT", "EIGHT_BIT_KIND", "FLOAT"}
+KIND_NAMES = {"Quantized", "BlockStorage", "FloatStorage", "EIGHT_BIT", "EIGHT_BIT_KIND", "FLOAT"} | {
+    "Nibbles", "NibbleStorage", "FOUR_BIT", "FOUR_BIT_KIND"
+}  # fmt: skip
 
 
 def test_no_module_but_the_kinds_and_the_registry_names_a_storage_kind():
@@ -36,7 +38,7 @@ def test_no_module_but_the_kinds_and_the_registry_names_a_storage_kind():
             continue
         used = names_used(path) & ((KIND_MODULES - {"_storage_kinds"}) | KIND_NAMES)
         if path.stem == "__init__":
-            used -= {"_codec_8bit", "Quantized"}
+            used -= {"_codec_8bit", "Quantized", "_codec_4bit", "Nibbles"}
         if used:
             offenders[str(path.relative_to(ROOT))] = sorted(used)
     assert offenders == {}
@@ -44,14 +46,14 @@ def test_no_module_but_the_kinds_and_the_registry_names_a_storage_kind():
 
 def test_each_value_resolves_to_its_kind_and_a_stored_array_reads_back_as_its_storage():
     param = jnp.zeros((64, 256))
-    for value, rounds in ((None, False), ("float32", False), ("bfloat16", True), ("8bit", True)):
+    for value, rounds in ((None, False), ("float32", False), ("bfloat16", True), ("8bit", True), ("4bit", True)):
         resolved = kinds.resolve("state_dtype", value)
         assert kinds.rounds(resolved) is rounds
         for signed in (False, True):
             storage = kinds.for_param(param, resolved, signed)
             assert kinds.read(storage.filled(param, 0.5), signed) == storage
-    with pytest.raises(ValueError, match="must be one of float16, bfloat16, float32, float64, '8bit'"):
-        kinds.resolve("state_dtype", "4bit")
+    with pytest.raises(ValueError, match="must be one of float16, bfloat16, float32, float64, '8bit', '4bit'"):
+        kinds.resolve("state_dtype", "2bit")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,9 +20,9 @@ from helpers import run_steps
 import rmsprop_jax
 from rmsprop_jax import checkpoint
 
-STORAGES = {"float32": None, "bfloat16": "bfloat16", "8bit": "8bit"}
+STORAGES = {"float32": None, "bfloat16": "bfloat16", "8bit": "8bit", "4bit": "4bit"}
 LAYOUTS = {"per_leaf": False, "packed": True}
-RTOL = {"float32": 1e-5, "bfloat16": 5e-2, "8bit": 0.2}
+RTOL = {"float32": 1e-5, "bfloat16": 5e-2, "8bit": 0.2, "4bit": 1.0}  # 4-bit: a code step is a factor 2
 """How far a cell's updates may be from the float32 per-leaf run's, relative to each leaf's largest."""
 
 MATRIX = pytest.mark.parametrize(
@@ -79,7 +79,10 @@ def _stored_as_asked(state: rmsprop_jax.RmsPropState, storage: str, layout: str)
     """The state is kept as the cell asks: w 8-bit (or in the float dtype), the biases packed or not."""
     report = {leaf.path: leaf for leaf in rmsprop_jax.state_report(state).leaves}
     assert (
-        report["['w']"].storage == {"float32": "float32", "bfloat16": "bfloat16", "8bit": "8bit boxes of 8x16"}[storage]
+        report["['w']"].storage
+        == {"float32": "float32", "bfloat16": "bfloat16", "8bit": "8bit boxes of 8x16", "4bit": "4bit boxes of 8x16"}[
+            storage
+        ]
     )
     assert report["['b0']"].packing.startswith("group") == (layout == "packed")
 
@@ -232,7 +235,9 @@ def test_flax_nnx_optimizer_trains_a_model(storage, layout):
     report = {leaf.path: leaf for leaf in rmsprop_jax.state_report(state).leaves}
     assert (
         report["['first']['kernel']"].storage
-        == {"float32": "float32", "bfloat16": "bfloat16", "8bit": "8bit boxes of 8x8"}[storage]
+        == {"float32": "float32", "bfloat16": "bfloat16", "8bit": "8bit boxes of 8x8", "4bit": "4bit boxes of 8x8"}[
+            storage
+        ]
     )
     assert report["['first']['bias']"].packing.startswith("group") == (layout == "packed")
     view = rmsprop_jax.state_as_float32(state)
@@ -247,7 +252,11 @@ def test_the_view_holds_the_float32_runs_moments(storage, layout):
     view = rmsprop_jax.state_as_float32(state)
     assert jax.tree.structure(view._replace(count=None)) == jax.tree.structure(exact)
     for field in ("nu", "mu", "trace"):
-        _close(getattr(view, field), getattr(exact, field), storage)
+        if storage == "4bit":  # power-of-two codes: an entry may sit a code or two off (on average 20% here)
+            for a, b in zip(jax.tree.leaves(getattr(view, field)), jax.tree.leaves(getattr(exact, field)), strict=True):
+                assert np.mean(np.abs(np.asarray(a) - np.asarray(b))) <= 0.25 * np.mean(np.abs(np.asarray(b))), field
+        else:
+            _close(getattr(view, field), getattr(exact, field), storage)
     if storage == "float32":  # a float32 state's view is the state itself, per leaf
         _equal(view, rmsprop_jax.convert_state(state, rmsprop_jax.rmsprop(1e-3, **variant).init(_params())))
 

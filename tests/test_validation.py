@@ -132,7 +132,9 @@ def test_helpers_name_the_argument_they_are_given():
 
 
 def test_the_8bit_misspelling_lists_the_right_name():
-    with pytest.raises(ValueError, match=r"Invalid state_dtype value: '8-bit' \(state_dtype must be one of .*'8bit'\)"):
+    with pytest.raises(
+        ValueError, match=r"Invalid state_dtype value: '8-bit' \(state_dtype must be one of .*'8bit', '4bit'\)"
+    ):
         rmsprop_jax.rmsprop(0.1, state_dtype="8-bit")
 
 

@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dtype",
         choices=STATE_DTYPES,
         default="float32",
-        help="storage of the optimizer state: float32 (default), bfloat16 (stochastic rounding) or 8bit "
-        "(block-wise codes for leaves of at least 4096 entries; docs: Numerics, '8-bit state')",
+        help="storage of the optimizer state: float32 (default), bfloat16 (stochastic rounding), 8bit "
+        "(block-wise codes for leaves of at least 4096 entries; docs: Numerics, '8-bit state') or 4bit "
+        "(its square average in 4 bits; docs: Numerics, '4-bit state')",
     )
     parser.add_argument(
         "--out",

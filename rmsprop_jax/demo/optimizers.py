@@ -74,7 +74,7 @@ def preset_learning_rate(name: str) -> tuple[str, float | None]:
     return first.name, None if first.default is inspect.Parameter.empty else first.default
 
 
-STATE_DTYPES = ("float32", "bfloat16", "8bit")  # --state-dtype: rmsprop_jax.rmsprop's state_dtype
+STATE_DTYPES = ("float32", "bfloat16", "8bit", "4bit")  # --state-dtype: rmsprop_jax.rmsprop's state_dtype
 
 
 def rmsprop_choice(

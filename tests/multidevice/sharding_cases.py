@@ -14,7 +14,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import rmsprop_jax
-from rmsprop_jax import Quantized, presets
+from rmsprop_jax import Nibbles, Quantized, presets
 
 COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "collective-permute", "all-to-all")
 SCHEDULE = optax.linear_schedule(1e-2, 1e-3, 10)
@@ -35,6 +35,7 @@ OPTIMIZERS = {
 EIGHT_BIT = {  # params large enough to be quantized (tests/test_storage.py has the rule); nu in both forms, mu, buffer
     "8bit centered+momentum": lambda: rmsprop_jax.rmsprop(1e-2, centered=True, momentum=0.9, state_dtype="8bit"),
     "8bit presets.pytorch": lambda: presets.pytorch(lr=1e-2, momentum=0.9, weight_decay=1e-3, state_dtype="8bit"),
+    "4bit centered+momentum": lambda: rmsprop_jax.rmsprop(1e-2, centered=True, momentum=0.9, state_dtype="4bit"),
 }
 LAYOUTS_8BIT = {  # w (128, 256), b (4096,), n (256, 16): n's shards are narrower than a tile under TP and 2-D;
     # r (40, 1000) and q (24, 509): shapes no tile or run of 256 divides (runs of 125; runs of 256 and a padded 253);
@@ -98,6 +99,11 @@ def state_matches(state: object, params: dict[str, jax.Array], skip: frozenset[s
                 scale = leaf.scales if isinstance(leaf.scales, jax.sharding.Sharding) else leaf.scales.sharding
                 ok &= spec_of(scale, param.ndim) == spec_of(param.sharding, param.ndim)
                 leaf = leaf.codes
+            elif isinstance(leaf, Nibbles):  # the param's axes, the last halved; half scales blocked along them
+                half = leaf.half_scales
+                halves = spec_of(half if isinstance(half, jax.sharding.Sharding) else half.sharding, param.ndim + 1)
+                ok &= halves[-1] is None and halves[:-1] == spec_of(param.sharding, param.ndim)
+                leaf = leaf.nibbles
             sharding = leaf if isinstance(leaf, jax.sharding.Sharding) else leaf.sharding
             if isinstance(sharding.mesh, jax.sharding.AbstractMesh):  # from eval_shape: compare layouts
                 ok &= sharding.mesh.shape == param.sharding.mesh.shape and spec_of(sharding, param.ndim) == spec_of(

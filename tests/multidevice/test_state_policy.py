@@ -21,9 +21,9 @@ from sharding_cases import (
 )
 
 import rmsprop_jax
-from rmsprop_jax import Quantized
+from rmsprop_jax import Nibbles, Quantized
 
-POLICY = {"w": "8bit", "b": "bfloat16", "n": "8bit", "r": "float32", "q": "8bit", "e": None}
+POLICY = {"w": "8bit", "b": "bfloat16", "n": "8bit", "r": "float32", "q": "8bit", "e": "4bit"}
 
 
 def _tx() -> optax.GradientTransformation:
@@ -44,6 +44,7 @@ def test_a_policy_state_is_sharded_as_its_params_and_steps_as_one_device(axis_ty
         state = _tx().init(params)
         assert state_matches(state, params) and state_matches(jax.jit(_tx().init)(params), params)
         assert sorted(name for name, leaf in state.nu.items() if isinstance(leaf, Quantized)) == ["n", "q", "w"]
+        assert isinstance(state.nu["e"], Nibbles) and isinstance(state.mu["e"], Quantized)
         assert state.nu["b"].dtype == jnp.bfloat16 and state.nu["r"].dtype == jnp.float32
         texts: list[str] = []
         sharded = run_steps(_tx(), params, state=state, grads_on_host=True, on_compiled=texts.append)
