@@ -39,6 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import noisy_quadratic
 from demo_accuracy import machine, measured_on
+from timing import write_results
 
 from rmsprop_jax import _codec_4bit as codec
 from rmsprop_jax import _codec_8bit as blocks
@@ -122,9 +123,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d"),
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(results) + "\n")
+    write_results(args.out, results, lambda r: markdown(r) + "\n")
     print(markdown(results))
     return results
 

@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_accuracy import machine, measured_on
+from timing import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "momentum-4bit"
 CONFIGS = ("float32", "4bit (signed in 8 bits)", "4bit (signed in 4 bits)")
@@ -102,9 +103,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d"),
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(results) + "\n")
+    write_results(args.out, results, lambda r: markdown(r) + "\n")
     print(markdown(results))
     return results
 

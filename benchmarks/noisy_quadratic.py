@@ -17,7 +17,6 @@ a ``jax.lax.scan`` under ``jax.jit``; ``--steps`` and ``--seeds`` shorten it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_accuracy import machine, measured_on
+from timing import write_results
 
 import rmsprop_jax
 
@@ -104,9 +104,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d"),
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(results) + "\n")
+    write_results(args.out, results, lambda r: markdown(r) + "\n")
     print(markdown(results))
     return results
 

@@ -60,7 +60,8 @@ class Nibbles(NamedTuple):
 
     Attributes:
       nibbles: ``uint8``, the array's shape with the last axis halved: two 4-bit codes per byte
-        (entry ``j`` of a block's first half in the low nibble, of its second half in the high one).
+        (entry ``j`` of a chunk's first half in the low nibble, of its second half in the high one;
+        a chunk is the last axis's narrowest even shard, :func:`chunk`).
       half_scales: float32, the 8-bit layout's block scales' shape plus a last axis of 2: one scale
         per half block, at least its largest entry.
 
@@ -125,11 +126,6 @@ def _half_axes(layout: Layout) -> tuple[int, ...]:
     return tuple(axis - 1 if axis < -1 else -1 for axis in blocks.block_axes(layout))
 
 
-def _quarter_axes(layout: Layout) -> tuple[int, ...]:
-    """The axes of the quartered view (:func:`_halved` with 4 parts) that a quarter's reduction spans."""
-    return _half_axes(layout)
-
-
 def _unpacked(packed: jax.Array, layout: Layout) -> jax.Array:
     """The int32 codes, the array's shape, of packed nibbles: each chunk's low nibbles, then its high
     ones (one concatenation, which XLA:CPU fuses into each reader; ``benchmarks/NOTES.md``, "4-bit:
@@ -189,7 +185,7 @@ def stored_quarter_maxima(q: Nibbles, layout: Layout) -> jax.Array:
     """Each quarter block's largest magnitude as ``q`` holds it (shape: :attr:`Nibbles.half_scales`'s
     plus a last axis of 2, a half's two quarters), read from the codes (they order as their values)."""
     codes = _halved(_unpacked(q.nibbles, layout), layout, 4)
-    largest = _largest(codes, _quarter_axes(layout))
+    largest = _largest(codes, _half_axes(layout))  # a quarter's axes: a half's
     largest = largest.reshape(*largest.shape[:-1], 2, 2)
     return blocks.magnitude(largest, FORMAT) * q.half_scales[..., None]
 
