@@ -8,7 +8,8 @@ Each run is the demo's training (``rmsprop_jax.demo``: its ConvNet, data, schedu
 steps and batch size) with ``rmsprop_jax.rmsprop(..., state_dtype=...)``; only the optimizer's
 options and the state's storage change between rows. The ConvNet's two 3 x 64 x 64 kernels
 (24,576 of its 28,298 parameters) are quantized; the other leaves are under 4096 entries and
-keep float32. The docs' Numerics page quotes the table from the results file (a test checks that they agree).
+keep float32, but for the 320 x 10 head's ``nu`` under ``4bit`` (4-bit from 1024 entries). The
+docs' Numerics page quotes the table from the results file (a test checks that they agree).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
     python3 benchmarks/step_8bit.py             # -> results/step-8bit-cpu2core.{json,md} (about 15 min)
     python3 benchmarks/step_8bit.py --rounds 5 --shapes 4096x1024 --trees ResNet-50 --leaves 20 --out /tmp/x
-    python3 benchmarks/step_8bit.py --four-bit --trees ResNet-50 --out benchmarks/results/step-4bit-cpu2core
+    python3 benchmarks/step_8bit.py --four-bit --rounds 9 --trees ResNet-50 EfficientNet-B0 \
+        --out benchmarks/results/step-4bit-cpu2core
 
 For each leaf (4096 x 1024 and 8192 x 2048, float32), variant (plain; centered + momentum) and
 form (the update alone; update + ``optax.apply_updates``), three jitted steps with params and

@@ -177,17 +177,22 @@ class Quantized(NamedTuple):
     scales: jax.Array
 
 
-def block_layout(shape: tuple[int, ...], local_shape: tuple[int, ...] | None = None) -> Layout | None:
+def block_layout(
+    shape: tuple[int, ...], local_shape: tuple[int, ...] | None = None, min_size: int = MIN_SIZE
+) -> Layout | None:
     """How an array of ``shape`` is blocked (:data:`TILES`, a runs :class:`Layout`), or ``None`` (not quantized).
 
     Args:
       shape: The array's (global) shape.
       local_shape: One shard's shape, where the sharding is known; the blocks must fit it.
+      min_size: The fewest entries an array quantized has (a narrower kind's may be fewer).
     """
-    return layout_decision(shape, local_shape)[0]
+    return layout_decision(shape, local_shape, min_size)[0]
 
 
-def layout_decision(shape: tuple[int, ...], local_shape: tuple[int, ...] | None = None) -> tuple[Layout | None, str]:
+def layout_decision(
+    shape: tuple[int, ...], local_shape: tuple[int, ...] | None = None, min_size: int = MIN_SIZE
+) -> tuple[Layout | None, str]:
     """:func:`block_layout`'s answer and, where it is ``None``, why (for the state report).
 
     The layout is a function of the global shape, chosen so that no block crosses a shard boundary
@@ -198,8 +203,8 @@ def layout_decision(shape: tuple[int, ...], local_shape: tuple[int, ...] | None 
     applied to one shard's extents instead.
     """
     entries = math.prod(shape)
-    if entries < MIN_SIZE:
-        return None, f"{entries} entries < {MIN_SIZE}"
+    if entries < min_size:
+        return None, f"{entries} entries < {min_size}"
     layout = _fitting(shape, (False,) * len(shape))
     if layout is None or not _even_shardings_keep_blocks_whole(layout, shape):
         layout = _box(shape)
@@ -208,7 +213,7 @@ def layout_decision(shape: tuple[int, ...], local_shape: tuple[int, ...] | None 
     if (
         local_shape is None
         or tuple(local_shape) == tuple(shape)
-        or _shards_keep_blocks_whole(layout, shape, local_shape)
+        or shards_keep_blocks_whole(layout, shape, local_shape)
     ):
         return layout, ""
     layout = _fitting(local_shape, tuple(local < whole for local, whole in zip(local_shape, shape, strict=True)))
@@ -239,7 +244,7 @@ def _even_shardings_keep_blocks_whole(layout: Layout, shape: tuple[int, ...]) ->
     )
 
 
-def _shards_keep_blocks_whole(layout: Layout, shape: tuple[int, ...], local_shape: tuple[int, ...]) -> bool:
+def shards_keep_blocks_whole(layout: Layout, shape: tuple[int, ...], local_shape: tuple[int, ...]) -> bool:
     """Whether the shards of ``local_shape`` (one shard's extents) hold whole blocks of ``layout``."""
     return all(
         local == whole or (whole % local == 0 and _boundaries_between_blocks(layout, shape, axis, local))

@@ -209,9 +209,15 @@ def target_shardings(arrays: Sequence[Any], groups: Sequence[tuple[int, ...]], l
 
 def stand_in(x: Any, shape: tuple[int, ...]) -> jax.ShapeDtypeStruct:
     """A stand-in of ``shape`` for a stored array ``x`` not shaped like its param (4-bit nibbles), placed
-    as ``x`` is where that can be seen (a concrete array's sharding: one spec per axis, as the param's)."""
+    as ``x`` is where that can be seen (a concrete array's sharding: one spec per axis, as the param's;
+    the spec of unit axes ``x`` has after the param's dropped)."""
     concrete = isinstance(x, jax.Array) and not isinstance(x, core.Tracer)
-    return jax.ShapeDtypeStruct(shape, x.dtype, sharding=x.sharding if concrete else None)
+    sharding = x.sharding if concrete else None
+    if isinstance(sharding, NamedSharding) and len(sharding.spec) > len(shape):  # unit axes after the param's
+        sharding = NamedSharding(
+            sharding.mesh, P(*tuple(sharding.spec)[: len(shape)]), memory_kind=sharding.memory_kind
+        )
+    return jax.ShapeDtypeStruct(shape, x.dtype, sharding=sharding)
 
 
 def placed_like(value: Any, like: Any) -> Any:

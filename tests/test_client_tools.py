@@ -1,7 +1,7 @@
 """The tools client code carries an optimizer state with, as their own examples use them.
 
-Each case runs the plain configuration and 8-bit + packed (+ centered, momentum), whose state
-holds ``Quantized`` pairs and ``PackedGroups``:
+Each case runs the plain configuration, 8-bit + packed and 4-bit + packed (+ centered, momentum),
+whose states hold ``Quantized`` and ``Nibbles`` pairs and ``PackedGroups``:
 
 - Flax's msgpack (``flax.serialization.to_bytes`` of a ``TrainState``) and pickle: save, restore
   into a fresh target, resume: the same run as an uninterrupted one, bit for bit.
@@ -31,19 +31,22 @@ import rmsprop_jax
 CONFIGS = {
     "plain": {},
     "8bit_packed": {"momentum": 0.9, "centered": True, "state_dtype": "8bit", "pack_small_leaves": True},
+    "4bit_packed": {"momentum": 0.9, "centered": True, "state_dtype": "4bit", "pack_small_leaves": True},
 }
 
 
 def _params(seed: int = 0) -> dict:
-    """Large leaves (8-bit tiles and runs), small same-shape ones (packed) and a lone one."""
+    """Large leaves (8-bit tiles and runs; h: 4-bit codes paired along its first axis, as a classifier
+    with an odd number of classes), small same-shape ones (packed) and a lone one."""
     rng = np.random.default_rng(seed)
-    shapes = {"w": (64, 64), "r": (8, 512), "b1": (64,), "b2": (64,), "b3": (64,), "odd": (5, 3)}
+    shapes = {"w": (64, 64), "r": (8, 512), "h": (64, 200), "b1": (64,), "b2": (64,), "b3": (64,), "odd": (5, 3)}
     return {k: jnp.asarray(rng.standard_normal(s), jnp.float32) for k, s in shapes.items()}
 
 
 def _loss(params: dict, x: jax.Array) -> jax.Array:
     hidden = jnp.tanh(x @ params["w"] + params["b1"] * params["b2"] + params["b3"])
-    return jnp.mean(hidden**2) + jnp.mean(params["r"] ** 2) + jnp.mean(params["odd"] ** 2)
+    head = jnp.mean(jnp.tanh(hidden @ params["h"] / 8) ** 2)
+    return jnp.mean(hidden**2) + head + jnp.mean(params["r"] ** 2) + jnp.mean(params["odd"] ** 2)
 
 
 def _batches(steps: int) -> list[jax.Array]:
@@ -81,6 +84,9 @@ def test_flax_msgpack_save_and_resume_equals_an_uninterrupted_run(config):
     # the state dict is arrays only: every leaf msgpack writes is an array
     flat = jax.tree.leaves(serialization.to_state_dict(state.opt_state))
     assert flat and all(isinstance(leaf, jax.Array) for leaf in flat)
+    if config == "4bit_packed":  # h's codes: its 64 rows halved, then the unit axis saying so
+        pairs = jax.tree.leaves(resumed.opt_state, is_leaf=lambda x: isinstance(x, rmsprop_jax.Nibbles))
+        assert (32, 200, 1) in [pair.nibbles.shape for pair in pairs if isinstance(pair, rmsprop_jax.Nibbles)]
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -135,9 +141,10 @@ class _Model(nnx.Module):
         self.b = nnx.Linear(128, 64, rngs=rngs)
         self.n1 = nnx.LayerNorm(128, rngs=rngs)
         self.n2 = nnx.LayerNorm(64, rngs=rngs)
+        self.h = nnx.Linear(64, 200, rngs=rngs)  # 4-bit: paired along its 64 inputs
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.n2(self.b(self.n1(self.a(x))))
+        return self.h(self.n2(self.b(self.n1(self.a(x)))))
 
 
 @nnx.jit

@@ -184,7 +184,7 @@ def test_every_layout_keeps_whole_blocks_under_every_even_sharding_up_to_8_ways(
                 if extent % ways == 0:
                     local = (*shape[:axis], extent // ways, *shape[axis + 1 :])
                     assert s8.block_layout(shape, local) == layout, (shape, local)
-                    assert s8._shards_keep_blocks_whole(layout, shape, local), (shape, local)
+                    assert s8.shards_keep_blocks_whole(layout, shape, local), (shape, local)
 
 
 @pytest.mark.parametrize("fmt", [s8.UNSIGNED, s8.SIGNED], ids=["unsigned", "signed"])

@@ -111,12 +111,12 @@ def test_the_4bit_step_table_is_its_results_file_and_the_speed_page_quotes_it():
     assert (RESULTS / "step-4bit-cpu2core.md").read_text() == script._markdown(results)
     ratio = {(r["leaf"], r["variant"], r["form"]): r["4-bit / 8-bit"] for r in results["two_cores"]}
     quoted = _speed_figures(
-        r"on ResNet-50 the 4-bit step is ([0-9.]+)x the 8-bit one; on one 8192 x 2048 leaf, centered with "
-        r"momentum, ([0-9.]+)x; plain RMSProp's single leaves ([0-9.]+)-([0-9.]+)x",
+        r"on ResNet-50 the 4-bit step is ([0-9.]+)x the 8-bit one, on EfficientNet-B0 ([0-9.]+)x; on one 8192 x "
+        r"2048 leaf, centered with momentum, ([0-9.]+)x; plain RMSProp's single leaves ([0-9.]+)-([0-9.]+)x",
         "the 4-bit paragraph's figures moved",
     )
     plain = [v for (leaf, variant, _), v in ratio.items() if variant == "plain"]
-    expected = [ratio[("ResNet-50", script.RECIPE, "update+apply")]]
+    expected = [ratio[(tree, script.RECIPE, "update+apply")] for tree in ("ResNet-50", "EfficientNet-B0")]
     expected += [ratio[("8192x2048", "centered+momentum", "update+apply")], min(plain), max(plain)]
     assert [float(x) for x in quoted] == expected
 

@@ -15,7 +15,7 @@ from rmsprop_jax import _codec_4bit as codec
 from rmsprop_jax import _dtypes as dtypes
 
 SHAPE = (16, 256)  # nu in 4 bits: the 8-bit boxes of 2 x 32, halves of 2 x 16
-SHAPES = {"boxes": SHAPE, "runs": (8, 512)}
+SHAPES = {"boxes": SHAPE, "runs": (8, 512), "paired along the first axis": (32, 200)}  # the last: boxes of 4 x 25
 
 
 def _run(tx: optax.GradientTransformation, grads: jax.Array, params: jax.Array | None = None) -> tuple:
@@ -178,6 +178,22 @@ def test_60_steps_of_jumping_gradients_end_near_the_float32_run(variant, bound):
     assert _relative_difference(p8, p32) < _relative_difference(p4, p32) <= bound
 
 
+@pytest.mark.parametrize(
+    ("variant", "bound"), [({"centered": True}, 5e-3), ({"centered": True, "momentum": 0.9}, 0.03)], ids=["c", "cm"]
+)
+def test_a_leaf_under_4096_entries_steps_with_nu_in_4_bits_and_mu_in_float32(variant, bound):
+    """1024 to 4095 entries: nu 4-bit, mu and the buffer float32 (8 bits' size rule); the centered
+    majorant reads mu's halves from its values. Near float32 after 60 steps, as the large leaf is."""
+    shape = (64, 63)
+    grads = jnp.asarray(np.stack(hard_gradients(60, shape)))
+    start = jnp.asarray(np.random.default_rng(4).standard_normal(shape), jnp.float32)
+    p4, state, updates = _run(rmsprop_jax.rmsprop(1e-3, state_dtype="4bit", **variant), grads, start)
+    assert isinstance(state.nu, codec.Nibbles) and state.mu.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(updates)))
+    p32 = _run(rmsprop_jax.rmsprop(1e-3, **variant), grads, start)[0]
+    assert _relative_difference(p4, p32) <= bound < _relative_difference(start, p32)  # 10x closer than the start
+
+
 def test_a_gradient_that_flips_sign_is_not_clipped_by_the_centered_variance_bound():
     """As for 8 bits: after 30 steps of g = +1 (the variance near 0), one step of g = -1; the stored
     variance follows float32's within a power-of-two code."""
@@ -190,6 +206,6 @@ def test_a_gradient_that_flips_sign_is_not_clipped_by_the_centered_variance_boun
     _, exact = exact_tx.update(flip, exact, params)
     _, narrow = narrow_tx.update(flip, narrow, params)
     variance = np.asarray(exact.nu - exact.mu**2)
-    stored = np.asarray(codec.decode(narrow.nu, codec.layout_of(narrow.nu.nibbles.shape, narrow.nu.half_scales.shape)))
+    stored = np.asarray(codec.decode(narrow.nu, *codec.layout_of(narrow.nu.nibbles.shape, narrow.nu.half_scales.shape)))
     assert np.all(stored >= variance / 2) and np.all(stored <= variance * 2)
     assert abs(np.mean(stored) / np.mean(variance) - 1) < 0.1

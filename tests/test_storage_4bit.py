@@ -22,9 +22,11 @@ from rmsprop_jax._storage_float import FloatStorage
     ("shape", "nu", "signed"),
     [
         ((64, 256), NibbleStorage, BlockStorage),
-        ((1280, 1000), BlockStorage, BlockStorage),  # boxes of 2 x 125: an odd last extent keeps 8 bits
+        ((1280, 1000), NibbleStorage, BlockStorage),  # a classifier paired along its 1280 inputs (shards of 160)
+        ((200, 1000), BlockStorage, BlockStorage),  # shards of 25 and 125: no axis pairs, 8 bits
         ((3, 3, 17, 31), BlockStorage, BlockStorage),  # runs over several axes, one padded
-        ((64, 63), FloatStorage, FloatStorage),  # under 4096 entries
+        ((64, 63), NibbleStorage, FloatStorage),  # 1024 to 4095 entries: nu 4-bit (boxes of 4 x 63), mu float32
+        ((16, 63), FloatStorage, FloatStorage),  # under 1024 entries
     ],
 )
 def test_nu_in_4_bits_where_its_blocks_halve_mu_and_the_buffer_in_8(shape, nu, signed):
@@ -38,7 +40,7 @@ def test_nu_in_4_bits_where_its_blocks_halve_mu_and_the_buffer_in_8(shape, nu, s
 
 
 def test_a_4bit_state_in_an_8bit_optimizer_and_back_is_refused_naming_convert_state():
-    params = {"w": jnp.zeros((64, 256)), "c": jnp.zeros((1280, 1000))}
+    params = {"w": jnp.zeros((64, 256)), "c": jnp.zeros((200, 1000))}
     four, eight = (rmsprop_jax.rmsprop(1e-3, state_dtype=s) for s in ("4bit", "8bit"))
     with pytest.raises(ValueError, match=r"keeps leaf \['w'\] in 4 bits, but .* is '8bit'.*convert_state"):
         eight.update(params, four.init(params), params)
@@ -46,7 +48,7 @@ def test_a_4bit_state_in_an_8bit_optimizer_and_back_is_refused_naming_convert_st
         four.update(params, eight.init(params), params)
     # c keeps 8 bits in both: a 4-bit state's 8-bit leaf is its own
     assert isinstance(four.init(params).nu["c"], Quantized) and FOUR_BIT_KIND.admits(
-        kinds.read(four.init(params).nu["c"], False), (1280, 1000)
+        kinds.read(four.init(params).nu["c"], False), (200, 1000)
     )
     converted = rmsprop_jax.convert_state(eight.init(params), four.init(params))
     assert isinstance(converted.nu["w"], Nibbles)
@@ -63,11 +65,25 @@ def test_options_it_cannot_honour_are_refused_naming_the_arguments():
 
 
 def test_the_report_says_which_leaves_are_4bit_and_counts_their_bytes():
-    params = {"w": jnp.zeros((128, 256)), "c": jnp.zeros((1280, 1000)), "b": jnp.zeros(256)}
+    params = {
+        "w": jnp.zeros((128, 256)),
+        "c": jnp.zeros((200, 1000)),
+        "b": jnp.zeros(256),
+        "s": jnp.zeros((64, 63)),
+        "t": jnp.zeros((20, 100)),
+    }
     report = rmsprop_jax.state_report(rmsprop_jax.rmsprop(1e-3, state_dtype="4bit").init(params))
     leaves = {leaf.path: leaf for leaf in report.leaves}
     assert leaves["['w']"].four_bit == "yes" and leaves["['w']"].eight_bit == "no: 4bit codes"
-    assert leaves["['c']"].four_bit.startswith("no: 8 bits") and leaves["['c']"].eight_bit == "yes"
+    assert leaves["['c']"].four_bit.startswith("no: 8 bits (no axis pairs") and leaves["['c']"].eight_bit == "yes"
+    assert leaves["['b']"].four_bit == "no: 256 entries < 1024" and leaves["['b']"].storage == "float32"
+    assert leaves["['s']"].four_bit == "yes" and leaves["['s']"].storage == "4bit boxes of 4x63 paired along axis -2"
+    assert leaves["['t']"].four_bit.startswith("no: no axis pairs") and leaves["['t']"].storage == "float32"
+    policy = rmsprop_jax.rmsprop(1e-3, state_dtype={"w": "8bit", "c": "4bit", "b": "4bit", "s": None, "t": "4bit"})
+    mixed = {leaf.path: leaf for leaf in rmsprop_jax.state_report(policy.init(params)).leaves}
+    assert mixed["['w']"].four_bit == "no: 8bit codes" and mixed["['s']"].four_bit == (
+        "no: not requested (boxes of 4x63 paired along axis -2 fit)"
+    )
     assert leaves["['w']"].state_bytes == 128 * 256 // 2 + 4 * 128 * 256 // 128  # half a byte and a scale per 128
     assert "4-bit" in str(report).splitlines()[0] and "% 4-bit)" in str(report)
 

@@ -1,10 +1,11 @@
-"""Every storage (float32, bfloat16, 8-bit) in every layout (per leaf, packed), one test body each:
+"""Every storage (float32, bfloat16, 8-bit, 4-bit) in every layout (per leaf, packed), one test body each:
 jit and vmap, the optax wrappers, Flax NNX, the float32 view, conversion and checkpoints.
 
 Each cell is compared with the float32 per-leaf run of the same optimizer, within what its
 storage keeps: float32 to rounding, bfloat16 to its 8 bits of mantissa, 8-bit codes to their
-block-relative precision. The params give every cell something to do: ``w`` (64 x 128) is
-8-bit in boxes of 8 x 16, and the three 16-entry biases pack into one group with momentum.
+block-relative precision, 4-bit codes to a power of two. The params give every cell something to
+do: ``w`` (64 x 128) is 8-bit (or 4-bit) in boxes of 8 x 16, ``h`` (64 x 200) 4-bit codes paired
+along its first axis, and the three 16-entry biases pack into one group with momentum.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ MATRIX = pytest.mark.parametrize(
 def _params() -> dict[str, jax.Array]:
     rng = np.random.default_rng(0)
     params = {"w": jnp.asarray(rng.standard_normal((64, 128)), jnp.float32)}
+    params["h"] = jnp.asarray(rng.standard_normal((64, 200)), jnp.float32)  # 4-bit: paired along its 64 rows
     return params | {f"b{i}": jnp.asarray(rng.standard_normal(16), jnp.float32) for i in range(3)}
 
 
@@ -85,6 +87,8 @@ def _stored_as_asked(state: rmsprop_jax.RmsPropState, storage: str, layout: str)
         ]
     )
     assert report["['b0']"].packing.startswith("group") == (layout == "packed")
+    if storage == "4bit":
+        assert report["['h']"].storage == "4bit boxes of 8x25 paired along axis -2"
 
 
 @MATRIX
@@ -182,22 +186,22 @@ def test_apply_if_finite_skips_a_nan_step_and_keeps_the_state(storage, layout):
 def test_masked_and_multi_transform(storage, layout):
     params = _params()
     grads = _grads(params, 0)
-    mask = {"w": True, "b0": True, "b1": True, "b2": False}
+    mask = {"w": True, "h": True, "b0": True, "b1": True, "b2": False}
     masked = optax.masked(_rmsprop(storage, layout, 0.1, momentum=0.9), mask)
     updates, _ = masked.update(grads, masked.init(params), params)
     np.testing.assert_array_equal(updates["b2"], grads["b2"])  # untouched
     reference = rmsprop_jax.rmsprop(0.1, momentum=0.9)
     want, _ = reference.update(grads, reference.init(params), params)
-    _close({k: updates[k] for k in ("w", "b0", "b1")}, {k: want[k] for k in ("w", "b0", "b1")}, storage)
+    _close({k: updates[k] for k in ("w", "h", "b0", "b1")}, {k: want[k] for k in ("w", "h", "b0", "b1")}, storage)
 
-    labels = {"w": "rms", "b0": "rms", "b1": "rms", "b2": "sgd"}
+    labels = {"w": "rms", "h": "rms", "b0": "rms", "b1": "rms", "b2": "sgd"}
     rms = _rmsprop(storage, layout, 0.1, centered=True, momentum=0.9)
     multi = optax.multi_transform({"rms": rms, "sgd": optax.sgd(0.1)}, labels)
     updates, _ = jax.jit(multi.update)(grads, multi.init(params), params)
     np.testing.assert_allclose(updates["b2"], -0.1 * grads["b2"], rtol=1e-6)
     reference = rmsprop_jax.rmsprop(0.1, centered=True, momentum=0.9)
     want, _ = reference.update(grads, reference.init(params), params)
-    _close({k: updates[k] for k in ("w", "b0", "b1")}, {k: want[k] for k in ("w", "b0", "b1")}, storage)
+    _close({k: updates[k] for k in ("w", "h", "b0", "b1")}, {k: want[k] for k in ("w", "h", "b0", "b1")}, storage)
 
 
 class _TwoLayers(nnx.Module):

@@ -99,11 +99,15 @@ def state_matches(state: object, params: dict[str, jax.Array], skip: frozenset[s
                 scale = leaf.scales if isinstance(leaf.scales, jax.sharding.Sharding) else leaf.scales.sharding
                 ok &= spec_of(scale, param.ndim) == spec_of(param.sharding, param.ndim)
                 leaf = leaf.codes
-            elif isinstance(leaf, Nibbles):  # the param's axes, the last halved; half scales blocked along them
-                half = leaf.half_scales
+            elif isinstance(leaf, Nibbles):  # the param's axes (one halved, unit axes after); half scales blocked
+                half, codes = leaf.half_scales, leaf.nibbles
                 halves = spec_of(half if isinstance(half, jax.sharding.Sharding) else half.sharding, param.ndim + 1)
                 ok &= halves[-1] is None and halves[:-1] == spec_of(param.sharding, param.ndim)
-                leaf = leaf.nibbles
+                codes = codes if isinstance(codes, jax.sharding.Sharding) else codes.sharding
+                spec = spec_of(codes, param.ndim + 2)  # at most one unit axis per param axis after the paired one
+                ok &= spec[: param.ndim] == spec_of(param.sharding, param.ndim) and set(spec[param.ndim :]) == {None}
+                ok &= codes.mesh.shape == param.sharding.mesh.shape
+                continue
             sharding = leaf if isinstance(leaf, jax.sharding.Sharding) else leaf.sharding
             if isinstance(sharding.mesh, jax.sharding.AbstractMesh):  # from eval_shape: compare layouts
                 ok &= sharding.mesh.shape == param.sharding.mesh.shape and spec_of(sharding, param.ndim) == spec_of(

@@ -33,7 +33,7 @@ from sharding_cases import (
 )
 
 import rmsprop_jax
-from rmsprop_jax import Quantized, checkpoint
+from rmsprop_jax import Nibbles, Quantized, checkpoint
 from rmsprop_jax import _codec_8bit as codec
 from rmsprop_jax import _plan as plans
 
@@ -102,17 +102,22 @@ def test_state_follows_the_params_update_has_no_collective_and_equals_one_device
             np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=0, atol=1e-6)
     if eight_bit:
         # every leaf is quantized with one device's layout, on every mesh, eagerly and under jit
-        four_bit = "4bit" in name  # nu in 4 bits where a block's last extent is a multiple of 4 (not n, q, r)
+        four_bit = "4bit" in name  # nu in 4 bits where an axis pairs (n along its rows; q and r: no even shard)
         for quantized_state in (state, jitted_state):
             kept = {k: type(leaf).__name__ for k, leaf in quantized_state.nu.items()}
             assert sorted(k for k, kind in kept.items() if kind in ("Quantized", "Nibbles")) == list("benqrw")
-            assert sorted(k for k, kind in kept.items() if kind == "Nibbles") == (list("bew") if four_bit else [])
+            assert sorted(k for k, kind in kept.items() if kind == "Nibbles") == (list("benw") if four_bit else [])
             signed = quantized_state.mu or {}  # 8 bits in either kind
             assert all(isinstance(leaf, Quantized) for leaf in signed.values())
         layouts = {leaf.path: str(leaf.storages.nu.layout) for leaf in plans.read(state).leaves}
         # r's runs of 125 fit its columns split 8 ways, q's padded rows are never split, e's boxes fit 16-wide shards
         assert layouts["['r']"] == "runs of 125" and layouts["['e']"] == "boxes of 25x8"
         assert layouts["['n']"] == "boxes of 32x2"
+        if four_bit:  # n's codes: its rows halved (pairs within each shard of rows), a unit axis saying so
+            n_codes = state.nu["n"].nibbles
+            assert n_codes.shape == (128, 16, 1)
+            n_spec = spec_of(make_params(mesh, layout)["n"].sharding, 2)
+            assert spec_of(n_codes.sharding, 3) == (*n_spec, None)
 
 
 def test_the_collective_check_sees_the_reduction_of_global_norm_clipping():
@@ -175,6 +180,41 @@ def test_nnx_optimizer_state_follows_with_partitioning_eagerly_jitted_and_after_
 
         train_step(model, optimizer, jnp.ones((8, 16)))
         _assert_follows(optimizer, model)
+
+
+class _Classifier(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs) -> None:  # 200 classes: 4-bit codes paired along the 64 inputs
+        init = nnx.with_partitioning(nnx.initializers.lecun_normal(), ("data", "model"))
+        self.head = nnx.Linear(64, 200, kernel_init=init, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.head(x)
+
+
+def test_nnx_4bit_codes_paired_along_rows_carry_the_kernels_partitioning():
+    """The codes' metadata names the kernel's axes, then None for the unit axis; their arrays and the
+    half scales are placed as that metadata says, after init under nnx.jit and after a step."""
+    with jax.set_mesh(mesh_of(AxisType.Auto)):
+        model = sharded_model(lambda: _Classifier(nnx.Rngs(0)))
+
+        @nnx.jit
+        def create_optimizer(model: _Classifier) -> nnx.Optimizer:
+            return nnx.Optimizer(model, rmsprop_jax.rmsprop(1e-3, state_dtype="4bit"), wrt=nnx.Param)
+
+        @nnx.jit
+        def train_step(model: _Classifier, optimizer: nnx.Optimizer, x: jax.Array) -> None:
+            optimizer.update(model, nnx.grad(lambda m: jnp.mean(m(x) ** 2))(model))
+
+        optimizer = create_optimizer(model)
+        for _ in range(2):
+            nu = optimizer.opt_state.nu["head"]["kernel"]
+            assert isinstance(nu, Nibbles) and nu.nibbles[...].shape == (32, 200, 1)
+            assert nu.nibbles.get_metadata()["out_sharding"] == ("data", "model", None)
+            assert nu.half_scales.get_metadata()["out_sharding"] == ("data", "model", None)
+            for variable in nu:
+                spec = P(*variable.get_metadata()["out_sharding"])
+                assert variable[...].sharding.is_equivalent_to(NamedSharding(variable[...].sharding.mesh, spec), 3)
+            train_step(model, optimizer, jnp.ones((8, 64)))
 
 
 @pytest.mark.parametrize("name", PACKED_OPTIMIZERS)
