@@ -15,7 +15,8 @@ from rmsprop_jax import _codec_4bit as codec
 from rmsprop_jax import _dtypes as dtypes
 
 SHAPE = (16, 256)  # nu in 4 bits: the 8-bit boxes of 2 x 32, halves of 2 x 16
-SHAPES = {"boxes": SHAPE, "runs": (8, 512), "paired along the first axis": (32, 200)}  # the last: boxes of 4 x 25
+PAIRED = "paired along the first axis"
+SHAPES = {"boxes": SHAPE, "runs": (8, 512), PAIRED: (32, 200)}  # the last: boxes of 4 x 25
 
 
 def _run(tx: optax.GradientTransformation, grads: jax.Array, params: jax.Array | None = None) -> tuple:
@@ -59,9 +60,18 @@ def _dropped_ratio(decay: float, shape: tuple[int, ...], nearest: pytest.MonkeyP
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("decay", [0.999, 0.9999])
-@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES)
+@pytest.mark.parametrize(
+    ("shape", "decay"),
+    [
+        (shape, decay)
+        for name, shape in SHAPES.items()
+        for decay in (0.999, 0.9999)
+        if (name, decay) != (PAIRED, 0.9999)
+    ],
+    ids=lambda v: v if isinstance(v, float) else next(name for name, shape in SHAPES.items() if shape == v),
+)
 def test_stochastic_rounding_follows_a_10x_gradient_drop(shape, decay):
+    """At 0.9999 on the last-axis layouts only: the paired one shares their rounding (30,000 steps, 18 s)."""
     assert abs(_dropped_ratio(decay, shape) - 1) < 0.05
 
 

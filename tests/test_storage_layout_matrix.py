@@ -4,7 +4,7 @@ jit and vmap, the optax wrappers, Flax NNX, the float32 view, conversion and che
 Each cell is compared with the float32 per-leaf run of the same optimizer, within what its
 storage keeps: float32 to rounding, bfloat16 to its 8 bits of mantissa, 8-bit codes to their
 block-relative precision, 4-bit codes to a power of two. The params give every cell something to
-do: ``w`` (64 x 128) is 8-bit (or 4-bit) in boxes of 8 x 16, ``h`` (64 x 200) 4-bit codes paired
+do: ``w`` (64 x 128) is 8-bit (or 4-bit) in boxes of 8 x 16, ``h`` (32 x 200) 4-bit codes paired
 along its first axis, and the three 16-entry biases pack into one group with momentum.
 """
 
@@ -34,7 +34,7 @@ MATRIX = pytest.mark.parametrize(
 def _params() -> dict[str, jax.Array]:
     rng = np.random.default_rng(0)
     params = {"w": jnp.asarray(rng.standard_normal((64, 128)), jnp.float32)}
-    params["h"] = jnp.asarray(rng.standard_normal((64, 200)), jnp.float32)  # 4-bit: paired along its 64 rows
+    params["h"] = jnp.asarray(rng.standard_normal((32, 200)), jnp.float32)  # 4-bit: paired along its 32 rows
     return params | {f"b{i}": jnp.asarray(rng.standard_normal(16), jnp.float32) for i in range(3)}
 
 
@@ -88,7 +88,7 @@ def _stored_as_asked(state: rmsprop_jax.RmsPropState, storage: str, layout: str)
     )
     assert report["['b0']"].packing.startswith("group") == (layout == "packed")
     if storage == "4bit":
-        assert report["['h']"].storage == "4bit boxes of 8x25 paired along axis -2"
+        assert report["['h']"].storage == "4bit boxes of 4x25 paired along axis -2"
 
 
 @MATRIX
