@@ -34,12 +34,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import noisy_quadratic
 from demo_accuracy import machine, measured_on
-from timing import write_results
+from timing import mean_and_range, write_results
 
 from rmsprop_jax import _codec_4bit as codec
 from rmsprop_jax import _codec_8bit as blocks
@@ -81,7 +80,7 @@ def markdown(results: dict[str, Any]) -> str:
         cells = []
         for name in columns:
             values = list(by_map[name].values())
-            cells.append(f"{np.mean(values):.4f} ({min(values):.4f}-{max(values):.4f})")
+            cells.append(mean_and_range(values))
         rows.append(f"| {variant} | " + " | ".join(cells) + " |")
     rows += [
         "",

@@ -24,11 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_accuracy import machine, measured_on
-from timing import write_results
+from timing import mean_and_range, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "momentum-4bit"
 CONFIGS = ("float32", "4bit (signed in 8 bits)", "4bit (signed in 4 bits)")
@@ -69,7 +67,7 @@ def markdown(results: dict[str, Any]) -> str:
         cells = []
         for config in CONFIGS:
             values = list(results["runs"][config][run].values())
-            cells.append(f"{np.mean(values):.4f} ({min(values):.4f}-{max(values):.4f})")
+            cells.append(mean_and_range(values))
         rows.append(f"| {run} | " + " | ".join(cells) + " |")
     rows += [
         "",

@@ -25,12 +25,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_accuracy import machine, measured_on
-from timing import write_results
+from timing import mean_and_range, write_results
 
 import rmsprop_jax
 
@@ -73,7 +72,7 @@ def markdown(results: dict) -> str:
         cells = []
         for state in STATE_DTYPES:
             values = list(by_state[state].values())
-            cells.append(f"{np.mean(values):.4f} ({min(values):.4f}-{max(values):.4f})")
+            cells.append(mean_and_range(values))
         rows.append(f"| {variant} | " + " | ".join(cells) + " |")
     rows += [
         "",

@@ -29,9 +29,15 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 import optax
 
 import rmsprop_jax
+
+
+def mean_and_range(values: list[float]) -> str:
+    """A results table's cell: the mean and, in parentheses, the range of some runs' figures."""
+    return f"{np.mean(values):.4f} ({min(values):.4f}-{max(values):.4f})"
 
 
 def median_spread(times: list[float]) -> tuple[float, float]:
